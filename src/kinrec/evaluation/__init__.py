@@ -1,0 +1,1 @@
+"""Full-ranking evaluation with RecBole-equal metric definitions."""

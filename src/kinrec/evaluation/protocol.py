@@ -1,0 +1,175 @@
+"""Full-ranking evaluation protocol (RecBole's): rank all items, mask known items, batch top-K.
+
+For validation the user's train items are masked; for test, train and valid items. Users with
+no rows in the evaluated part are skipped. Segments re-use the same ranked lists with a
+restricted relevant set: ``cold`` = test rows whose item has no train row, ``warm`` = the rest,
+and ``users:<group>`` = the users of an activity group (by number of train interactions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from kinrec.data.dataset import Interactions
+from kinrec.evaluation.metrics import summarize
+
+DEFAULT_KS = (5, 10, 20, 50)
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+"""Maps a batch of user indices to a dense ``batch x n_items`` score array."""
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics over all evaluated users, per segment, plus counts."""
+
+    metrics: dict[str, float]
+    segments: dict[str, dict[str, float]] = field(default_factory=dict)
+    n_users: int = 0
+    segment_users: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "metrics": self.metrics,
+            "segments": self.segments,
+            "n_users": self.n_users,
+            "segment_users": self.segment_users,
+        }
+
+
+def _binary(inter: Interactions) -> sp.csr_matrix:
+    return inter.matrix().astype(bool).tocsr()
+
+
+def cold_item_mask(train: Interactions) -> np.ndarray:
+    """Boolean over items: True where the item has no training interaction."""
+    counts = np.bincount(train.items, minlength=train.n_items)
+    return counts == 0
+
+
+def activity_groups(train: Interactions, n_groups: int = 3) -> dict[str, np.ndarray]:
+    """Users split into equal-sized groups by number of train interactions (low/mid/high)."""
+    counts = np.bincount(train.users, minlength=train.n_users)
+    order = np.argsort(counts, kind="stable")
+    names = ["low", "mid", "high"] if n_groups == 3 else [f"q{i + 1}" for i in range(n_groups)]
+    groups: dict[str, np.ndarray] = {}
+    for name, chunk in zip(names, np.array_split(order, n_groups), strict=True):
+        mask = np.zeros(train.n_users, dtype=bool)
+        mask[chunk] = True
+        groups[f"users:{name}"] = mask
+    return groups
+
+
+def evaluate_scores(
+    scorer: Scorer,
+    truth: Interactions,
+    exclude: Sequence[Interactions] = (),
+    ks: Sequence[int] = DEFAULT_KS,
+    item_segments: dict[str, np.ndarray] | None = None,
+    user_segments: dict[str, np.ndarray] | None = None,
+    batch_size: int = 1024,
+) -> EvaluationResult:
+    """Evaluate a scorer on ``truth`` with full ranking over all items.
+
+    ``exclude`` parts are masked from each user's ranking; ``item_segments`` maps a segment
+    name to a boolean mask over items that restricts the relevant set; ``user_segments`` to a
+    boolean mask over users that restricts the evaluated users.
+    """
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    kmax = max(ks)
+    n_items = truth.n_items
+    truth_m = _binary(truth)
+    mask_m = None
+    for part in exclude:
+        m = _binary(part)
+        mask_m = m if mask_m is None else (mask_m + m).astype(bool).tocsr()
+    users = np.flatnonzero(np.diff(truth_m.indptr) > 0)
+    rel = {"all": truth_m}
+    for name, item_mask in (item_segments or {}).items():
+        rel[name] = (truth_m @ sp.diags(item_mask.astype(np.float32))).astype(bool).tocsr()
+        rel[name].eliminate_zeros()
+    hits = {name: np.zeros((len(users), kmax), dtype=bool) for name in rel}
+    tops = np.zeros((len(users), kmax), dtype=np.int64)
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        scores = np.asarray(scorer(batch), dtype=np.float32)
+        if scores.shape != (len(batch), n_items):
+            raise ValueError(f"scorer returned shape {scores.shape}, expected {(len(batch), n_items)}")
+        scores = scores.copy()
+        if mask_m is not None:
+            sub = mask_m[batch].tocoo()
+            scores[sub.row, sub.col] = -np.inf
+        top = torch.topk(torch.from_numpy(scores), min(kmax, n_items), dim=1).indices.numpy()
+        if top.shape[1] < kmax:  # tiny catalogues: pad with an impossible index
+            top = np.pad(top, ((0, 0), (0, kmax - top.shape[1])), constant_values=-1)
+        tops[start : start + len(batch)] = top
+        safe = np.where(top >= 0, top, 0)
+        for name, m in rel.items():
+            dense = m[batch].toarray()
+            h = np.take_along_axis(dense, safe, axis=1) & (top >= 0)
+            hits[name][start : start + len(batch)] = h
+    result = EvaluationResult(metrics={}, n_users=len(users))
+    n_rel_all = np.diff(truth_m.indptr)[users]
+    result.metrics = summarize(hits["all"], n_rel_all, ks)
+    for k in ks:
+        covered = np.unique(tops[:, :k])
+        result.metrics[f"itemcoverage@{k}"] = float((covered >= 0).sum() / max(n_items, 1))
+    for name, m in rel.items():
+        if name == "all":
+            continue
+        n_rel = np.diff(m.indptr)[users]
+        keep = n_rel > 0
+        result.segments[name] = summarize(hits[name][keep], n_rel[keep], ks)
+        result.segment_users[name] = int(keep.sum())
+    for name, user_mask in (user_segments or {}).items():
+        keep = user_mask[users]
+        result.segments[name] = summarize(hits["all"][keep], n_rel_all[keep], ks)
+        result.segment_users[name] = int(keep.sum())
+    return result
+
+
+def evaluate(
+    model,
+    truth: Interactions,
+    exclude: Sequence[Interactions] = (),
+    ks: Sequence[int] = DEFAULT_KS,
+    segments: bool = True,
+    train: Interactions | None = None,
+    batch_size: int = 1024,
+) -> EvaluationResult:
+    """Evaluate a fitted :class:`~kinrec.models.base.Recommender` with full ranking.
+
+    With ``segments`` and ``train`` given, reports ``cold``/``warm`` item segments (when any
+    test item is cold) and user activity groups.
+    """
+    item_segments = user_segments = None
+    if segments and train is not None:
+        cold = cold_item_mask(train)
+        truth_items_cold = cold[truth.items]
+        if truth_items_cold.any():
+            item_segments = {"cold": cold, "warm": ~cold}
+        user_segments = activity_groups(train)
+    return evaluate_scores(
+        lambda u: model.score(u),
+        truth,
+        exclude,
+        ks,
+        item_segments,
+        user_segments,
+        batch_size,
+    )
+
+
+def ndcg_validator(train: Interactions, valid: Interactions, k: int = 10) -> Callable:
+    """A validator for early stopping: model -> NDCG@k on ``valid`` with train items masked."""
+
+    def validate(model) -> float:
+        res = evaluate(model, valid, exclude=[train], ks=(k,), segments=False)
+        return res.metrics[f"ndcg@{k}"]
+
+    return validate

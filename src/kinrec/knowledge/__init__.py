@@ -1,0 +1,1 @@
+"""Knowledge sources: language-model item encoder and knowledge graph."""

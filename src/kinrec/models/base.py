@@ -1,0 +1,234 @@
+"""One small interface for every model: fit, score, recommend, similar_items, save, load.
+
+A model subclasses :class:`Recommender`, declares a pydantic ``Config`` and a registry ``name``,
+and implements four hooks:
+
+* ``_fit(train, valid, validator, progress)``: learn from indexed interactions.
+* ``score(users, items=None)``: a dense ``len(users) x n_items`` (or ``x len(items)``) array.
+* ``_state()`` / ``_load_state(arrays, meta)``: the learned arrays (saved as safetensors) and
+  small JSON-able extras.
+
+Everything else (vocabularies, seen-item exclusion, artifact layout, atomic writes) lives here.
+Iterative models get a ``validator`` callable (model -> validation NDCG@10) built by the caller
+from :mod:`kinrec.evaluation`, so models never import the evaluation layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict
+from safetensors.numpy import load_file, save_file
+
+from kinrec.data.dataset import IdMap, Interactions
+
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+FORMAT_VERSION = 1
+
+Validator = Callable[["Recommender"], float]
+"""Returns the validation metric (NDCG@10) of a model in its current state."""
+
+ProgressCallback = Callable[[str, int, int, dict[str, float]], None]
+"""``(phase, step, total, values)``: called by iterative models after each epoch."""
+
+
+class ModelConfig(BaseModel):
+    """Base of every model config: typed, immutable, TOML-loadable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 2026
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One recommended or similar item."""
+
+    item_id: str
+    score: float
+
+
+class Recommender(ABC):
+    """Base class of all kinrec models."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, config: ModelConfig | dict[str, Any] | None = None) -> None:
+        if config is None:
+            config = self.Config()
+        elif isinstance(config, dict):
+            config = self.Config.model_validate(config)
+        self.config = config
+        self.user_map: IdMap | None = None
+        self.item_map: IdMap | None = None
+        self.seen: sp.csr_matrix | None = None
+        self.fit_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None = None,
+        validator: Validator | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Self:
+        """Learn from ``train``; iterative models early-stop on ``validator`` when given."""
+        self.user_map, self.item_map = train.user_map, train.item_map
+        self.seen = train.matrix()
+        start = time.perf_counter()
+        self._fit(train, valid, validator, progress)
+        self.fit_info.setdefault("train_seconds", time.perf_counter() - start)
+        return self
+
+    @abstractmethod
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        validator: Validator | None,
+        progress: ProgressCallback | None,
+    ) -> None: ...
+
+    # ------------------------------------------------------------------ inference
+    @abstractmethod
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """Scores of ``items`` (default: all) for each user index in ``users``; higher is better."""
+
+    def item_vectors(self) -> np.ndarray | None:
+        """Item embeddings for ``similar_items`` (None: fall back to co-occurrence)."""
+        return None
+
+    def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True) -> list[Scored]:
+        """Top-``k`` items for a known user, excluding training items unless told not to."""
+        self._require_fitted()
+        uidx = self.user_map.index(user_id)
+        scores = self.score(np.array([uidx]))[0].astype(np.float64)
+        if exclude_seen:
+            row = self.seen[uidx]
+            scores[row.indices] = -np.inf
+        return self._top(scores, k)
+
+    def similar_items(self, item_id: str, k: int = 10) -> list[Scored]:
+        """Items most similar to ``item_id`` (cosine over item vectors or co-occurrence)."""
+        self._require_fitted()
+        iidx = self.item_map.index(item_id)
+        vectors = self.item_vectors()
+        if vectors is not None:
+            norms = np.linalg.norm(vectors, axis=1) + 1e-12
+            sims = (vectors @ vectors[iidx]) / (norms * norms[iidx])
+        else:
+            col = self.seen[:, iidx]
+            co = (self.seen.T @ col).toarray().ravel()
+            counts = np.asarray(self.seen.sum(axis=0)).ravel()
+            sims = co / (np.sqrt(counts * counts[iidx]) + 1e-12)
+        sims = sims.astype(np.float64)
+        sims[iidx] = -np.inf
+        return self._top(sims, k)
+
+    def _top(self, scores: np.ndarray, k: int) -> list[Scored]:
+        k = min(k, int(np.isfinite(scores).sum()))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [Scored(self.item_map.ids([i])[0], float(scores[i])) for i in top]
+
+    def _require_fitted(self) -> None:
+        if self.user_map is None or self.item_map is None or self.seen is None:
+            raise RuntimeError(f"{self.name}: call fit() or load() first")
+
+    # ------------------------------------------------------------------ persistence
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]:
+        """Learned arrays to save (names -> numpy arrays)."""
+
+    @abstractmethod
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`_state` returned."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model directory atomically: weights, seen matrix, vocabularies, manifest."""
+        self._require_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            arrays = {f"model.{k}": np.ascontiguousarray(v) for k, v in self._state().items()}
+            seen = self.seen.tocsr()
+            arrays["seen.indptr"] = seen.indptr.astype(np.int64)
+            arrays["seen.indices"] = seen.indices.astype(np.int64)
+            save_file(arrays, str(tmp / WEIGHTS))
+            (tmp / "users.json").write_text(json.dumps(self.user_map.ids()))
+            (tmp / "items.json").write_text(json.dumps(self.item_map.ids()))
+            (tmp / MANIFEST).write_text(json.dumps(self._manifest(), indent=2, default=str))
+            if path.exists():
+                old = path.with_name(f".{path.name}.old.{os.getpid()}")
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    def _manifest(self) -> dict[str, Any]:
+        import torch
+
+        import kinrec
+
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "fit_info": self.fit_info,
+            "n_users": len(self.user_map),
+            "n_items": len(self.item_map),
+            "versions": {
+                "kinrec": kinrec.__version__,
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+                "torch": torch.__version__,
+            },
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Load a model directory written by :meth:`save` (of this class or, from the base, any)."""
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.exists():
+            raise FileNotFoundError(f"{path}: not a kinrec model directory (no {MANIFEST})")
+        manifest = json.loads(manifest_path.read_text())
+        target: type[Recommender] = cls
+        if getattr(cls, "name", None) != manifest["model"]:
+            from kinrec.models.registry import get_model_class
+
+            target = get_model_class(manifest["model"])
+        model = target(target.Config.model_validate(manifest["config"]))
+        arrays = load_file(str(path / WEIGHTS))
+        model.user_map = IdMap(json.loads((path / "users.json").read_text()))
+        model.item_map = IdMap(json.loads((path / "items.json").read_text()))
+        n_users, n_items = len(model.user_map), len(model.item_map)
+        indptr, indices = arrays.pop("seen.indptr"), arrays.pop("seen.indices")
+        data = np.ones(len(indices), dtype=np.float32)
+        model.seen = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
+        model.fit_info = manifest.get("fit_info", {})
+        model._load_state({k[len("model.") :]: v for k, v in arrays.items()})
+        return model  # type: ignore[return-value]

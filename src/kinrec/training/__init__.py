@@ -1,0 +1,1 @@
+"""Training utilities shared by iterative models: samplers, early stopping, seeding."""
