@@ -1,0 +1,138 @@
+"""Typed pipeline configuration, loadable from TOML.
+
+One section per component; defaults live here next to their meaning::
+
+    [data]
+    dataset = "ml-100k"            # a registry name (kinrec data list) ...
+    # path = "my_data/"            # ... or a directory / file to load
+    # format = "recbole"           # recbole | ml-1m | unisrec | table
+
+    [store]
+    url = "sqlite:///kinrec.db"    # any SQLAlchemy URL; PostgreSQL works the same way
+
+    [split]
+    method = "random"              # random | temporal | leave-one-out | cold-item | predefined
+    ratios = [0.8, 0.1, 0.1]
+    seed = 2026
+    # dir = "splits/ml-100k"       # for method = "predefined"
+
+    [model]
+    name = "ease"
+    [model.params]                 # validated against the model's own Config
+    reg_weight = 250.0
+
+    [evaluation]
+    ks = [5, 10, 20, 50]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kinrec.models.base import ModelConfig
+from kinrec.models.registry import get_model_class
+
+DEFAULT_DB_URL = "sqlite:///kinrec.db"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the data comes from: a registry name or a path with its format."""
+
+    dataset: str | None = "ml-100k"
+    path: Path | None = None
+    format: Literal["recbole", "ml-1m", "unisrec", "table"] = "recbole"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.path is not None and self.dataset == "ml-100k":
+            self.dataset = None  # an explicit path overrides the default dataset
+        if self.dataset is None and self.path is None:
+            raise ValueError("data: give either 'dataset' (a registry name) or 'path'")
+        return self
+
+
+class StoreConfig(_Section):
+    url: str = DEFAULT_DB_URL
+
+
+class SplitConfig(_Section):
+    """How interactions are split into train / valid / test."""
+
+    method: Literal["random", "temporal", "leave-one-out", "cold-item", "predefined"] = "random"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 2026
+    cold_fraction: float = Field(0.15, gt=0, lt=1)
+    dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if abs(sum(self.ratios) - 1.0) > 1e-6:
+            raise ValueError(f"split.ratios must sum to 1, got {list(self.ratios)}")
+        if self.method == "predefined" and self.dir is None:
+            raise ValueError("split.method = 'predefined' needs split.dir")
+        return self
+
+
+class ModelSection(_Section):
+    """Which model to train and its parameters (checked against the model's Config)."""
+
+    name: str = "ease"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def build_config(self, seed: int | None = None) -> ModelConfig:
+        cls = get_model_class(self.name)
+        params = dict(self.params)
+        if seed is not None:
+            params["seed"] = seed
+        return cls.Config.model_validate(params)
+
+    @model_validator(mode="after")
+    def _validate_params(self) -> ModelSection:
+        self.build_config()
+        return self
+
+
+class EvaluationConfig(_Section):
+    ks: tuple[int, ...] = (5, 10, 20, 50)
+
+
+class PipelineConfig(_Section):
+    """The whole pipeline: data -> store -> split -> model -> evaluation."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelSection = Field(default_factory=ModelSection)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> PipelineConfig:
+        """Load and validate a TOML file; errors name the file and the offending field."""
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: invalid TOML: {exc}") from None
+        try:
+            return cls.model_validate(raw)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+
+def model_params_from_toml(path: str | Path, model: str) -> dict[str, Any]:
+    """Parameters for ``model`` from a TOML file: ``[models.NAME]`` or ``[model.params]``."""
+    raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    if model in raw.get("models", {}):
+        return dict(raw["models"][model])
+    section = raw.get("model", {})
+    if section.get("name", model) == model:
+        return dict(section.get("params", {}))
+    return {}

@@ -1,0 +1,106 @@
+"""Metric definitions pinned with hand-computed cases (RecBole 1.2.1 formulas)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kinrec.data.dataset import Split
+from kinrec.evaluation.metrics import per_user_metrics, summarize
+from kinrec.evaluation.protocol import activity_groups, cold_item_mask, evaluate_scores
+
+
+def test_single_user_hand_computed() -> None:
+    # Ranked list: rel at ranks 2 and 4 of 5; the user has 3 relevant items.
+    hits = np.array([[False, True, False, True, False]])
+    m = {k: float(v[0]) for k, v in per_user_metrics(hits, np.array([3]), 5).items()}
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["precision"] == pytest.approx(2 / 5)
+    assert m["hit"] == 1.0
+    assert m["mrr"] == pytest.approx(1 / 2)
+    dcg = 1 / math.log2(3) + 1 / math.log2(5)
+    idcg = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert m["ndcg"] == pytest.approx(dcg / idcg)
+    # MAP: (P@2 + P@4) / min(3, 5) = (1/2 + 2/4) / 3
+    assert m["map"] == pytest.approx((0.5 + 0.5) / 3)
+
+
+def test_idcg_uses_min_of_relevant_and_k() -> None:
+    # 5 relevant items, K=2, both top items relevant: NDCG must be exactly 1 (not 2 of 5 ideal).
+    hits = np.array([[True, True, False]])
+    m = per_user_metrics(hits, np.array([5]), 2)
+    assert m["ndcg"][0] == pytest.approx(1.0)
+    assert m["recall"][0] == pytest.approx(2 / 5)
+    assert m["map"][0] == pytest.approx(1.0)
+
+
+def test_no_hit_gives_zeros_and_mean_over_users() -> None:
+    hits = np.array([[False, False], [True, False]])
+    out = summarize(hits, np.array([1, 1]), (1, 2))
+    assert out["hit@1"] == pytest.approx(0.5)
+    assert out["mrr@2"] == pytest.approx(0.5)
+    assert out["ndcg@2"] == pytest.approx(0.5)
+    assert out["recall@1"] == pytest.approx(0.5)
+
+
+def _split() -> Split:
+    # users u0, u1; items i0..i4 (i4 never in train -> cold).
+    train = pd.DataFrame({"user_id": ["u0", "u0", "u1"], "item_id": ["i0", "i1", "i0"]})
+    valid = pd.DataFrame({"user_id": ["u1"], "item_id": ["i2"]})
+    test = pd.DataFrame({"user_id": ["u0", "u0", "u1"], "item_id": ["i2", "i4", "i3"]})
+    return Split.from_frames(train, valid, test, item_ids=["i0", "i1", "i2", "i3", "i4"])
+
+
+def test_masking_and_full_ranking() -> None:
+    s = _split()
+    # Fixed scores: i0 > i1 > i2 > i3 > i4 for every user.
+    scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0], dtype=np.float32)
+    res = evaluate_scores(lambda u: np.tile(scores, (len(u), 1)), s.test, [s.train, s.valid], (1, 2))
+    # u0: train i0,i1 masked -> ranking i2, i3, i4: hit at rank 1 (i2); relevant {i2, i4}.
+    # u1: train i0 + valid i2 masked -> ranking i1, i3, i4: i3 at rank 2; relevant {i3}.
+    assert res.n_users == 2
+    assert res.metrics["recall@1"] == pytest.approx((1 / 2 + 0) / 2)
+    assert res.metrics["mrr@2"] == pytest.approx((1 + 1 / 2) / 2)
+    assert res.metrics["hit@2"] == pytest.approx(1.0)
+    ndcg_u1 = (1 / math.log2(3)) / 1.0
+    ndcg_u0 = 1.0 / (1 + 1 / math.log2(3))
+    assert res.metrics["ndcg@2"] == pytest.approx((ndcg_u0 + ndcg_u1) / 2)
+    # Items in any top-1 list: i2 (u0) and i1 (u1) of 5 items.
+    assert res.metrics["itemcoverage@1"] == pytest.approx(2 / 5)
+
+
+def test_cold_and_warm_segments() -> None:
+    s = _split()
+    cold = cold_item_mask(s.train)
+    assert cold.tolist() == [False, False, True, True, True]
+    # i2 and i3 appear in valid/test but not train: cold by the protocol's definition.
+    scores = np.array([1.0, 2.0, 3.0, 4.0, 5.0], dtype=np.float32)  # i4 first
+    res = evaluate_scores(
+        lambda u: np.tile(scores, (len(u), 1)),
+        s.test,
+        [s.train, s.valid],
+        (1,),
+        item_segments={"cold": cold, "warm": ~cold},
+    )
+    # Both users' test items are all cold; u0 ranks i4 first (hit), u1 ranks i4 first (miss).
+    assert res.segment_users == {"cold": 2, "warm": 0}
+    assert res.segments["cold"]["hit@1"] == pytest.approx(0.5)
+
+
+def test_activity_groups_partition_users() -> None:
+    s = _split()
+    groups = activity_groups(s.train)
+    stacked = np.stack(list(groups.values()))
+    assert stacked.sum(axis=0).tolist() == [1, 1]  # each user in exactly one group
+    # u1 has the fewest train rows -> lowest group; u0 (more rows) is not in it.
+    assert groups["users:low"][s.train.user_map.index("u1")]
+    assert not groups["users:low"][s.train.user_map.index("u0")]
+
+
+def test_scorer_shape_is_checked() -> None:
+    s = _split()
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_scores(lambda u: np.zeros((len(u), 3)), s.test, [s.train], (1,))
