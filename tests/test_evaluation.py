@@ -58,7 +58,9 @@ def test_masking_and_full_ranking() -> None:
     s = _split()
     # Fixed scores: i0 > i1 > i2 > i3 > i4 for every user.
     scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0], dtype=np.float32)
-    res = evaluate_scores(lambda u: np.tile(scores, (len(u), 1)), s.test, [s.train, s.valid], (1, 2))
+    res = evaluate_scores(
+        lambda u: np.tile(scores, (len(u), 1)), s.test, [s.train, s.valid], (1, 2)
+    )
     # u0: train i0,i1 masked -> ranking i2, i3, i4: hit at rank 1 (i2); relevant {i2, i4}.
     # u1: train i0 + valid i2 masked -> ranking i1, i3, i4: i3 at rank 2; relevant {i3}.
     assert res.n_users == 2

@@ -32,7 +32,10 @@ LINK_COLUMNS = ("item_id", "entity_id")
 def empty_frame(columns: Sequence[str]) -> pd.DataFrame:
     """An empty frame with string columns, except ``rating``/``timestamp`` which are float."""
     return pd.DataFrame(
-        {c: pd.Series(dtype="float64" if c in ("rating", "timestamp") else "object") for c in columns}
+        {
+            c: pd.Series(dtype="float64" if c in ("rating", "timestamp") else "object")
+            for c in columns
+        }
     )
 
 

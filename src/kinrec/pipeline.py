@@ -1,0 +1,122 @@
+"""The main job as functions: load -> ingest -> split -> train -> evaluate -> save.
+
+The CLI is a thin layer over these; notebooks and services can call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kinrec.config import DataConfig, PipelineConfig, SplitConfig
+from kinrec.data.dataset import Dataset, Split
+from kinrec.evaluation.benchmark import fit_with_validation
+from kinrec.evaluation.protocol import EvaluationResult, evaluate
+from kinrec.models.base import ProgressCallback, Recommender
+from kinrec.models.registry import create_model
+
+SPLIT_FILE = "split.json"
+
+
+def load_source(data: DataConfig) -> Dataset:
+    """Read a dataset from the registry (fetching it if needed) or from a path."""
+    from kinrec.data import loaders
+    from kinrec.data.registry import load_dataset
+
+    if data.path is None:
+        return load_dataset(data.dataset)
+    path = Path(data.path)
+    if data.format == "recbole":
+        return loaders.load_recbole_atomic(path, name=data.dataset)
+    if data.format == "ml-1m":
+        return loaders.load_movielens_1m(path)
+    if data.format == "unisrec":
+        return loaders.load_unisrec(path)
+    raise ValueError("data.format = 'table' needs a column mapping: use `kinrec ingest --map`")
+
+
+def dataset_name(data: DataConfig) -> str:
+    """The name a dataset is stored under."""
+    return data.dataset or Path(data.path).name
+
+
+def make_split(dataset: Dataset | None, split: SplitConfig) -> Split:
+    """Split a dataset as configured (or read predefined split files: ``dataset`` unused)."""
+    from kinrec.data import splits
+    from kinrec.data.loaders import load_split_dir
+
+    if split.method == "predefined":
+        return load_split_dir(split.dir)
+    if dataset is None:
+        raise ValueError(f"split.method = {split.method!r} needs a dataset")
+    if split.method == "random":
+        return splits.random_split(dataset, ratios=split.ratios, seed=split.seed)
+    if split.method == "temporal":
+        return splits.temporal_split(dataset, ratios=split.ratios)
+    if split.method == "leave-one-out":
+        return splits.leave_one_out(dataset)
+    return splits.cold_item_split(dataset, fraction=split.cold_fraction, seed=split.seed)
+
+
+def open_store(url: str):
+    """Open the store at a SQLAlchemy URL (creating the schema if needed)."""
+    from kinrec.store import Store
+
+    return Store(url)
+
+
+def stored_dataset(config: PipelineConfig) -> Dataset:
+    """The configured dataset as read back from the store (ingest it first)."""
+    store = open_store(config.store.url)
+    name = dataset_name(config.data)
+    if name not in store.dataset_names():
+        raise LookupError(
+            f"dataset {name!r} is not in {config.store.url}; run `kinrec ingest {name}` first"
+        )
+    return store.load_dataset(name)
+
+
+@dataclass
+class TrainOutcome:
+    model: Recommender
+    split: Split
+    valid: EvaluationResult | None
+    test: EvaluationResult
+
+
+def train_and_evaluate(
+    config: PipelineConfig,
+    dataset: Dataset | None,
+    out_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrainOutcome:
+    """Split, train with early stopping on valid, evaluate on test, save to ``out_dir``."""
+    split = make_split(dataset, config.split)
+    model = create_model(config.model.name, config.model.build_config())
+    fit_with_validation(model, split, progress)
+    ks = config.evaluation.ks
+    valid = None
+    if len(split.valid):
+        valid = evaluate(model, split.valid, exclude=[split.train], ks=ks, segments=False)
+    test = evaluate(model, split.test, exclude=[split.train, split.valid], ks=ks, train=split.train)
+    model.fit_info["test_metrics"] = test.metrics
+    if out_dir is not None:
+        record: dict[str, Any] = {
+            "config": config.model_dump(mode="json"),
+            "dataset": dataset_name(config.data),
+        }
+        model.save(out_dir, extra_files={SPLIT_FILE: json.dumps(record, indent=2)})
+    return TrainOutcome(model, split, valid, test)
+
+
+def split_for_model_dir(model_dir: Path) -> tuple[PipelineConfig, Split]:
+    """Rebuild the exact split a saved model was trained on (splits are seeded)."""
+    record = json.loads((Path(model_dir) / SPLIT_FILE).read_text())
+    config = PipelineConfig.model_validate(record["config"])
+    if config.split.method == "predefined":
+        from kinrec.data.loaders import load_split_dir
+
+        return config, load_split_dir(config.split.dir)
+    return config, make_split(stored_dataset(config), config.split)
