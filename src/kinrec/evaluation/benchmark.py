@@ -25,7 +25,9 @@ def fit_with_validation(
 ) -> Recommender:
     """Fit on ``split.train``, early-stopping on validation NDCG@10 when valid rows exist."""
     validator = ndcg_validator(split.train, split.valid) if len(split.valid) else None
-    return model.fit(split.train, split.valid, validator=validator, progress=progress)
+    return model.fit(
+        split.train, split.valid, validator=validator, progress=progress, side=split.dataset
+    )
 
 
 def run_one(

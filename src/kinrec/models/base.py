@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
 from safetensors.numpy import load_file, save_file
 
-from kinrec.data.dataset import IdMap, Interactions
+from kinrec.data.dataset import Dataset, IdMap, Interactions
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -66,6 +66,7 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    requires_side: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None) -> None:
         if config is None:
@@ -77,6 +78,7 @@ class Recommender(ABC):
         self.item_map: IdMap | None = None
         self.seen: sp.csr_matrix | None = None
         self.fit_info: dict[str, Any] = {}
+        self.side: Dataset | None = None
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -85,8 +87,17 @@ class Recommender(ABC):
         valid: Interactions | None = None,
         validator: Validator | None = None,
         progress: ProgressCallback | None = None,
+        side: Dataset | None = None,
     ) -> Self:
-        """Learn from ``train``; iterative models early-stop on ``validator`` when given."""
+        """Learn from ``train``; iterative models early-stop on ``validator`` when given.
+
+        ``side`` is the dataset's side information (item texts and attributes, knowledge-graph
+        triples and links), available to ``_fit`` as ``self.side``; content and transfer models
+        need it, collaborative models ignore it. It is not saved with the model.
+        """
+        if self.requires_side and side is None:
+            raise ValueError(f"{self.name} needs side information (item text / knowledge graph)")
+        self.side = side
         self.user_map, self.item_map = train.user_map, train.item_map
         self.seen = train.matrix()
         start = time.perf_counter()
