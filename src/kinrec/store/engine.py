@@ -1,0 +1,80 @@
+"""Engine creation and the few dialect-specific pieces (SQLite pragmas, INSERT ... ON CONFLICT)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.dml import Insert
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "WAL",
+    "synchronous": "NORMAL",  # durable at checkpoints; safe with WAL
+    "foreign_keys": "ON",
+    "busy_timeout": "30000",  # ms to wait for a writer instead of failing at once
+    "cache_size": "-65536",  # 64 MiB page cache
+    "temp_store": "MEMORY",
+}
+
+_BEGIN_OPTION = "kinrec_begin"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and real transactions."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+    if in_memory:  # one shared connection, or every connection would see its own database
+        kwargs["poolclass"] = StaticPool
+    else:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **kwargs)
+    pragmas = {k: v for k, v in SQLITE_PRAGMAS.items() if not (in_memory and k == "journal_mode")}
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (sqlite3's legacy mode skips it before SELECTs).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for name, value in pragmas.items():
+            cursor.execute(f"PRAGMA {name}={value}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
+
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection inside one transaction that is committed on success, rolled back on error.
+
+    On SQLite it starts with ``BEGIN IMMEDIATE``: the write lock is taken up front, so a
+    transaction that reads before it writes cannot fail half-way on a lock upgrade.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn = conn.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+        with conn.begin():
+            yield conn
+
+
+def insert_ignore(conn: Connection, table: Table) -> Insert:
+    """``INSERT`` that skips rows whose key is already stored (where the dialect can say so)."""
+    name = conn.dialect.name
+    if name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return insert(table)
