@@ -1,0 +1,1144 @@
+"""Loaders: dataset files on disk -> :class:`~kinrec.data.dataset.Dataset` (or a fixed Split).
+
+Formats:
+
+* RecBole atomic files (``NAME.inter/.item/.user/.kg/.link``, typed headers) and RecBole
+  benchmark split folders (``NAME.{train,valid,test}.inter``): :func:`load_recbole_atomic`,
+  :func:`load_split_dir`.
+* MovieLens originals: :func:`load_movielens_1m` (``*.dat``, ``::``-separated),
+  :func:`load_movielens_100k` (``u.data``/``u.item``/``u.user``).
+* UniSRec sequences (``NAME.text``, ``NAME.item2index``, ``NAME.{train,valid,test}.inter``):
+  :func:`load_unisrec`, :func:`load_unisrec_split`.
+* Any CSV/TSV/Parquet table with a :class:`ColumnMapping`: :func:`load_table`.
+
+Bad input raises :class:`~kinrec.data.errors.DataError` naming file, line and field. Every
+loaded frame carries ``attrs["source"]`` (the file) and ``attrs["first_line"]`` (the line
+number of its row 0), so later stages can point at a bad row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from kinrec.data.dataset import INTERACTION_COLUMNS, LINK_COLUMNS, TRIPLE_COLUMNS, Dataset, Split
+from kinrec.data.errors import DataError
+
+ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
+# Item fields whose name contains one of these words are free text (token_seq fields only).
+# fmt: off
+TEXT_HINTS = frozenset({
+    "title", "name", "text", "description", "desc", "review", "summary", "content", "abstract",
+    "comment", "plot", "overview", "caption", "body",
+})
+_TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+)
+# fmt: on
+
+PathLike = str | Path
+
+
+# --------------------------------------------------------------------------- low-level reading
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The whole file; ``DataError`` if missing or empty."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", file=path) from None
+    except IsADirectoryError:
+        raise DataError("is a directory, expected a file", file=path) from None
+    if not raw.strip():
+        raise DataError("empty file", file=path, line=1)
+    return raw
+
+
+def _split_header(raw: bytes, path: Path, encoding: str = "utf-8") -> tuple[str, bytes]:
+    """The decoded first line (without line end or BOM) and the bytes after it."""
+    end = raw.find(b"\n")
+    head, body = (raw, b"") if end < 0 else (raw[:end], raw[end + 1 :])
+    try:
+        text = head.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"cannot decode header byte 0x{head[exc.start]:02x} as {encoding}", file=path, line=1
+        ) from None
+    return text.lstrip("\ufeff").rstrip("\r"), body
+
+
+def _trim(body: bytes) -> bytes:
+    """Drop trailing blank lines; the result is empty or ends with exactly one newline."""
+    stripped = body.rstrip(b"\r\n")
+    return stripped + b"\n" if stripped else b""
+
+
+def _check_fields(
+    body: bytes, path: Path, columns: Sequence[str], sep: bytes, first_line: int
+) -> None:
+    """Every line has ``len(columns)`` fields and none is blank; else name the first bad line."""
+    expected = len(columns) - 1
+    if expected:
+        # Equal totals: no line is short (a long one is reported by the parser).
+        if body.count(sep) == body.count(b"\n") * expected:
+            return
+    elif not (body.startswith((b"\n", b"\r\n")) or b"\n\n" in body or b"\n\r\n" in body):
+        return
+    arr = np.frombuffer(body, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    seps = np.flatnonzero(arr == sep[0])
+    counts = np.searchsorted(seps, ends) - np.searchsorted(seps, starts)
+    lengths = ends - starts
+    has_cr = arr[np.maximum(ends - 1, 0)] == 13
+    blank = (lengths == 0) | ((lengths == 1) & has_cr)
+    bad = np.flatnonzero((counts != expected) | blank)
+    if not bad.size:
+        return
+    i = int(bad[0])
+    line = first_line + i
+    if blank[i]:
+        raise DataError("blank line inside the data", file=path, line=line)
+    found = int(counts[i]) + 1
+    field = columns[found] if found < len(columns) else None
+    raise DataError(
+        f"expected {len(columns)} fields ({', '.join(columns)}), found {found}",
+        file=path,
+        line=line,
+        field=field,
+    )
+
+
+def _check_decoding(
+    body: bytes,
+    path: Path,
+    encoding: str,
+    first_line: int,
+    columns: Sequence[str] = (),
+    sep: bytes | None = None,
+) -> None:
+    """``DataError`` with line (and field) of the first byte that does not decode."""
+    try:
+        body.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line_start = body.rfind(b"\n", 0, exc.start) + 1
+        line = first_line + body.count(b"\n", 0, exc.start)
+        field = None
+        if sep is not None and columns:
+            col = body.count(sep, line_start, exc.start)
+            field = columns[col] if col < len(columns) else None
+        raise DataError(
+            f"cannot decode byte 0x{body[exc.start]:02x} as {encoding} "
+            "(wrong encoding? give the file's encoding)",
+            file=path,
+            line=line,
+            field=field,
+        ) from None
+
+
+def _parser_error_line(exc: Exception) -> int | None:
+    match = re.search(r"line (\d+)", str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _to_float(frame: pd.DataFrame, column: str, path: Path | None, first_line: int) -> pd.Series:
+    """``frame[column]`` as float64 (empty -> NaN); ``DataError`` at the first non-number."""
+    values = frame[column]
+    if pd.api.types.is_float_dtype(values) or pd.api.types.is_integer_dtype(values):
+        return values.astype("float64")
+    text = values.astype(object).where(values.notna(), "").astype(str).str.strip()
+    numbers = pd.to_numeric(text.where(text != "", None), errors="coerce")
+    bad = numbers.isna() & (text != "")
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"not a number: {values.iloc[pos]!r}", file=path, line=first_line + pos, field=column
+        )
+    return numbers.astype("float64")
+
+
+def _read_rows(
+    body: bytes,
+    path: Path,
+    columns: Sequence[str],
+    *,
+    first_line: int,
+    sep: bytes = b"\t",
+    encoding: str = "utf-8",
+    float_columns: Iterable[str] = (),
+) -> pd.DataFrame:
+    """Parse header-less, unquoted ``sep``-separated rows into a frame.
+
+    Text columns are ``object`` (empty field -> ``""``), ``float_columns`` float64 (empty ->
+    NaN). Row ``i`` is at line ``first_line + i`` of ``path``.
+    """
+    floats = [c for c in columns if c in set(float_columns)]
+    body = _trim(body)
+    if not body:
+        frame = pd.DataFrame(
+            {c: pd.Series(dtype="float64" if c in floats else "object") for c in columns}
+        )
+    else:
+        _check_fields(body, path, columns, sep, first_line)
+        _check_decoding(body, path, encoding, first_line, columns, sep)
+        kwargs: dict[str, Any] = {
+            "sep": sep.decode(),
+            "header": None,
+            "names": list(columns),
+            "engine": "c",
+            "quoting": csv.QUOTE_NONE,
+            "keep_default_na": False,
+            "na_values": {c: [""] for c in floats},
+            "skip_blank_lines": False,
+            "encoding": encoding,
+        }
+        dtypes = {c: ("float64" if c in floats else object) for c in columns}
+        try:
+            frame = pd.read_csv(io.BytesIO(body), dtype=dtypes, **kwargs)
+        except pd.errors.ParserError as exc:
+            line = _parser_error_line(exc)
+            raise DataError(
+                f"cannot parse row: {str(exc).strip()}",
+                file=path,
+                line=None if line is None else first_line + line - 1,
+            ) from None
+        except ValueError:
+            # A float column holds a non-number: re-read as text to find where.
+            frame = pd.read_csv(io.BytesIO(body), dtype=object, **kwargs)
+            for c in floats:
+                frame[c] = _to_float(frame, c, path, first_line)
+    frame.attrs.update(source=str(path), first_line=first_line)
+    return frame
+
+
+def _with_attrs(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
+    frame.attrs.update(like.attrs)
+    return frame
+
+
+def _require(frame: pd.DataFrame, path: Path, required: Iterable[str], line: int = 1) -> None:
+    for column in required:
+        if column not in frame.columns:
+            raise DataError(
+                f"missing required column {column!r} "
+                f"(columns: {', '.join(map(str, frame.columns))})",
+                file=path,
+                line=line,
+                field=column,
+            )
+
+
+def _check_ids(frame: pd.DataFrame, column: str, path: Path | None, first_line: int) -> None:
+    """Ids must be present (not NaN, not empty)."""
+    values = frame[column]
+    bad = values.isna() | (values == "")
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError("missing id", file=path, line=first_line + pos, field=column)
+
+
+def _check_unique(frame: pd.DataFrame, column: str, path: Path | None, first_line: int) -> None:
+    dup = frame[column].duplicated()
+    if dup.any():
+        pos = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(
+            f"duplicate id {frame[column].iloc[pos]!r}",
+            file=path,
+            line=first_line + pos,
+            field=column,
+        )
+
+
+def _as_str(values: pd.Series) -> pd.Series:
+    """Ids as Python ``str`` in an ``object`` column (text columns already are)."""
+    if pd.api.types.is_object_dtype(values):
+        return values
+    return values.astype(str).astype(object)
+
+
+def _tokens(values: Iterable[Any], separator: str | None) -> list[tuple[str, ...]]:
+    """Cells -> tuples of tokens (``separator=None``: whitespace; ``""``: one token)."""
+    out: list[tuple[str, ...]] = []
+    for v in values:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            out.append(())
+            continue
+        text = str(v).strip()
+        if not text:
+            out.append(())
+        elif separator == "":
+            out.append((text,))
+        else:
+            out.append(tuple(t.strip() for t in text.split(separator) if t.strip()))
+    return out
+
+
+def _text(values: pd.Series) -> list[str]:
+    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+
+
+def _interaction_frame(
+    frame: pd.DataFrame,
+    path: Path | None,
+    user: str,
+    item: str,
+    rating: str | None,
+    timestamp: str | None,
+) -> pd.DataFrame:
+    """Standard ``user_id, item_id, rating, timestamp`` frame (ids str, the rest float)."""
+    first_line = int(frame.attrs.get("first_line", 1))
+    _check_ids(frame, user, path, first_line)
+    _check_ids(frame, item, path, first_line)
+    n = len(frame)
+    out = pd.DataFrame(
+        {
+            "user_id": _as_str(frame[user]),
+            "item_id": _as_str(frame[item]),
+            "rating": (
+                _to_float(frame, rating, path, first_line)
+                if rating and rating in frame
+                else np.full(n, np.nan)
+            ),
+            "timestamp": (
+                _to_float(frame, timestamp, path, first_line)
+                if timestamp and timestamp in frame
+                else np.full(n, np.nan)
+            ),
+        }
+    ).reset_index(drop=True)
+    return _with_attrs(out, frame)
+
+
+# --------------------------------------------------------------------------- RecBole atomic files
+
+
+def _parse_atomic_header(header: str, path: Path) -> dict[str, str]:
+    """``name:type`` columns -> {name: type}; ``DataError`` on a bad or unknown type."""
+    fields: dict[str, str] = {}
+    for column in header.split("\t"):
+        column = column.strip()
+        name, colon, typ = column.rpartition(":")
+        if not colon or not name:
+            raise DataError(
+                "header column without a type (expected name:type, e.g. item_id:token)",
+                file=path,
+                line=1,
+                field=column,
+            )
+        if typ not in ATOMIC_TYPES:
+            raise DataError(
+                f"unknown header type {typ!r} (known: {', '.join(ATOMIC_TYPES)})",
+                file=path,
+                line=1,
+                field=name,
+            )
+        if name in fields:
+            raise DataError("duplicate header column", file=path, line=1, field=name)
+        fields[name] = typ
+    return fields
+
+
+def read_atomic(
+    path: PathLike, keep_text: Iterable[str] = ()
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Read one RecBole atomic file: the frame and its ``{field: type}`` header.
+
+    ``float`` fields are float64 (except those named in ``keep_text``), all others ``str``.
+    """
+    path = Path(path)
+    raw = _read_bytes(path)
+    header, body = _split_header(raw, path)
+    fields = _parse_atomic_header(header, path)
+    keep = set(keep_text)
+    floats = [name for name, typ in fields.items() if typ == "float" and name not in keep]
+    frame = _read_rows(body, path, list(fields), first_line=2, float_columns=floats)
+    return frame, fields
+
+
+def _atomic_interactions(
+    path: Path,
+    user: str = "user_id",
+    item: str = "item_id",
+    rating: str = "rating",
+    timestamp: str = "timestamp",
+) -> pd.DataFrame:
+    frame, _ = read_atomic(path)
+    _require(frame, path, (user, item))
+    return _interaction_frame(frame, path, user, item, rating, timestamp)
+
+
+def _is_text_name(name: str) -> bool:
+    return any(part in TEXT_HINTS for part in re.split(r"[^a-z0-9]+", name.lower()))
+
+
+def _atomic_items(
+    path: Path,
+    item: str,
+    text_fields: Sequence[str] | None,
+    attribute_fields: Sequence[str] | None,
+    multi_token_fields: Sequence[str] | None,
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    frame, types = read_atomic(path, keep_text=[*(text_fields or ()), *(attribute_fields or ())])
+    _require(frame, path, (item,))
+    first_line = int(frame.attrs["first_line"])
+    _check_ids(frame, item, path, first_line)
+    _check_unique(frame, item, path, first_line)
+    others = [f for f in types if f != item]
+    for given in (text_fields, attribute_fields, multi_token_fields):
+        for f in given or ():
+            if f not in types:
+                raise DataError(f"no such item field {f!r}", file=path, line=1, field=f)
+    if text_fields is None:
+        text = [f for f in others if types[f] == "token_seq" and _is_text_name(f)]
+    else:
+        text = list(text_fields)
+    if attribute_fields is None:
+        attrs = [f for f in others if types[f] in ("token", "token_seq") and f not in text]
+    else:
+        attrs = [f for f in attribute_fields if f not in text]
+    multi = (
+        {f for f in attrs if types[f] == "token_seq"}
+        if multi_token_fields is None
+        else set(multi_token_fields)
+    )
+    out = pd.DataFrame({"item_id": frame[item].astype(object)})
+    for f in others:
+        if f in text:
+            out[f] = _text(frame[f])
+        elif f in attrs:
+            # a declared attribute keeps the file's text, even for a float field ("1995")
+            out[f] = _tokens(frame[f], None if f in multi else "")
+        elif types[f] == "float":
+            out[f] = frame[f].to_numpy()
+        elif types[f] == "float_seq":
+            out[f] = [tuple(float(x) for x in t) for t in _tokens(frame[f], None)]
+    return _with_attrs(out, frame), text, attrs
+
+
+def _atomic_users(
+    path: Path, user: str, user_attribute_fields: Sequence[str] | None
+) -> tuple[pd.DataFrame, list[str]]:
+    frame, types = read_atomic(path, keep_text=user_attribute_fields or ())
+    _require(frame, path, (user,))
+    first_line = int(frame.attrs["first_line"])
+    _check_ids(frame, user, path, first_line)
+    _check_unique(frame, user, path, first_line)
+    others = [f for f in types if f != user]
+    for f in user_attribute_fields or ():
+        if f not in types:
+            raise DataError(f"no such user field {f!r}", file=path, line=1, field=f)
+    if user_attribute_fields is None:
+        attrs = [f for f in others if types[f] in ("token", "token_seq")]
+    else:
+        attrs = list(user_attribute_fields)
+    out = pd.DataFrame({"user_id": frame[user].astype(object)})
+    for f in others:
+        if f in attrs:
+            out[f] = frame[f].astype(object)
+        elif types[f] == "float":
+            out[f] = frame[f].to_numpy()
+    return _with_attrs(out, frame), attrs
+
+
+def _two_or_three(
+    path: Path, names: Sequence[Sequence[str]], out_columns: Sequence[str]
+) -> pd.DataFrame:
+    """A .kg/.link file: columns found by name (any alias), else by position."""
+    frame, types = read_atomic(path, keep_text=[n for aliases in names for n in aliases])
+    found = [next((a for a in aliases if a in types), None) for aliases in names]
+    if None in found and len(types) == len(names):
+        found = list(types)  # unnamed columns: take them in order
+    for aliases, hit in zip(names, found, strict=True):
+        if hit is None:
+            _require(frame, path, aliases[:1])
+    out = pd.DataFrame({o: _as_str(frame[c]) for o, c in zip(out_columns, found, strict=True)})
+    for c in found:
+        _check_ids(frame, c, path, int(frame.attrs["first_line"]))
+    return _with_attrs(out, frame)
+
+
+def _atomic_triples(path: Path) -> pd.DataFrame:
+    names = (
+        ("head_id", "head", "head_entity"),
+        ("relation_id", "relation"),
+        ("tail_id", "tail", "tail_entity"),
+    )
+    return _two_or_three(path, names, TRIPLE_COLUMNS)
+
+
+def _atomic_links(path: Path, item: str = "item_id") -> pd.DataFrame:
+    return _two_or_three(path, ((item, "item_id"), ("entity_id", "entity")), LINK_COLUMNS)
+
+
+def _find_name(directory: Path, suffix: str) -> str:
+    """The NAME of the single ``NAME<suffix>`` file in ``directory``."""
+    if not directory.is_dir():
+        raise DataError("not a directory", file=directory)
+    names = sorted(p.name[: -len(suffix)] for p in directory.glob(f"*{suffix}"))
+    if suffix == ".inter":
+        names = [n for n in names if not n.endswith((".train", ".valid", ".test"))]
+    if len(names) != 1:
+        found = ", ".join(names) or "none"
+        raise DataError(f"expected one *{suffix} file, found: {found}; pass name=", file=directory)
+    return names[0]
+
+
+def _atomic_side_tables(
+    directory: Path,
+    name: str,
+    *,
+    user: str,
+    item: str,
+    text_fields: Sequence[str] | None,
+    attribute_fields: Sequence[str] | None,
+    multi_token_fields: Sequence[str] | None,
+    user_attribute_fields: Sequence[str] | None,
+) -> dict[str, Any]:
+    """Dataset keyword arguments from the optional NAME.item/.user/.kg/.link files."""
+    side: dict[str, Any] = {}
+    item_path, user_path = directory / f"{name}.item", directory / f"{name}.user"
+    kg_path, link_path = directory / f"{name}.kg", directory / f"{name}.link"
+    if item_path.exists():
+        items, text, attrs = _atomic_items(
+            item_path, item, text_fields, attribute_fields, multi_token_fields
+        )
+        side.update(items=items, text_fields=text, attribute_fields=attrs)
+    if user_path.exists():
+        users, uattrs = _atomic_users(user_path, user, user_attribute_fields)
+        side.update(users=users, user_attribute_fields=uattrs)
+    if kg_path.exists():
+        side["triples"] = _atomic_triples(kg_path)
+    if link_path.exists():
+        side["links"] = _atomic_links(link_path, item)
+    return side
+
+
+def load_recbole_atomic(
+    directory: PathLike,
+    name: str | None = None,
+    *,
+    text_fields: Sequence[str] | None = None,
+    attribute_fields: Sequence[str] | None = None,
+    multi_token_fields: Sequence[str] | None = None,
+    user_attribute_fields: Sequence[str] | None = None,
+    user_field: str = "user_id",
+    item_field: str = "item_id",
+    rating_field: str = "rating",
+    timestamp_field: str = "timestamp",
+) -> Dataset:
+    """Load RecBole atomic files ``NAME.inter`` (required) and ``.item/.user/.kg/.link``.
+
+    Item fields: ``token_seq`` fields whose name suggests text (title, name, text, description,
+    review, ...) are text fields; other ``token``/``token_seq`` fields are attributes
+    (``token_seq`` split on spaces, ``token`` one token); ``float`` fields stay numeric
+    columns. ``text_fields``/``attribute_fields`` replace the guess; ``multi_token_fields``
+    names the attributes split on spaces (default: the ``token_seq`` ones).
+    ``user_attribute_fields`` likewise for the user file (default: its token fields).
+    ``name`` defaults to the only ``*.inter`` file's stem.
+    """
+    directory = Path(directory)
+    name = name or _find_name(directory, ".inter")
+    inter = _atomic_interactions(
+        directory / f"{name}.inter", user_field, item_field, rating_field, timestamp_field
+    )
+    side = _atomic_side_tables(
+        directory,
+        name,
+        user=user_field,
+        item=item_field,
+        text_fields=text_fields,
+        attribute_fields=attribute_fields,
+        multi_token_fields=multi_token_fields,
+        user_attribute_fields=user_attribute_fields,
+    )
+    return Dataset(name=name, interactions=inter, **side)
+
+
+def load_split_dir(
+    directory: PathLike,
+    name: str | None = None,
+    *,
+    parts: Sequence[str] = ("train", "valid", "test"),
+    text_fields: Sequence[str] | None = None,
+    attribute_fields: Sequence[str] | None = None,
+    multi_token_fields: Sequence[str] | None = None,
+    user_attribute_fields: Sequence[str] | None = None,
+    user_field: str = "user_id",
+    item_field: str = "item_id",
+    rating_field: str = "rating",
+    timestamp_field: str = "timestamp",
+) -> Split:
+    """A fixed split in RecBole benchmark layout: ``NAME.{train,valid,test}.inter``.
+
+    ``NAME.item/.user/.kg/.link`` in the same folder fill ``Split.dataset``; the item
+    catalogue is the item file's ids first (full ranking covers all of them), then any item
+    seen only in the interaction files. Field options are those of :func:`load_recbole_atomic`.
+    """
+    directory = Path(directory)
+    name = name or _find_name(directory, f".{parts[0]}.inter")
+    frames = [
+        _atomic_interactions(
+            directory / f"{name}.{part}.inter",
+            user_field,
+            item_field,
+            rating_field,
+            timestamp_field,
+        )
+        for part in parts
+    ]
+    side = _atomic_side_tables(
+        directory,
+        name,
+        user=user_field,
+        item=item_field,
+        text_fields=text_fields,
+        attribute_fields=attribute_fields,
+        multi_token_fields=multi_token_fields,
+        user_attribute_fields=user_attribute_fields,
+    )
+    everything = pd.concat(frames, ignore_index=True)
+    everything.attrs = {"parts": [f.attrs.get("source") for f in frames]}
+    dataset = Dataset(name=name, interactions=everything, **side)
+    return Split.from_frames(*frames, item_ids=dataset.all_item_ids(), dataset=dataset)
+
+
+# --------------------------------------------------------------------------- MovieLens originals
+
+
+def _read_dat(
+    path: Path,
+    columns: Sequence[str],
+    *,
+    sep: bytes = b"::",
+    encoding: str = "latin-1",
+    float_columns: Sequence[str] = (),
+) -> pd.DataFrame:
+    """A header-less ``sep``-separated file (multi-byte separators are rewritten first)."""
+    raw = _read_bytes(path)
+    if len(sep) > 1:
+        placeholder = next(b for b in (b"\t", b"\x1f", b"\x1e", b"\x1d") if b not in raw)
+        raw = raw.replace(sep, placeholder)
+        sep = placeholder
+    return _read_rows(
+        raw, path, columns, first_line=1, sep=sep, encoding=encoding, float_columns=float_columns
+    )
+
+
+def _split_titles(titles: pd.Series) -> tuple[list[str], list[tuple[str, ...]]]:
+    """ "Toy Story (1995)" -> ("Toy Story", ("1995",)); no year -> (title, ())."""
+    names: list[str] = []
+    years: list[tuple[str, ...]] = []
+    for t in titles:
+        match = _TITLE_YEAR.match(t)
+        if match:
+            names.append(match.group("title"))
+            years.append((match.group("year"),))
+        else:
+            names.append(t.strip())
+            years.append(())
+    return names, years
+
+
+def _kg_txt(directory: Path) -> dict[str, pd.DataFrame]:
+    """Optional ``kg.txt`` (head, relation, tail) and ``item_index2entity_id.txt``."""
+    out: dict[str, pd.DataFrame] = {}
+    kg, link = directory / "kg.txt", directory / "item_index2entity_id.txt"
+    if kg.exists():
+        out["triples"] = _read_dat(kg, TRIPLE_COLUMNS, sep=b"\t", encoding="utf-8")
+    if link.exists():
+        out["links"] = _read_dat(link, LINK_COLUMNS, sep=b"\t", encoding="utf-8")
+    for key, frame in out.items():
+        for column in frame.columns:
+            _check_ids(frame, column, Path(frame.attrs["source"]), 1)
+            frame[column] = frame[column].str.strip()
+        out[key] = frame
+    return out
+
+
+def load_movielens_1m(directory: PathLike) -> Dataset:
+    """The original ML-1M files: ``ratings.dat``, ``movies.dat``, ``users.dat`` (``::``).
+
+    Items get the text field ``title`` (without the year) and attributes ``year`` and
+    ``genres``; users the attributes ``gender``, ``age``, ``occupation``, ``zip_code`` (codes as
+    in the README). Optional ``kg.txt`` / ``item_index2entity_id.txt`` (tab-separated) fill
+    ``triples`` / ``links``.
+    """
+    directory = Path(directory)
+    ratings = _read_dat(
+        directory / "ratings.dat",
+        INTERACTION_COLUMNS,
+        float_columns=("rating", "timestamp"),
+    )
+    _check_ids(ratings, "user_id", directory / "ratings.dat", 1)
+    _check_ids(ratings, "item_id", directory / "ratings.dat", 1)
+    side: dict[str, Any] = {}
+    movies_path = directory / "movies.dat"
+    if movies_path.exists():
+        movies = _read_dat(movies_path, ("item_id", "raw_title", "genres"))
+        _check_ids(movies, "item_id", movies_path, 1)
+        _check_unique(movies, "item_id", movies_path, 1)
+        titles, years = _split_titles(movies["raw_title"])
+        items = pd.DataFrame(
+            {
+                "item_id": movies["item_id"],
+                "title": titles,
+                "year": years,
+                "genres": _tokens(movies["genres"], "|"),
+            }
+        )
+        side.update(
+            items=_with_attrs(items, movies),
+            text_fields=["title"],
+            attribute_fields=["year", "genres"],
+        )
+    users_path = directory / "users.dat"
+    if users_path.exists():
+        users = _read_dat(users_path, ("user_id", "gender", "age", "occupation", "zip_code"))
+        _check_ids(users, "user_id", users_path, 1)
+        _check_unique(users, "user_id", users_path, 1)
+        side.update(users=users, user_attribute_fields=["gender", "age", "occupation", "zip_code"])
+    side.update(_kg_txt(directory))
+    return Dataset(name="ml-1m", interactions=ratings, **side)
+
+
+def load_movielens_100k(directory: PathLike) -> Dataset:
+    """The original ML-100K files: ``u.data`` (tab), ``u.item`` and ``u.user`` (``|``, latin-1).
+
+    Same fields as :func:`load_movielens_1m`: text ``title``; attributes ``year`` (from the
+    title, else the release date) and ``genres`` (from the 19 genre flags, names from
+    ``u.genre`` when present); users ``age``, ``gender``, ``occupation``, ``zip_code``.
+    """
+    directory = Path(directory)
+    ratings = _read_dat(
+        directory / "u.data",
+        INTERACTION_COLUMNS,
+        sep=b"\t",
+        float_columns=("rating", "timestamp"),
+    )
+    _check_ids(ratings, "user_id", directory / "u.data", 1)
+    _check_ids(ratings, "item_id", directory / "u.data", 1)
+    side: dict[str, Any] = {}
+    genres = list(ML100K_GENRES)
+    genre_path = directory / "u.genre"
+    if genre_path.exists():
+        table = _read_dat(genre_path, ("genre", "index"), sep=b"|")
+        genres = [
+            g
+            for g, _ in sorted(
+                zip(table["genre"], table["index"].astype(int), strict=True), key=lambda p: p[1]
+            )
+        ]
+    item_path = directory / "u.item"
+    if item_path.exists():
+        base = ["item_id", "raw_title", "release_date", "video_release_date", "url"]
+        movies = _read_dat(item_path, base + [f"g{i}" for i in range(len(genres))], sep=b"|")
+        _check_ids(movies, "item_id", item_path, 1)
+        _check_unique(movies, "item_id", item_path, 1)
+        titles, years = _split_titles(movies["raw_title"])
+        dates = movies["release_date"].str.strip()
+        years = [
+            y if y or not d[-4:].isdigit() else (d[-4:],) for y, d in zip(years, dates, strict=True)
+        ]
+        flags = movies[[f"g{i}" for i in range(len(genres))]].to_numpy() == "1"
+        items = pd.DataFrame(
+            {
+                "item_id": movies["item_id"],
+                "title": titles,
+                "year": years,
+                "genres": [
+                    tuple(g for g, f in zip(genres, row, strict=True) if f) for row in flags
+                ],
+            }
+        )
+        side.update(
+            items=_with_attrs(items, movies),
+            text_fields=["title"],
+            attribute_fields=["year", "genres"],
+        )
+    user_path = directory / "u.user"
+    if user_path.exists():
+        users = _read_dat(
+            user_path, ("user_id", "age", "gender", "occupation", "zip_code"), sep=b"|"
+        )
+        _check_ids(users, "user_id", user_path, 1)
+        _check_unique(users, "user_id", user_path, 1)
+        side.update(users=users, user_attribute_fields=["age", "gender", "occupation", "zip_code"])
+    side.update(_kg_txt(directory))
+    return Dataset(name="ml-100k", interactions=ratings, **side)
+
+
+# --------------------------------------------------------------------------- UniSRec sequences
+
+
+def _unisrec_sequences(
+    directory: Path, name: str, known_items: set[str]
+) -> dict[str, tuple[list[str], int | None, int | None]]:
+    """Per user: the full item sequence, and the positions of the valid and test targets.
+
+    UniSRec keeps one row per prefix (history -> target), histories cut to the last 50 items,
+    so the sequence is chained from the shortest train history through every target; each
+    row's history must continue the chain.
+    """
+    rows: dict[str, list[tuple[list[str], str, Path, int, str]]] = {}
+    for part in ("train", "valid", "test"):
+        path = directory / f"{name}.{part}.inter"
+        if not path.exists():
+            if part == "train":
+                continue
+            raise DataError("file not found", file=path)
+        frame, _ = read_atomic(path)
+        _require(frame, path, ("user_id", "item_id_list", "item_id"))
+        _check_ids(frame, "user_id", path, 2)
+        _check_ids(frame, "item_id", path, 2)
+        for pos, (user, history, target) in enumerate(
+            zip(frame["user_id"], frame["item_id_list"], frame["item_id"], strict=True)
+        ):
+            rows.setdefault(user, []).append((history.split(), target, path, 2 + pos, part))
+    out: dict[str, tuple[list[str], int | None, int | None]] = {}
+    for user, user_rows in rows.items():
+        train = [r for r in reversed(user_rows) if r[4] == "train"]
+        train.sort(key=lambda r: len(r[0]))
+        ordered = (
+            train
+            + [r for r in user_rows if r[4] == "valid"]
+            + [r for r in user_rows if r[4] == "test"]
+        )
+        seq = list(ordered[0][0])
+        valid_pos = test_pos = None
+        for k, (history, target, path, line, part) in enumerate(ordered):
+            # Every item enters the sequence as the first history or as a target.
+            for it, field in [
+                *((h, "item_id_list") for h in history if not k),
+                (target, "item_id"),
+            ]:
+                if it not in known_items:
+                    raise DataError(
+                        f"item {it!r} is not in {name}.item2index",
+                        file=path,
+                        line=line,
+                        field=field,
+                    )
+            if k and history and seq[-len(history) :] != history:
+                raise DataError(
+                    f"history of user {user!r} does not continue the earlier rows",
+                    file=path,
+                    line=line,
+                    field="item_id_list",
+                )
+            if part == "valid":
+                valid_pos = len(seq)
+            elif part == "test":
+                test_pos = len(seq)
+            seq.append(target)
+        out[user] = (seq, valid_pos, test_pos)
+    return out
+
+
+def _unisrec_index(path: Path) -> pd.DataFrame:
+    frame = _read_dat(path, ("key", "index"), sep=b"\t", encoding="utf-8")
+    _check_ids(frame, "key", path, 1)
+    _check_ids(frame, "index", path, 1)
+    _check_unique(frame, "key", path, 1)
+    _check_unique(frame, "index", path, 1)
+    return frame
+
+
+def _load_unisrec(directory: PathLike, name: str) -> tuple[Dataset, dict]:
+    directory = Path(directory)
+    item_index = _unisrec_index(directory / f"{name}.item2index")
+    item_ids = list(item_index["index"])
+    asin_to_index = dict(zip(item_index["key"], item_index["index"], strict=True))
+    texts: dict[str, str] = {}
+    text_path = directory / f"{name}.text"
+    if text_path.exists():
+        text_frame, _ = read_atomic(text_path)
+        _require(text_frame, text_path, ("item_id", "text"))
+        texts = dict(zip(text_frame["item_id"], text_frame["text"], strict=True))
+    index_to_text = {idx: texts.get(asin, "").strip() for asin, idx in asin_to_index.items()}
+    items = pd.DataFrame({"item_id": item_ids, "text": [index_to_text[i] for i in item_ids]})
+    items = _with_attrs(items, item_index)
+    sequences = _unisrec_sequences(directory, name, set(item_ids))
+    users_path = directory / f"{name}.user2index"
+    if users_path.exists():
+        user_ids = list(_unisrec_index(users_path)["index"])
+        listed = set(user_ids)
+        user_ids += [u for u in sequences if u not in listed]
+    else:
+        user_ids = list(sequences)
+    users_seen = [u for u in user_ids if u in sequences]
+    user_col, item_col, stamp_col = [], [], []
+    for u in users_seen:
+        seq = sequences[u][0]
+        user_col.extend([u] * len(seq))
+        item_col.extend(seq)
+        stamp_col.extend(range(len(seq)))
+    inter = pd.DataFrame(
+        {
+            "user_id": pd.Series(user_col, dtype=object),
+            "item_id": pd.Series(item_col, dtype=object),
+            "rating": np.full(len(user_col), np.nan),
+            "timestamp": np.asarray(stamp_col, dtype=np.float64),
+        }
+    )
+    users = pd.DataFrame({"user_id": pd.Series(user_ids, dtype=object)})
+    dataset = Dataset(name=name, interactions=inter, items=items, users=users, text_fields=["text"])
+    return dataset, sequences
+
+
+def load_unisrec(directory: PathLike, name: str = "Scientific") -> Dataset:
+    """UniSRec files -> Dataset with item ids = the indices used in the ``.inter`` files.
+
+    Items carry the text field ``text``; each user's full sequence (rebuilt from the train,
+    valid and test rows) becomes interactions with ``timestamp`` = position in the sequence.
+    """
+    return _load_unisrec(directory, name)[0]
+
+
+def load_unisrec_split(directory: PathLike, name: str = "Scientific") -> Split:
+    """UniSRec's leave-one-out split: train = items before the valid target, valid = the valid
+    target, test = the test target; the catalogue is every item of ``NAME.item2index``."""
+    dataset, sequences = _load_unisrec(directory, name)
+    parts: dict[str, list[tuple[str, str, float]]] = {"train": [], "valid": [], "test": []}
+    for user in pd.unique(dataset.interactions["user_id"]):
+        seq, valid_pos, test_pos = sequences[user]
+        end = (
+            valid_pos if valid_pos is not None else (test_pos if test_pos is not None else len(seq))
+        )
+        parts["train"].extend((user, it, float(t)) for t, it in enumerate(seq[:end]))
+        if valid_pos is not None:
+            parts["valid"].append((user, seq[valid_pos], float(valid_pos)))
+        if test_pos is not None:
+            parts["test"].append((user, seq[test_pos], float(test_pos)))
+    frames = []
+    for rows in parts.values():
+        frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).astype(
+            {"user_id": object, "item_id": object, "timestamp": "float64"}
+        )
+        frame.insert(2, "rating", np.nan)
+        frames.append(frame)
+    return Split.from_frames(*frames, item_ids=list(dataset.items["item_id"]), dataset=dataset)
+
+
+# --------------------------------------------------------------------------- generic tables
+
+
+class ColumnMapping(BaseModel):
+    """Which columns of a CSV/TSV/Parquet table hold what (from CLI options or a TOML file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = "user_id"
+    item: str = "item_id"
+    rating: str | None = None
+    timestamp: str | None = None
+    timestamp_format: str | None = Field(
+        None, description="strptime format of date strings; default: numbers or ISO 8601"
+    )
+    separator: str | None = Field(None, description="default: ',' for .csv, tab otherwise")
+    encoding: str = "utf-8"
+    columns: list[str] | None = Field(None, description="names for a file without header row")
+    item_id: str | None = Field(None, description="id column of the items table (default: item)")
+    item_text: list[str] = Field(default_factory=list)
+    item_attributes: list[str] = Field(default_factory=list)
+    attribute_separator: str = Field("|", description="splits multi-valued attribute cells")
+    user_id: str | None = Field(None, description="id column of the users table (default: user)")
+    user_attributes: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_toml(cls, path: PathLike, table: str | None = None) -> ColumnMapping:
+        """Read the mapping from a TOML file (top level, or the dotted ``table``)."""
+        path = Path(path)
+        try:
+            with path.open("rb") as fh:
+                data: Any = tomllib.load(fh)
+        except FileNotFoundError:
+            raise DataError("file not found", file=path) from None
+        except tomllib.TOMLDecodeError as exc:
+            line = getattr(exc, "lineno", None)
+            raise DataError(f"invalid TOML: {exc}", file=path, line=line) from None
+        for key in table.split(".") if table else ():
+            if not isinstance(data, dict) or key not in data:
+                raise DataError(f"no table {table!r}", file=path, field=key)
+            data = data[key]
+        try:
+            return cls.model_validate(data)
+        except ValueError as exc:
+            raise DataError(f"invalid column mapping: {exc}", file=path) from None
+
+
+def _read_table(path: Path, mapping: ColumnMapping) -> pd.DataFrame:
+    """A CSV/TSV/Parquet table with string cells (Parquet keeps its types)."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        if not path.exists():
+            raise DataError("file not found", file=path)
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a broken file
+            raise DataError(f"cannot read Parquet: {exc}", file=path) from None
+        if frame.empty and not len(frame.columns):
+            raise DataError("empty file", file=path, line=1)
+        frame.attrs.update(source=str(path), first_line=1)
+        return frame
+    raw = _read_bytes(path)
+    sep = mapping.separator or ("," if path.suffix.lower() == ".csv" else "\t")
+    _check_decoding(raw, path, mapping.encoding, 1)
+    header = mapping.columns is None
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(raw),
+            sep=sep,
+            header=0 if header else None,
+            names=None if header else mapping.columns,
+            dtype=object,
+            keep_default_na=False,
+            na_values=[""],
+            skip_blank_lines=False,
+            encoding=mapping.encoding,
+            engine="c" if len(sep) == 1 else "python",
+        )
+    except pd.errors.ParserError as exc:
+        raise DataError(
+            f"cannot parse row: {str(exc).strip()}", file=path, line=_parser_error_line(exc)
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError("empty file", file=path, line=1) from None
+    first_line = 2 if header else 1
+    blank = frame.isna().all(axis=1).to_numpy()
+    if blank.any():
+        last = len(blank) - int(np.argmin(blank[::-1])) if not blank.all() else 0
+        interior = np.flatnonzero(blank[:last])
+        if interior.size:
+            raise DataError(
+                "blank line inside the data", file=path, line=first_line + int(interior[0])
+            )
+        frame = frame.iloc[:last]
+    frame.attrs.update(source=str(path), first_line=first_line)
+    return frame
+
+
+def _timestamps(frame: pd.DataFrame, column: str, path: Path, fmt: str | None) -> pd.Series:
+    """Numbers as they are; date strings (ISO 8601 or ``fmt``) as seconds since the epoch."""
+    first_line = int(frame.attrs.get("first_line", 1))
+    values = frame[column]
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = pd.to_datetime(values, utc=True)
+    else:
+        numbers = pd.to_numeric(values, errors="coerce") if fmt is None else None
+        if numbers is not None and not (numbers.isna() & values.notna()).any():
+            return numbers.astype("float64")
+        parsed = pd.to_datetime(values, format=fmt or "ISO8601", utc=True, errors="coerce")
+        bad = parsed.isna() & values.notna()
+        if bad.any():
+            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"not a number or date: {values.iloc[pos]!r}",
+                file=path,
+                line=first_line + pos,
+                field=column,
+            )
+    seconds = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    return seconds.astype("float64")
+
+
+def load_table(
+    path_or_paths: PathLike | Sequence[PathLike] | Mapping[str, Any],
+    mapping: ColumnMapping | None = None,
+) -> Dataset:
+    """Interactions (and optional items/users tables) from CSV, TSV or Parquet files.
+
+    ``path_or_paths``: one interactions file, a list of them (concatenated), or a mapping with
+    keys ``interactions`` (path or list), ``items`` and ``users``.
+    """
+    mapping = mapping or ColumnMapping()
+    if isinstance(path_or_paths, Mapping):
+        unknown = set(path_or_paths) - {"interactions", "items", "users"}
+        if unknown:
+            raise ValueError(f"unknown table kinds: {', '.join(sorted(unknown))}")
+        inter_paths = path_or_paths["interactions"]
+        items_path, users_path = path_or_paths.get("items"), path_or_paths.get("users")
+    else:
+        inter_paths, items_path, users_path = path_or_paths, None, None
+    if isinstance(inter_paths, (str, Path)):
+        inter_paths = [inter_paths]
+    frames = []
+    for p in map(Path, inter_paths):
+        raw = _read_table(p, mapping)
+        _require(
+            raw,
+            p,
+            [c for c in (mapping.user, mapping.item, mapping.rating, mapping.timestamp) if c],
+        )
+        frame = _interaction_frame(raw, p, mapping.user, mapping.item, mapping.rating, None)
+        if mapping.timestamp:
+            frame["timestamp"] = _timestamps(
+                raw, mapping.timestamp, p, mapping.timestamp_format
+            ).to_numpy()
+        frames.append(frame)
+    if len(frames) == 1:
+        inter = frames[0]
+    else:
+        inter = pd.concat(frames, ignore_index=True)
+        inter.attrs = {
+            "parts": [(f.attrs["source"], f.attrs["first_line"], len(f)) for f in frames]
+        }
+    side: dict[str, Any] = {}
+    if items_path is not None:
+        p = Path(items_path)
+        raw = _read_table(p, mapping)
+        key = mapping.item_id or mapping.item
+        _require(raw, p, [key, *mapping.item_text, *mapping.item_attributes])
+        first_line = int(raw.attrs["first_line"])
+        _check_ids(raw, key, p, first_line)
+        _check_unique(raw, key, p, first_line)
+        items = pd.DataFrame({"item_id": _as_str(raw[key])})
+        for c in mapping.item_text:
+            items[c] = _text(raw[c])
+        for c in mapping.item_attributes:
+            items[c] = _tokens(raw[c], mapping.attribute_separator)
+        side.update(
+            items=_with_attrs(items, raw),
+            text_fields=list(mapping.item_text),
+            attribute_fields=list(mapping.item_attributes),
+        )
+    if users_path is not None:
+        p = Path(users_path)
+        raw = _read_table(p, mapping)
+        key = mapping.user_id or mapping.user
+        _require(raw, p, [key, *mapping.user_attributes])
+        first_line = int(raw.attrs["first_line"])
+        _check_ids(raw, key, p, first_line)
+        _check_unique(raw, key, p, first_line)
+        users = pd.DataFrame({"user_id": _as_str(raw[key])})
+        for c in mapping.user_attributes:
+            users[c] = _text(raw[c])
+        side.update(
+            users=_with_attrs(users, raw), user_attribute_fields=list(mapping.user_attributes)
+        )
+    name = Path(inter_paths[0]).stem
+    return Dataset(name=name, interactions=inter, **side)
+
+
+__all__ = [
+    "ColumnMapping",
+    "load_movielens_1m",
+    "load_movielens_100k",
+    "load_recbole_atomic",
+    "load_split_dir",
+    "load_table",
+    "load_unisrec",
+    "load_unisrec_split",
+    "read_atomic",
+]
