@@ -967,7 +967,8 @@ class ColumnMapping(BaseModel):
         except FileNotFoundError:
             raise DataError("file not found", file=path) from None
         except tomllib.TOMLDecodeError as exc:
-            line = getattr(exc, "lineno", None)
+            match = re.search(r"at line (\d+)", str(exc))
+            line = int(match.group(1)) if match else None
             raise DataError(f"invalid TOML: {exc}", file=path, line=line) from None
         for key in table.split(".") if table else ():
             if not isinstance(data, dict) or key not in data:
