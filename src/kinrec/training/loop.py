@@ -1,0 +1,181 @@
+"""The one epoch loop of every iterative model: seeding, early stopping, progress, fit_info.
+
+A model supplies ``run_epoch(epoch) -> mean loss`` and, for early stopping, ``validate() ->
+score`` plus ``snapshot()``/``restore(state)``; :func:`train_epochs` runs up to ``max_epochs``
+epochs, validates every ``eval_every`` epochs (and after the last one), stops after
+``patience`` validations without improvement and restores the best snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from kinrec.models.base import ModelConfig, ProgressCallback
+
+VALID_KEY = "valid_ndcg@10"
+
+
+class IterativeConfig(ModelConfig):
+    """Settings shared by models trained with :func:`train_epochs`."""
+
+    max_epochs: int = Field(300, ge=1)
+    patience: int = Field(10, ge=1, description="validations without improvement before stopping")
+    eval_every: int = Field(1, ge=1, description="validate every this many epochs")
+    batch_size: int = Field(2048, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[np.random.Generator]:
+    """Seed torch's CPU generator inside the block (restored afterwards); yield a numpy one.
+
+    Everything random in a fit (initialisation, sampling, dropout) should run inside this block
+    and draw from the yielded generator or torch's, so seeded fits are repeatable and do not
+    disturb the caller's random state.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield np.random.default_rng(seed)
+
+
+@dataclass
+class EarlyStopping:
+    """Tracks the best validation score; ``should_stop`` after ``patience`` non-improvements."""
+
+    patience: int
+    min_delta: float = 0.0
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    bad_evaluations: int = 0
+
+    def update(self, score: float, epoch: int) -> bool:
+        """Record ``score`` at (1-based) ``epoch``; True when it is a new best."""
+        if score > self.best_score + self.min_delta:
+            self.best_score, self.best_epoch, self.bad_evaluations = score, epoch, 0
+            return True
+        self.bad_evaluations += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_evaluations >= self.patience
+
+
+@dataclass
+class TrainingResult:
+    """What happened in :func:`train_epochs`; epochs are 1-based counts."""
+
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    best_score: float | None = None
+    stopped_early: bool = False
+    last_loss: float | None = None
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def fit_info(self) -> dict[str, Any]:
+        """The summary models store in ``fit_info`` (JSON-able)."""
+        return {
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "best_valid_ndcg@10": self.best_score,
+            "stopped_early": self.stopped_early,
+            "last_loss": self.last_loss,
+            "evaluations": sum(VALID_KEY in h for h in self.history),
+        }
+
+
+def train_epochs(
+    run_epoch: Callable[[int], float],
+    max_epochs: int,
+    *,
+    validate: Callable[[], float] | None = None,
+    snapshot: Callable[[], Any] | None = None,
+    restore: Callable[[Any], None] | None = None,
+    patience: int = 10,
+    eval_every: int = 1,
+    progress: ProgressCallback | None = None,
+    phase: str = "train",
+) -> TrainingResult:
+    """Run up to ``max_epochs`` epochs with early stopping on ``validate`` (higher is better).
+
+    ``run_epoch`` gets the 1-based epoch number and returns the epoch's mean loss. Without
+    ``validate`` every epoch runs and the final state is kept. With it, ``snapshot`` is taken at
+    each new best and ``restore`` puts the best one back at the end. ``progress`` is called after
+    every epoch with ``(phase, epoch, max_epochs, {"loss": ..., "valid_ndcg@10": ...})`` (the
+    validation value only on epochs that were validated).
+    """
+    if (snapshot is None) != (restore is None):
+        raise ValueError("give both snapshot and restore, or neither")
+    start = time.perf_counter()
+    result = TrainingResult()
+    stopper = EarlyStopping(patience)
+    best_state: Any = None
+    for epoch in range(1, max_epochs + 1):
+        loss = float(run_epoch(epoch))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{phase}: loss became {loss} at epoch {epoch}")
+        values: dict[str, float] = {"loss": loss}
+        result.epochs_run, result.last_loss = epoch, loss
+        if validate is not None and (epoch % eval_every == 0 or epoch == max_epochs):
+            score = float(validate())
+            values[VALID_KEY] = score
+            if stopper.update(score, epoch) and snapshot is not None:
+                best_state = snapshot()
+        result.history.append({"epoch": float(epoch), **values})
+        if progress is not None:
+            progress(phase, epoch, max_epochs, values)
+        if validate is not None and stopper.should_stop:
+            result.stopped_early = True
+            break
+    if validate is not None and stopper.best_epoch:
+        result.best_epoch, result.best_score = stopper.best_epoch, stopper.best_score
+        if restore is not None and best_state is not None and stopper.best_epoch != epoch:
+            restore(best_state)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def module_snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of a module's parameters and buffers."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def optimize_epoch(
+    batches: Iterable[Any],
+    loss_fn: Callable[[Any], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+) -> float:
+    """One pass of gradient steps; returns the mean loss weighted by batch length."""
+    total, count = 0.0, 0
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(batch)
+        loss.backward()
+        optimizer.step()
+        n = len(batch)
+        total += float(loss.detach()) * n
+        count += n
+    return total / max(count, 1)
+
+
+def validate_one_pass(model: Any, validator: Callable[[Any], float] | None, fit_start: float) -> None:
+    """For one-pass models: record ``train_seconds`` (fit only), then the validation score.
+
+    The validation pass is timed separately (``validate_seconds``) so that ``train_seconds``
+    stays comparable with other libraries' fit times.
+    """
+    model.fit_info["train_seconds"] = time.perf_counter() - fit_start
+    if validator is not None:
+        start = time.perf_counter()
+        model.fit_info["best_valid_ndcg@10"] = float(validator(model))
+        model.fit_info["validate_seconds"] = time.perf_counter() - start
