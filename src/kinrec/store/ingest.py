@@ -22,9 +22,9 @@ from kinrec.data.dataset import Dataset
 from kinrec.data.errors import DataError
 from kinrec.store import read
 from kinrec.store import schema as s
-from kinrec.store.engine import insert_ignore
+from kinrec.store.engine import execute_many, insert_ignore
 
-ProgressCallback = Callable[[str, int, int], None]
+IngestProgress = Callable[[str, int, int], None]
 """``(table, rows_done, rows_total)``: called after each chunk a table writes."""
 
 CHUNK_ROWS = 50_000
@@ -321,9 +321,7 @@ def prepare(dataset: Dataset) -> Prepared:
 
 # -------------------------------------------------------------------------------- write
 class _Writer:
-    def __init__(
-        self, conn: Connection, dataset_id: int, progress: ProgressCallback | None
-    ) -> None:
+    def __init__(self, conn: Connection, dataset_id: int, progress: IngestProgress | None) -> None:
         self.conn = conn
         self.dataset_id = dataset_id
         self.progress = progress
@@ -332,15 +330,16 @@ class _Writer:
     def insert(self, table: Table, columns: dict[str, Any]) -> None:
         """Insert rows given column-wise (``dataset_id`` is added) in chunks."""
         names = ["dataset_id", *columns]
-        stmt = insert_ignore(self.conn, table)
-        did = self.dataset_id
+        stmt = insert_ignore(self.conn.dialect, table)
         lists = [v.tolist() if hasattr(v, "tolist") else list(v) for v in columns.values()]
         total = len(lists[0]) if lists else 0
+        dataset_ids = [self.dataset_id] * min(total, CHUNK_ROWS)
         for start in range(0, total, CHUNK_ROWS):
-            chunk = zip(*(v[start : start + CHUNK_ROWS] for v in lists), strict=True)
-            self.conn.execute(stmt, [dict(zip(names, (did, *r), strict=True)) for r in chunk])
+            chunk = [v[start : start + CHUNK_ROWS] for v in lists]
+            rows = list(zip(dataset_ids, *chunk, strict=False))
+            execute_many(self.conn, stmt, names, rows)
             if self.progress is not None:
-                self.progress(table.name, min(start + CHUNK_ROWS, total), total)
+                self.progress(table.name, start + len(rows), total)
         if self.progress is not None and total == 0:
             self.progress(table.name, 0, 0)
 
@@ -487,6 +486,10 @@ def _check_links(w: _Writer, p: Prepared) -> None:
         )
 
 
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _nan_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a == b) | (np.isnan(a) & np.isnan(b))
 
@@ -510,9 +513,12 @@ def _sync_interactions(w: _Writer, p: Prepared) -> None:
             same = _nan_equal(given, old) if given.dtype.kind == "f" else given == old
             if not same.all():
                 i = int(np.argmin(same))
+                was, now = (
+                    v.item() if isinstance(v, np.generic) else v for v in (old[i], given[i])
+                )
                 raise p.where["interactions"].error(
-                    f"row {int(seq[i])} is already stored with {old[i]!r}, this input has "
-                    f"{given[i]!r} (delete the stored dataset or use another name)",
+                    f"row {int(seq[i])} is already stored with {was!r}, this input has "
+                    f"{now!r} (delete the stored dataset or use another name)",
                     int(seq[i]),
                     column,
                 )
@@ -535,7 +541,7 @@ def _sync_interactions(w: _Writer, p: Prepared) -> None:
 
 
 def write(
-    conn: Connection, p: Prepared, progress: ProgressCallback | None = None
+    conn: Connection, p: Prepared, progress: IngestProgress | None = None
 ) -> tuple[int, bool, dict[str, TableReport]]:
     """Write ``p`` in ``conn``'s transaction; returns (dataset id, created, report per table)."""
     dataset_id, created = _dataset_id(conn, p.name)

@@ -18,7 +18,7 @@ from kinrec.data.errors import DataError
 from kinrec.store import read
 from kinrec.store import schema as s
 from kinrec.store.engine import insert_ignore, make_engine, write_transaction
-from kinrec.store.ingest import IngestReport, ProgressCallback, prepare, write
+from kinrec.store.ingest import IngestProgress, IngestReport, prepare, write
 
 DEFAULT_URL = "sqlite:///kinrec.db"
 _IN_CHUNK = 500  # ids per IN (...) list
@@ -56,14 +56,14 @@ class Store:
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url
         self.engine = make_engine(url)
-        s.metadata.create_all(self.engine)
         with write_transaction(self.engine) as conn:
+            s.metadata.create_all(conn)
             version = conn.execute(
                 select(s.meta.c.value).where(s.meta.c.key == "schema_version")
             ).scalar()
             if version is None:
                 conn.execute(
-                    insert_ignore(conn, s.meta).values(
+                    insert_ignore(conn.dialect, s.meta).values(
                         key="schema_version", value=str(s.SCHEMA_VERSION)
                     )
                 )
@@ -86,7 +86,7 @@ class Store:
         self.close()
 
     # ----------------------------------------------------------------------- datasets
-    def ingest(self, dataset: Dataset, *, progress: ProgressCallback | None = None) -> IngestReport:
+    def ingest(self, dataset: Dataset, *, progress: IngestProgress | None = None) -> IngestReport:
         """Store ``dataset`` in one transaction: idempotent, all or nothing.
 
         Rows already stored (same key, same content) are skipped. A bad row, or a row that
@@ -237,7 +237,9 @@ class Store:
         with write_transaction(self.engine) as conn:
             before = self._count_embeddings(conn, model, adapter)
             for start in range(0, len(rows), 10_000):
-                conn.execute(insert_ignore(conn, s.embeddings), rows[start : start + 10_000])
+                conn.execute(
+                    insert_ignore(conn.dialect, s.embeddings), rows[start : start + 10_000]
+                )
             return self._count_embeddings(conn, model, adapter) - before
 
     def get_embeddings(

@@ -1,0 +1,426 @@
+"""The store: round trips, idempotent and all-or-nothing ingestion, events, caches, SQLite setup."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from kinrec.data.dataset import Dataset
+from kinrec.data.errors import DataError
+from kinrec.store import Store, UnknownDatasetError, text_hash
+from kinrec.store import schema as s
+from kinrec.store.engine import insert_ignore
+
+TABLES = ("interactions", "items", "users", "triples", "links")
+
+
+def _frame(data: dict[str, list], source: str | None = None, first_line: int = 2) -> pd.DataFrame:
+    frame = pd.DataFrame(data)
+    if source is not None:
+        frame.attrs.update(source=source, first_line=first_line)
+    return frame
+
+
+def toy(name: str = "toy") -> Dataset:
+    """Small but complete: missing ratings/timestamps/texts, multi-valued and empty attributes,
+    an interaction item absent from the item table, a repeated (user, item) pair."""
+    interactions = _frame(
+        {
+            "user_id": ["u1", "u1", "u2", "u3", "u3", "u1"],
+            "item_id": ["i1", "i2", "i3", "i1", "i9", "i1"],
+            "rating": [5.0, np.nan, 3.0, 4.0, 1.0, 2.0],
+            "timestamp": [10.0, 11.0, np.nan, 12.0, 13.0, 14.0],
+        },
+        "toy/ratings.csv",
+    )
+    items = _frame(
+        {
+            "item_id": ["i3", "i1", "i2"],
+            "title": ["Gamma", "Alpha", None],
+            "genres": [("Drama",), ("Comedy", "Action", "Drama"), ()],
+            "year": [("1999",), ("1995",), ("2001",)],
+        },
+        "toy/items.csv",
+    )
+    users = _frame(
+        {"user_id": ["u2", "u1", "u3"], "gender": ["F", "M", None], "age": ["25", "35", "18"]},
+        "toy/users.csv",
+    )
+    triples = _frame(
+        {
+            "head": ["e1", "e1", "e2"],
+            "relation": ["directed_by", "genre", "directed_by"],
+            "tail": ["p1", "g1", "p1"],
+        },
+        "toy/kg.tsv",
+        first_line=1,
+    )
+    links = _frame({"item_id": ["i1", "i2"], "entity_id": ["e1", "e2"]}, "toy/links.tsv", 1)
+    return Dataset(
+        name=name,
+        interactions=interactions,
+        items=items,
+        users=users,
+        triples=triples,
+        links=links,
+        text_fields=["title"],
+        attribute_fields=["genres", "year"],
+        user_attribute_fields=["gender", "age"],
+    )
+
+
+def assert_same_dataset(got: Dataset, want: Dataset) -> None:
+    assert got.name == want.name
+    for table in TABLES:
+        pd.testing.assert_frame_equal(
+            getattr(got, table).reset_index(drop=True),
+            getattr(want, table).reset_index(drop=True),
+            check_dtype=False,
+            obj=table,
+        )
+    assert got.text_fields == want.text_fields
+    assert got.attribute_fields == want.attribute_fields
+    assert got.user_attribute_fields == want.user_attribute_fields
+
+
+def table_counts(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        return {
+            t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+            for t in s.metadata.sorted_tables
+        }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store(f"sqlite:///{tmp_path / 'kinrec.db'}") as st:
+        yield st
+
+
+def test_round_trip_keeps_tables_and_order(store: Store) -> None:
+    ds = toy()
+    report = store.ingest(ds)
+    assert report.created
+    assert report.tables["interactions"].added == 6
+    assert report.tables["item_attributes"].added == 7  # 1 + 3 + 0 genres, 3 years
+    assert report.tables["entities"].added == 4  # e1, e2, p1, g1 from links and triples
+    back = store.load_dataset("toy")
+    assert_same_dataset(back, ds)
+    assert back.items["genres"].tolist() == [("Drama",), ("Comedy", "Action", "Drama"), ()]
+    assert pd.isna(back.items["title"].iloc[2]) and pd.isna(back.interactions["rating"].iloc[1])
+    assert back.all_item_ids() == ds.all_item_ids()  # the catalogue order survives
+    pd.testing.assert_frame_equal(store.interactions_frame("toy"), back.interactions)
+    stats = store.stats("toy")
+    assert {k: stats[k] for k in ds.summary()} == ds.summary()
+    assert (stats["entities"], stats["relations"], stats["events"]) == (4, 2, 0)
+    assert store.dataset_names() == ["toy"]
+
+
+def test_second_ingest_adds_nothing(store: Store) -> None:
+    first = store.ingest(toy())
+    before = table_counts(store)
+    second = store.ingest(toy())
+    assert not second.created
+    assert second.added == 0
+    assert second.present == first.added
+    assert all(t.present == t.rows for t in second.tables.values())
+    assert table_counts(store) == before
+
+
+def test_appended_rows_are_added_alone(store: Store) -> None:
+    store.ingest(toy())
+    ds = toy()
+    rating = {"user_id": ["u4"], "item_id": ["i4"], "rating": [2.0], "timestamp": [20.0]}
+    item = {"item_id": ["i4"], "title": ["Delta"], "genres": [("Drama",)], "year": [("2005",)]}
+    ds.interactions = pd.concat([ds.interactions, _frame(rating)], ignore_index=True)
+    ds.items = pd.concat([ds.items, _frame(item)], ignore_index=True)
+    report = store.ingest(ds)
+    assert report.tables["interactions"].added == 1
+    assert report.tables["items"].added == 1
+    assert report.tables["item_texts"].added == 1
+    assert report.tables["users"].added == 0
+    assert_same_dataset(store.load_dataset("toy"), ds)
+
+
+def test_progress_reports_every_table(store: Store) -> None:
+    calls: list[tuple[str, int, int]] = []
+    store.ingest(toy(), progress=lambda table, done, total: calls.append((table, done, total)))
+    last = {table: (done, total) for table, done, total in calls}
+    assert last["interactions"] == (6, 6)
+    assert last["triples"] == (3, 3)
+
+
+# ------------------------------------------------------------------------- bad inputs
+def _dup_item(ds: Dataset) -> None:
+    ds.items = _frame(
+        {
+            "item_id": ["i3", "i1", "i2", "i1"],
+            "title": ["Gamma", "Alpha", None, "Alpha 2"],
+            "genres": [(), (), (), ()],
+            "year": [(), (), (), ()],
+        },
+        "toy/items.csv",
+    )
+
+
+def _dup_user(ds: Dataset) -> None:
+    ds.users = _frame(
+        {"user_id": ["u2", "u1", "u2"], "gender": ["F", "M", "F"], "age": ["1", "2", "1"]},
+        "toy/users.csv",
+    )
+
+
+def _unknown_link_item(ds: Dataset) -> None:
+    # i9 is in the interactions but not in the item table: links must name catalogue items.
+    ds.links = _frame({"item_id": ["i1", "i9"], "entity_id": ["e1", "e3"]}, "toy/links.tsv", 1)
+
+
+def _empty_relation(ds: Dataset) -> None:
+    ds.triples = _frame(
+        {"head": ["e1", "e2"], "relation": ["genre", " "], "tail": ["g1", "p1"]}, "toy/kg.tsv", 1
+    )
+
+
+def _null_user(ds: Dataset) -> None:
+    ds.interactions.loc[3, "user_id"] = None
+
+
+def _bad_rating(ds: Dataset) -> None:
+    ds.interactions["rating"] = ds.interactions["rating"].astype(object)
+    ds.interactions.loc[4, "rating"] = "five"
+
+
+def _bad_tokens(ds: Dataset) -> None:
+    ds.items["genres"] = ["Drama", ("Comedy",), ()]
+
+
+def _undeclared_column(ds: Dataset) -> None:
+    ds.items["plot"] = ["a", "b", "c"]
+
+
+BAD_INPUTS: dict[str, tuple[Callable[[Dataset], None], str, int | None, str]] = {
+    # case: (mutation, file, line, field); data lines start at 2 (a header) unless said
+    "duplicate item": (_dup_item, "toy/items.csv", 5, "item_id"),
+    "duplicate user row": (_dup_user, "toy/users.csv", 4, "user_id"),
+    "link to unknown item": (_unknown_link_item, "toy/links.tsv", 2, "item_id"),
+    "empty relation": (_empty_relation, "toy/kg.tsv", 2, "relation"),
+    "null user id": (_null_user, "toy/ratings.csv", 5, "user_id"),
+    "non-numeric rating": (_bad_rating, "toy/ratings.csv", 6, "rating"),
+    "attribute not a tuple": (_bad_tokens, "toy/items.csv", 2, "genres"),
+    "undeclared item column": (_undeclared_column, "toy/items.csv", None, "plot"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.parametrize("name", ["toy", "other"])
+def test_bad_input_changes_nothing_and_names_the_row(store: Store, case: str, name: str) -> None:
+    store.ingest(toy())
+    before = table_counts(store)
+    mutate, file, line, field = BAD_INPUTS[case]
+    ds = toy(name)
+    mutate(ds)
+    with pytest.raises(DataError) as info:
+        store.ingest(ds)
+    err = info.value
+    assert (err.file, err.line, err.field) == (file, line, field)
+    assert f"{file}:{line}" in str(err) if line is not None else file in str(err)
+    assert table_counts(store) == before
+    assert store.dataset_names() == ["toy"]
+    assert_same_dataset(store.load_dataset("toy"), toy())
+
+
+def test_content_differing_from_stored_is_rejected(store: Store) -> None:
+    store.ingest(toy())
+    before = table_counts(store)
+    ds = toy()
+    ds.items.loc[1, "title"] = "Alpha (director's cut)"
+    ds.interactions.loc[5, "user_id"] = "u4"  # also new users/items would be written first
+    ds.users.loc[3] = ["u9", "F", "40"]
+    with pytest.raises(DataError) as info:
+        store.ingest(ds)
+    assert (info.value.file, info.value.line, info.value.field) == ("toy/items.csv", 3, "title")
+    assert table_counts(store) == before
+
+    ds = toy()
+    ds.interactions.loc[2, "rating"] = 4.0
+    with pytest.raises(DataError) as info:
+        store.ingest(ds)
+    assert (info.value.line, info.value.field) == (4, "rating")
+    assert table_counts(store) == before
+
+
+def test_field_declaration_must_match_the_stored_one(store: Store) -> None:
+    store.ingest(toy())
+    before = table_counts(store)
+    ds = toy()
+    ds.items["year"] = ["1999", "1995", "2001"]
+    ds.attribute_fields, ds.text_fields = ["genres"], ["title", "year"]
+    with pytest.raises(DataError) as info:
+        store.ingest(ds)
+    assert (info.value.file, info.value.field) == ("toy/items.csv", "text_fields/attribute_fields")
+    assert table_counts(store) == before
+
+
+def test_frames_without_source_report_table_and_row() -> None:
+    ds = toy()
+    ds.triples = pd.DataFrame({"head": ["e1", "e2"], "relation": ["r", ""], "tail": ["a", "b"]})
+    with pytest.raises(DataError) as info:
+        Store("sqlite://").ingest(ds)
+    assert (info.value.file, info.value.line, info.value.field) == ("<triples>", 2, "relation")
+
+
+def test_failure_after_partial_writes_rolls_back(store: Store) -> None:
+    # The unknown link is found after users and items were written in the same transaction.
+    before = table_counts(store)
+    ds = toy("fresh")
+    _unknown_link_item(ds)
+    with pytest.raises(DataError):
+        store.ingest(ds)
+    assert store.dataset_names() == []
+    assert table_counts(store) == before
+
+
+# ------------------------------------------------------------------- several datasets
+def test_two_datasets_stay_separate(store: Store) -> None:
+    a = toy("a")
+    b = toy("b")  # same ids, other content
+    b.items["title"] = ["x", "y", "z"]
+    b.interactions["rating"] = 1.0
+    b.interactions = b.interactions.iloc[:4].copy()
+    store.ingest(a)
+    report = store.ingest(b)
+    assert report.created and report.tables["items"].added == 3
+    assert store.dataset_names() == ["a", "b"]
+    assert_same_dataset(store.load_dataset("a"), a)
+    assert_same_dataset(store.load_dataset("b"), b)
+    store.add_events("a", [{"user_id": "u1", "item_id": "i1", "type": "view"}])
+    assert store.events_for_user("b", "u1") == []
+    store.delete_dataset("a")
+    assert store.dataset_names() == ["b"]
+    assert_same_dataset(store.load_dataset("b"), b)
+    with pytest.raises(UnknownDatasetError):
+        store.load_dataset("a")
+
+
+# ---------------------------------------------------------------------------- events
+def test_events_add_read_delete(store: Store) -> None:
+    store.ingest(toy())
+    ids = store.add_events(
+        "toy",
+        [
+            {"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": 100.0},
+            {"user_id": "u1", "item_id": "i2", "type": "rating", "value": 4.5, "timestamp": 101},
+            {"user_id": "u2", "item_id": "i2", "type": "purchase"},
+        ],
+    )
+    assert len(ids) == 3 and ids == sorted(ids)
+    # Committed: a second store on the same file sees them.
+    with Store(str(store.engine.url)) as other:
+        got = other.events_for_user("toy", "u1")
+    assert [(e.id, e.item_id, e.type, e.value, e.timestamp) for e in got] == [
+        (ids[0], "i1", "view", None, 100.0),
+        (ids[1], "i2", "rating", 4.5, 101.0),
+    ]
+    assert [e.id for e in store.events_for_user("toy", "u1", limit=1)] == [ids[1]]
+    assert [e.id for e in store.events_for_user("toy", "u1", since=101.0)] == [ids[1]]
+    assert store.events_for_user("toy", "u2")[0].received_at > 0
+
+    deleted = store.delete_user("toy", "u1")
+    assert deleted == {"events": 2, "interactions": 3, "user_attributes": 2, "users": 1}
+    assert store.events_for_user("toy", "u1") == []
+    assert len(store.events_for_user("toy", "u2")) == 1
+    back = store.load_dataset("toy")
+    assert "u1" not in set(back.interactions["user_id"]) | set(back.users["user_id"])
+    assert len(back.interactions) == 3
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"user_id": "u1", "item_id": "i1", "type": "poke"}, "type"),
+        ({"user_id": "", "item_id": "i1", "type": "view"}, "user_id"),
+        ({"user_id": "u1", "item_id": "i1", "type": "rating", "value": "high"}, "value"),
+    ],
+)
+def test_bad_event_adds_nothing(store: Store, row: dict, field: str) -> None:
+    store.ingest(toy())
+    good = {"user_id": "u1", "item_id": "i1", "type": "click"}
+    with pytest.raises(DataError) as info:
+        store.add_events("toy", [good, row])
+    assert (info.value.line, info.value.field) == (2, field)
+    assert store.events_for_user("toy", "u1") == []
+
+
+def test_events_need_a_stored_dataset(store: Store) -> None:
+    with pytest.raises(UnknownDatasetError):
+        store.add_events("nope", [{"user_id": "u", "item_id": "i", "type": "view"}])
+
+
+# ----------------------------------------------------------------------------- caches
+def test_embedding_cache_round_trip(store: Store) -> None:
+    texts = ["a movie", "another movie"]
+    hashes = [text_hash(t) for t in texts]
+    vectors = np.arange(6, dtype=np.float64).reshape(2, 3) / 7
+    assert store.put_embeddings("minilm", "", hashes, vectors) == 2
+    assert store.put_embeddings("minilm", "", hashes, vectors) == 0
+    got = store.get_embeddings("minilm", "", [*hashes, text_hash("unseen")])
+    assert set(got) == set(hashes)
+    np.testing.assert_array_equal(got[hashes[1]], vectors[1].astype(np.float32))
+    assert got[hashes[0]].dtype == np.float32
+    assert store.get_embeddings("minilm", "lora-1", hashes) == {}
+
+
+def test_artifacts_put_replace_get(store: Store) -> None:
+    assert store.get_artifact("models", "ease") is None
+    store.put_artifact("models", "ease", b"one")
+    store.put_artifact("models", "ease", b"two")
+    assert store.get_artifact("models", "ease") == b"two"
+
+
+# ---------------------------------------------------------------------- the database
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(store: Store) -> None:
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_in_memory_store_works() -> None:
+    st = Store("sqlite://")
+    st.ingest(toy())
+    assert_same_dataset(st.load_dataset("toy"), toy())
+
+
+def test_schema_compiles_for_postgresql() -> None:
+    dialect = postgresql.dialect()
+    ddl = "\n".join(str(CreateTable(t).compile(dialect=dialect)) for t in s.metadata.sorted_tables)
+    ddl += "\n".join(
+        str(CreateIndex(ix).compile(dialect=dialect))
+        for t in s.metadata.sorted_tables
+        for ix in t.indexes
+    )
+    assert "BIGSERIAL" in ddl  # events.id
+    assert "DOUBLE PRECISION" in ddl and "BYTEA" in ddl
+    stmt = insert_ignore(dialect, s.interactions)
+    assert "ON CONFLICT DO NOTHING" in str(stmt.compile(dialect=dialect))
+
+
+@pytest.mark.skipif(
+    not os.environ.get("KINREC_TEST_POSTGRES_URL"),
+    reason="set KINREC_TEST_POSTGRES_URL to run the store against PostgreSQL",
+)
+def test_postgresql_round_trip() -> None:
+    st = Store(os.environ["KINREC_TEST_POSTGRES_URL"])
+    if "toy-pg" in st.dataset_names():
+        st.delete_dataset("toy-pg")
+    st.ingest(toy("toy-pg"))
+    assert st.ingest(toy("toy-pg")).added == 0
+    assert_same_dataset(st.load_dataset("toy-pg"), toy("toy-pg"))
+    st.delete_dataset("toy-pg")
