@@ -97,12 +97,20 @@ class EpochProgress:
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> Table:
     table = Table(title=title)
-    table.add_column("segment")
+    table.add_column("segment", no_wrap=True)
     for key in keys:
         table.add_column(key, justify="right")
     for name, metrics in rows.items():
         table.add_row(name, *(f"{metrics.get(k, float('nan')):.4f}" for k in keys))
     return table
+
+
+def _segment_rows(result) -> dict[str, dict[str, float]]:
+    """Rows 'test (all)' and one per segment, labelled with their number of users."""
+    rows = {f"test ({result.n_users} users)": result.metrics}
+    for name, metrics in result.segments.items():
+        rows[f"{name} ({result.segment_users[name]})"] = metrics
+    return rows
 
 
 MAIN_KEYS = ["recall@10", "ndcg@10", "mrr@10", "hit@10", "precision@10", "recall@20", "ndcg@20"]
@@ -189,15 +197,23 @@ def ingest(
             dataset.name = name or source
         store = open_store(db)
         start = time.perf_counter()
-        report = store.ingest(dataset)
+        with EpochProgress() as progress:
+            report = store.ingest(
+                dataset, progress=lambda t, done, total: progress(t, done, total, {})
+            )
     err.print(f"ingested {dataset.name!r} into {db} in {time.perf_counter() - start:.1f} s")
-    table = Table(title=f"ingest {dataset.name}")
+    out.print(_ingest_table(report))
+
+
+def _ingest_table(report) -> Table:
+    table = Table(title=f"ingest {report.dataset}")
     table.add_column("table")
+    table.add_column("rows", justify="right")
     table.add_column("added", justify="right")
     table.add_column("already present", justify="right")
-    for tbl, (added, present) in report.rows().items():
-        table.add_row(tbl, str(added), str(present))
-    out.print(table)
+    for name, t in report.tables.items():
+        table.add_row(name, str(t.rows), str(t.added), str(t.present))
+    return table
 
 
 # --------------------------------------------------------------------------- models
@@ -259,7 +275,7 @@ def train(
             outcome = train_and_evaluate(cfg, data, out_dir, progress)
     seconds = outcome.model.fit_info["train_seconds"]
     err.print(f"trained {cfg.model.name} in {seconds:.1f} s -> {out_dir}")
-    rows = {"test (all)": outcome.test.metrics, **outcome.test.segments}
+    rows = _segment_rows(outcome.test)
     if outcome.valid is not None:
         rows = {"valid": outcome.valid.metrics, **rows}
     out.print(_metrics_table(f"{cfg.model.name}", rows, MAIN_KEYS))
@@ -419,14 +435,14 @@ def demo(
         err.rule(f"2. ingest into {db}")
         start = time.perf_counter()
         report = open_store(db).ingest(load_source(cfg.data))
-        err.print(f"{report.rows()}  ({time.perf_counter() - start:.1f} s)")
+        err.print(_ingest_table(report))
+        err.print(f"ingest took {time.perf_counter() - start:.1f} s")
         err.rule(f"3. train {model} (split: {cfg.split.method} {list(cfg.split.ratios)})")
         with EpochProgress() as progress:
             outcome = train_and_evaluate(cfg, stored_dataset(cfg), out_dir, progress)
         err.print(f"trained in {outcome.model.fit_info['train_seconds']:.1f} s -> {out_dir}")
     err.rule("4. evaluate (full ranking, train+valid masked)")
-    rows = {"test (all)": outcome.test.metrics, **outcome.test.segments}
-    out.print(_metrics_table(f"{model} on {dataset}", rows, MAIN_KEYS))
+    out.print(_metrics_table(f"{model} on {dataset}", _segment_rows(outcome.test), MAIN_KEYS))
     err.rule("5. recommend")
     for user in outcome.split.train.user_map.ids()[:users]:
         _print_items(f"user {user}", outcome.model.recommend(user, k=5), out_dir)
