@@ -119,6 +119,30 @@ class Recommender(ABC):
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         """Scores of ``items`` (default: all) for each user index in ``users``; higher is better."""
 
+    # ------------------------------------------------------------------ capabilities
+    def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Scores over all items for a user given only their interacted item indices (fold-in).
+
+        This is how a service reflects new events (and serves brand-new users) without
+        retraining. Models that can do it override this; see :attr:`supports_fold_in`.
+        """
+        raise NotImplementedError(f"{self.name} cannot fold in new interactions")
+
+    @property
+    def supports_fold_in(self) -> bool:
+        return type(self).score_history is not Recommender.score_history
+
+    def add_items(self, item_ids: list[str], side: Dataset) -> None:
+        """Make new items (described in ``side``: text, attributes, KG links) recommendable.
+
+        Only models with content views can do this; see :attr:`supports_new_items`.
+        """
+        raise NotImplementedError(f"{self.name} cannot score items it was not trained on")
+
+    @property
+    def supports_new_items(self) -> bool:
+        return type(self).add_items is not Recommender.add_items
+
     def item_vectors(self) -> np.ndarray | None:
         """Item embeddings for ``similar_items`` (None: fall back to co-occurrence)."""
         return None
