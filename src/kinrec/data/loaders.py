@@ -290,6 +290,13 @@ def _text(values: pd.Series) -> list[str]:
     return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
 
 
+def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Rows of several files; ``attrs["parts"]`` lists (source, first_line, rows) per file."""
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs = {"parts": [(f.attrs["source"], f.attrs["first_line"], len(f)) for f in frames]}
+    return out
+
+
 def _interaction_frame(
     frame: pd.DataFrame,
     path: Path | None,
@@ -402,7 +409,10 @@ def _atomic_items(
             if f not in types:
                 raise DataError(f"no such item field {f!r}", file=path, line=1, field=f)
     if text_fields is None:
-        text = [f for f in others if types[f] == "token_seq" and _is_text_name(f)]
+        declared = set(attribute_fields or ())
+        text = [
+            f for f in others if types[f] == "token_seq" and _is_text_name(f) and f not in declared
+        ]
     else:
         text = list(text_fields)
     if attribute_fields is None:
@@ -453,7 +463,7 @@ def _atomic_users(
     return _with_attrs(out, frame), attrs
 
 
-def _two_or_three(
+def _entity_table(
     path: Path, names: Sequence[Sequence[str]], out_columns: Sequence[str]
 ) -> pd.DataFrame:
     """A .kg/.link file: columns found by name (any alias), else by position."""
@@ -476,11 +486,11 @@ def _atomic_triples(path: Path) -> pd.DataFrame:
         ("relation_id", "relation"),
         ("tail_id", "tail", "tail_entity"),
     )
-    return _two_or_three(path, names, TRIPLE_COLUMNS)
+    return _entity_table(path, names, TRIPLE_COLUMNS)
 
 
 def _atomic_links(path: Path, item: str = "item_id") -> pd.DataFrame:
-    return _two_or_three(path, ((item, "item_id"), ("entity_id", "entity")), LINK_COLUMNS)
+    return _entity_table(path, ((item, "item_id"), ("entity_id", "entity")), LINK_COLUMNS)
 
 
 def _find_name(directory: Path, suffix: str) -> str:
@@ -609,9 +619,7 @@ def load_split_dir(
         multi_token_fields=multi_token_fields,
         user_attribute_fields=user_attribute_fields,
     )
-    everything = pd.concat(frames, ignore_index=True)
-    everything.attrs = {"parts": [f.attrs.get("source") for f in frames]}
-    dataset = Dataset(name=name, interactions=everything, **side)
+    dataset = Dataset(name=name, interactions=_concat(frames), **side)
     return Split.from_frames(*frames, item_ids=dataset.all_item_ids(), dataset=dataset)
 
 
@@ -629,7 +637,9 @@ def _read_dat(
     """A header-less ``sep``-separated file (multi-byte separators are rewritten first)."""
     raw = _read_bytes(path)
     if len(sep) > 1:
-        placeholder = next(b for b in (b"\t", b"\x1f", b"\x1e", b"\x1d") if b not in raw)
+        placeholder = next((b for b in (b"\t", b"\x1f", b"\x1e") if b not in raw), None)
+        if placeholder is None:
+            raise DataError("tab and control bytes inside the data", file=path)
         raw = raw.replace(sep, placeholder)
         sep = placeholder
     return _read_rows(
@@ -668,6 +678,43 @@ def _kg_txt(directory: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _ml_ratings(path: Path, sep: bytes) -> pd.DataFrame:
+    ratings = _read_dat(path, INTERACTION_COLUMNS, sep=sep, float_columns=("rating", "timestamp"))
+    for column in ("user_id", "item_id"):
+        _check_ids(ratings, column, path, 1)
+    return ratings
+
+
+def _ml_table(path: Path, columns: Sequence[str], sep: bytes) -> pd.DataFrame:
+    """A MovieLens movie or user table; its first column is a unique id."""
+    frame = _read_dat(path, columns, sep=sep)
+    _check_ids(frame, columns[0], path, 1)
+    _check_unique(frame, columns[0], path, 1)
+    return frame
+
+
+def _ml_items(
+    movies: pd.DataFrame, genres: list[tuple[str, ...]], dates: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Dataset arguments for items: text ``title``, attributes ``year`` and ``genres``.
+
+    The year comes from the title ("Toy Story (1995)"), else from the end of ``dates``.
+    """
+    titles, years = _split_titles(movies["raw_title"])
+    if dates is not None:
+        years = [
+            y or ((d[-4:],) if d[-4:].isdigit() else ()) for y, d in zip(years, dates, strict=True)
+        ]
+    items = pd.DataFrame(
+        {"item_id": movies["item_id"], "title": titles, "year": years, "genres": genres}
+    )
+    return {
+        "items": _with_attrs(items, movies),
+        "text_fields": ["title"],
+        "attribute_fields": ["year", "genres"],
+    }
+
+
 def load_movielens_1m(directory: PathLike) -> Dataset:
     """The original ML-1M files: ``ratings.dat``, ``movies.dat``, ``users.dat`` (``::``).
 
@@ -677,39 +724,15 @@ def load_movielens_1m(directory: PathLike) -> Dataset:
     ``triples`` / ``links``.
     """
     directory = Path(directory)
-    ratings = _read_dat(
-        directory / "ratings.dat",
-        INTERACTION_COLUMNS,
-        float_columns=("rating", "timestamp"),
-    )
-    _check_ids(ratings, "user_id", directory / "ratings.dat", 1)
-    _check_ids(ratings, "item_id", directory / "ratings.dat", 1)
+    ratings = _ml_ratings(directory / "ratings.dat", b"::")
     side: dict[str, Any] = {}
-    movies_path = directory / "movies.dat"
-    if movies_path.exists():
-        movies = _read_dat(movies_path, ("item_id", "raw_title", "genres"))
-        _check_ids(movies, "item_id", movies_path, 1)
-        _check_unique(movies, "item_id", movies_path, 1)
-        titles, years = _split_titles(movies["raw_title"])
-        items = pd.DataFrame(
-            {
-                "item_id": movies["item_id"],
-                "title": titles,
-                "year": years,
-                "genres": _tokens(movies["genres"], "|"),
-            }
-        )
-        side.update(
-            items=_with_attrs(items, movies),
-            text_fields=["title"],
-            attribute_fields=["year", "genres"],
-        )
-    users_path = directory / "users.dat"
-    if users_path.exists():
-        users = _read_dat(users_path, ("user_id", "gender", "age", "occupation", "zip_code"))
-        _check_ids(users, "user_id", users_path, 1)
-        _check_unique(users, "user_id", users_path, 1)
-        side.update(users=users, user_attribute_fields=["gender", "age", "occupation", "zip_code"])
+    if (movies_path := directory / "movies.dat").exists():
+        movies = _ml_table(movies_path, ("item_id", "raw_title", "genres"), b"::")
+        side.update(_ml_items(movies, _tokens(movies["genres"], "|")))
+    if (users_path := directory / "users.dat").exists():
+        user_columns = ("user_id", "gender", "age", "occupation", "zip_code")
+        users = _ml_table(users_path, user_columns, b"::")
+        side.update(users=users, user_attribute_fields=list(user_columns[1:]))
     side.update(_kg_txt(directory))
     return Dataset(name="ml-1m", interactions=ratings, **side)
 
@@ -722,60 +745,25 @@ def load_movielens_100k(directory: PathLike) -> Dataset:
     ``u.genre`` when present); users ``age``, ``gender``, ``occupation``, ``zip_code``.
     """
     directory = Path(directory)
-    ratings = _read_dat(
-        directory / "u.data",
-        INTERACTION_COLUMNS,
-        sep=b"\t",
-        float_columns=("rating", "timestamp"),
-    )
-    _check_ids(ratings, "user_id", directory / "u.data", 1)
-    _check_ids(ratings, "item_id", directory / "u.data", 1)
+    ratings = _ml_ratings(directory / "u.data", b"\t")
     side: dict[str, Any] = {}
     genres = list(ML100K_GENRES)
-    genre_path = directory / "u.genre"
-    if genre_path.exists():
+    if (genre_path := directory / "u.genre").exists():
         table = _read_dat(genre_path, ("genre", "index"), sep=b"|")
         genres = [
-            g
-            for g, _ in sorted(
-                zip(table["genre"], table["index"].astype(int), strict=True), key=lambda p: p[1]
-            )
+            g for _, g in sorted(zip(table["index"].astype(int), table["genre"], strict=True))
         ]
-    item_path = directory / "u.item"
-    if item_path.exists():
+    if (item_path := directory / "u.item").exists():
+        flag_columns = [f"g{i}" for i in range(len(genres))]
         base = ["item_id", "raw_title", "release_date", "video_release_date", "url"]
-        movies = _read_dat(item_path, base + [f"g{i}" for i in range(len(genres))], sep=b"|")
-        _check_ids(movies, "item_id", item_path, 1)
-        _check_unique(movies, "item_id", item_path, 1)
-        titles, years = _split_titles(movies["raw_title"])
-        dates = movies["release_date"].str.strip()
-        years = [
-            y if y or not d[-4:].isdigit() else (d[-4:],) for y, d in zip(years, dates, strict=True)
-        ]
-        flags = movies[[f"g{i}" for i in range(len(genres))]].to_numpy() == "1"
-        items = pd.DataFrame(
-            {
-                "item_id": movies["item_id"],
-                "title": titles,
-                "year": years,
-                "genres": [
-                    tuple(g for g, f in zip(genres, row, strict=True) if f) for row in flags
-                ],
-            }
-        )
-        side.update(
-            items=_with_attrs(items, movies),
-            text_fields=["title"],
-            attribute_fields=["year", "genres"],
-        )
-    user_path = directory / "u.user"
-    if user_path.exists():
-        users = _read_dat(
-            user_path, ("user_id", "age", "gender", "occupation", "zip_code"), sep=b"|"
-        )
-        _check_ids(users, "user_id", user_path, 1)
-        _check_unique(users, "user_id", user_path, 1)
-        side.update(users=users, user_attribute_fields=["age", "gender", "occupation", "zip_code"])
+        movies = _ml_table(item_path, base + flag_columns, b"|")
+        flags = movies[flag_columns].to_numpy() == "1"
+        item_genres = [tuple(g for g, f in zip(genres, row, strict=True) if f) for row in flags]
+        side.update(_ml_items(movies, item_genres, movies["release_date"].str.strip().tolist()))
+    if (user_path := directory / "u.user").exists():
+        user_columns = ("user_id", "age", "gender", "occupation", "zip_code")
+        users = _ml_table(user_path, user_columns, b"|")
+        side.update(users=users, user_attribute_fields=list(user_columns[1:]))
     side.update(_kg_txt(directory))
     return Dataset(name="ml-100k", interactions=ratings, **side)
 
@@ -1088,13 +1076,7 @@ def load_table(
                 raw, mapping.timestamp, p, mapping.timestamp_format
             ).to_numpy()
         frames.append(frame)
-    if len(frames) == 1:
-        inter = frames[0]
-    else:
-        inter = pd.concat(frames, ignore_index=True)
-        inter.attrs = {
-            "parts": [(f.attrs["source"], f.attrs["first_line"], len(f)) for f in frames]
-        }
+    inter = frames[0] if len(frames) == 1 else _concat(frames)
     side: dict[str, Any] = {}
     if items_path is not None:
         p = Path(items_path)
