@@ -20,58 +20,13 @@ import sqlalchemy
 from rich.console import Console
 from rich.table import Table
 
-from kinrec.data.dataset import Dataset
+from kinrec.data.loaders import load_movielens_1m
 from kinrec.store import IngestReport, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("KINREC_DATA_DIR", ROOT.parent / "shared" / "datasets"))
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_S = 60.0
-
-
-def _read(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
-    frame = pd.read_csv(
-        path, sep=sep, names=names, dtype=str, engine="python" if len(sep) > 1 else "c",
-        encoding="latin-1", keep_default_na=False,
-    )  # fmt: skip
-    frame.attrs.update(source=str(path), first_line=1)
-    return frame
-
-
-def read_ml1m(directory: Path) -> Dataset:
-    """ml-1m as a Dataset, read directly (used until kinrec.data.loaders provides it)."""
-    ratings = pd.read_csv(
-        directory / "ratings.dat", sep="::", engine="python", header=None,
-        names=["user_id", "item_id", "rating", "timestamp"],
-        dtype={"user_id": str, "item_id": str, "rating": float, "timestamp": float},
-    )  # fmt: skip
-    ratings.attrs.update(source=str(directory / "ratings.dat"), first_line=1)
-    movies = _read(directory / "movies.dat", "::", ["item_id", "title", "genres"])
-    movies["genres"] = [tuple(g.split("|")) if g else () for g in movies["genres"]]
-    users = _read(
-        directory / "users.dat", "::", ["user_id", "gender", "age", "occupation", "zip_code"]
-    )
-    triples = _read(directory / "kg.txt", "\t", ["head", "relation", "tail"])
-    links = _read(directory / "item_index2entity_id.txt", "\t", ["item_id", "entity_id"])
-    return Dataset(
-        name="ml-1m",
-        interactions=ratings,
-        items=movies,
-        users=users,
-        triples=triples,
-        links=links,
-        text_fields=["title"],
-        attribute_fields=["genres"],
-        user_attribute_fields=["gender", "age", "occupation", "zip_code"],
-    )
-
-
-def load_ml1m(directory: Path) -> tuple[Dataset, str]:
-    try:
-        from kinrec.data.loaders import load_movielens_1m  # type: ignore[attr-defined]
-    except ImportError:
-        return read_ml1m(directory), "benchmarks/ingest.py:read_ml1m (pandas)"
-    return load_movielens_1m(directory), "kinrec.data.loaders.load_movielens_1m"
 
 
 def _row(phase: str, rows: int | None, added: int | None, seconds: float) -> dict[str, object]:
@@ -106,7 +61,7 @@ def main() -> None:
     if not (directory / "ratings.dat").exists():
         raise SystemExit(f"ml-1m not found under {directory} (set KINREC_DATA_DIR)")
     t0 = time.perf_counter()
-    dataset, loader = load_ml1m(directory)
+    dataset = load_movielens_1m(directory)
     load_s = time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,10 +78,11 @@ def main() -> None:
 
     if second.added:
         raise SystemExit(f"re-ingestion added {second.added} rows; it must add none")
-    if len(back.interactions) != len(dataset.interactions):
-        raise SystemExit("read-back interaction count differs")
+    for name in ("interactions", "items", "users", "triples", "links"):
+        # exact round trip: values, order and dtypes
+        pd.testing.assert_frame_equal(getattr(back, name), getattr(dataset, name), obj=name)
 
-    rows = [_row("load files", len(dataset.interactions), None, load_s)]
+    rows = [_row("load_movielens_1m (read files)", len(dataset.interactions), None, load_s)]
     rows += _phase_rows("ingest", first)
     rows += _phase_rows("re-ingest", second)
     rows.append(_row("load_dataset (read back)", len(back.interactions), None, read_s))
@@ -151,7 +107,6 @@ def main() -> None:
         "sqlalchemy": sqlalchemy.__version__,
         "pandas": pd.__version__,
         "cpus": os.cpu_count(),
-        "loader": loader,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
@@ -174,7 +129,7 @@ def main() -> None:
         "",
         "`python benchmarks/ingest.py` "
         f"(Python {env['python']}, SQLite {env['sqlite']}, SQLAlchemy {env['sqlalchemy']}, "
-        f"{env['cpus']} CPUs; loader: {loader}).",
+        f"{env['cpus']} CPUs; data read by `kinrec.data.loaders.load_movielens_1m`).",
         "",
         f"Ingest: **{first.seconds:.1f} s** (target < {TARGET_S:.0f} s). Re-ingest of the same "
         f"data: {second.seconds:.1f} s, {second.added} rows added. Database: {size_mb:.0f} MiB.",

@@ -15,15 +15,22 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from kinrec.data.dataset import Dataset
 from kinrec.data.errors import DataError
+from kinrec.data.loaders import load_recbole_atomic
 from kinrec.store import Store, UnknownDatasetError, text_hash
 from kinrec.store import schema as s
 from kinrec.store.engine import insert_ignore
 
+ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("interactions", "items", "users", "triples", "links")
 
 
+def _dtype(column: str) -> object:
+    return {"title": "str", "rating": "float64", "timestamp": "float64"}.get(column, object)
+
+
 def _frame(data: dict[str, list], source: str | None = None, first_line: int = 2) -> pd.DataFrame:
-    frame = pd.DataFrame(data)
+    """Columns typed as loaders type them: ids and categories object, text str, numbers float."""
+    frame = pd.DataFrame({k: pd.Series(v, dtype=_dtype(k)) for k, v in data.items()})
     if source is not None:
         frame.attrs.update(source=source, first_line=first_line)
     return frame
@@ -83,7 +90,6 @@ def assert_same_dataset(got: Dataset, want: Dataset) -> None:
         pd.testing.assert_frame_equal(
             getattr(got, table).reset_index(drop=True),
             getattr(want, table).reset_index(drop=True),
-            check_dtype=False,
             obj=table,
         )
     assert got.text_fields == want.text_fields
@@ -171,6 +177,11 @@ def _dup_item(ds: Dataset) -> None:
     )
 
 
+def _dup_triple(ds: Dataset) -> None:
+    ds.triples = pd.concat([ds.triples, ds.triples.iloc[[1]]], ignore_index=True)
+    ds.triples.attrs.update(source="toy/kg.tsv", first_line=1)
+
+
 def _dup_user(ds: Dataset) -> None:
     ds.users = _frame(
         {"user_id": ["u2", "u1", "u2"], "gender": ["F", "M", "F"], "age": ["1", "2", "1"]},
@@ -206,9 +217,14 @@ def _undeclared_column(ds: Dataset) -> None:
     ds.items["plot"] = ["a", "b", "c"]
 
 
+def _extra_interaction_column(ds: Dataset) -> None:
+    ds.interactions["label"] = 1
+
+
 BAD_INPUTS: dict[str, tuple[Callable[[Dataset], None], str, int | None, str]] = {
     # case: (mutation, file, line, field); data lines start at 2 (a header) unless said
     "duplicate item": (_dup_item, "toy/items.csv", 5, "item_id"),
+    "duplicate triple": (_dup_triple, "toy/kg.tsv", 4, "head/relation/tail"),
     "duplicate user row": (_dup_user, "toy/users.csv", 4, "user_id"),
     "link to unknown item": (_unknown_link_item, "toy/links.tsv", 2, "item_id"),
     "empty relation": (_empty_relation, "toy/kg.tsv", 2, "relation"),
@@ -216,6 +232,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Dataset], None], str, int | None, str]] = 
     "non-numeric rating": (_bad_rating, "toy/ratings.csv", 6, "rating"),
     "attribute not a tuple": (_bad_tokens, "toy/items.csv", 2, "genres"),
     "undeclared item column": (_undeclared_column, "toy/items.csv", None, "plot"),
+    "unexpected interaction column": (_extra_interaction_column, "toy/ratings.csv", None, "label"),
 }
 
 
@@ -275,6 +292,15 @@ def test_frames_without_source_report_table_and_row() -> None:
     with pytest.raises(DataError) as info:
         Store("sqlite://").ingest(ds)
     assert (info.value.file, info.value.line, info.value.field) == ("<triples>", 2, "relation")
+
+
+def test_frames_read_from_several_files_report_the_right_file() -> None:
+    ds = toy()
+    ds.interactions.attrs = {"parts": [("train.inter", 2, 4), ("test.inter", 2, 2)]}
+    ds.interactions.loc[5, "item_id"] = ""
+    with pytest.raises(DataError) as info:
+        Store("sqlite://").ingest(ds)
+    assert (info.value.file, info.value.line, info.value.field) == ("test.inter", 3, "item_id")
 
 
 def test_failure_after_partial_writes_rolls_back(store: Store) -> None:
@@ -410,6 +436,24 @@ def test_schema_compiles_for_postgresql() -> None:
     assert "DOUBLE PRECISION" in ddl and "BYTEA" in ddl
     stmt = insert_ignore(dialect, s.interactions)
     assert "ON CONFLICT DO NOTHING" in str(stmt.compile(dialect=dialect))
+
+
+@pytest.mark.shared
+def test_ml100k_round_trip_is_exact(tmp_path: Path) -> None:
+    directory = Path(os.environ.get("KINREC_DATA_DIR", ROOT.parent / "shared" / "datasets"))
+    if not (directory / "ml-100k" / "ml-100k.inter").exists():
+        pytest.skip(f"ml-100k not found under {directory} (set KINREC_DATA_DIR)")
+    ds = load_recbole_atomic(directory / "ml-100k")
+    store = Store(f"sqlite:///{tmp_path / 'kinrec.db'}")
+    first = store.ingest(ds)
+    assert first.tables["interactions"].added == 100_000
+    assert first.tables["triples"].added == len(ds.triples)
+    assert store.ingest(ds).added == 0
+    back = store.load_dataset(ds.name)
+    for table in TABLES:  # values, order and dtypes as the loader gives them
+        pd.testing.assert_frame_equal(getattr(back, table), getattr(ds, table), obj=table)
+    assert back.attribute_fields == ds.attribute_fields
+    assert back.user_attribute_fields == ds.user_attribute_fields
 
 
 @pytest.mark.skipif(

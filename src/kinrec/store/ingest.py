@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Table, insert, select, update
 
-from kinrec.data.dataset import Dataset
+from kinrec.data.dataset import INTERACTION_COLUMNS, LINK_COLUMNS, TRIPLE_COLUMNS, Dataset
 from kinrec.data.errors import DataError
 from kinrec.store import read
 from kinrec.store import schema as s
@@ -84,21 +84,37 @@ class IngestReport:
 class _Where:
     """Turns a row position of an input frame into ``file:line`` for error messages.
 
-    Frames from loaders carry ``attrs["source"]`` and ``attrs["first_line"]`` (line of row 0);
+    Frames from loaders carry ``attrs["source"]`` and ``attrs["first_line"]`` (line of row 0),
+    or ``attrs["parts"]`` = [(source, first_line, rows), ...] when read from several files;
     without them the table name and the 1-based row number are reported.
     """
 
     def __init__(self, frame: pd.DataFrame, table: str) -> None:
         self.table = table
-        self.source = frame.attrs.get("source")
-        first = frame.attrs.get("first_line")
-        self.first_line = None if first is None else int(first)
+        attrs = frame.attrs
+        parts = attrs.get("parts")
+        if parts is None and attrs.get("source") is not None:
+            first = attrs.get("first_line")
+            parts = [(attrs["source"], None if first is None else int(first), len(frame))]
+        self.parts: list[tuple[str, int | None, int]] = [
+            (str(src), None if first is None else int(first), int(rows))
+            for src, first, rows in (parts or [])
+        ]
+
+    def locate(self, pos: int | None) -> tuple[str, int | None]:
+        if not self.parts:
+            return f"<{self.table}>", None if pos is None else int(pos) + 1
+        if pos is None:
+            return self.parts[0][0], None
+        offset = int(pos)
+        for i, (source, first, rows) in enumerate(self.parts):
+            if offset < rows or i == len(self.parts) - 1:
+                return source, (offset + 1 if first is None else first + offset)
+            offset -= rows
+        raise AssertionError("unreachable")
 
     def error(self, message: str, pos: int | None = None, column: str | None = None) -> DataError:
-        file = str(self.source) if self.source is not None else f"<{self.table}>"
-        line = None
-        if pos is not None:
-            line = self.first_line + int(pos) if self.first_line is not None else int(pos) + 1
+        file, line = self.locate(pos)
         return DataError(message, file=file, line=line, field=column)
 
 
@@ -138,9 +154,22 @@ def _no_duplicates(frame: pd.DataFrame, columns: list[str], where: _Where, what:
         mask = np.ones(len(frame), dtype=bool)
         for c, v in zip(columns, key, strict=True):
             mask &= (frame[c] == v).to_numpy()
-        first = where.error("", int(np.argmax(mask)))
+        first_file, first_line = where.locate(int(np.argmax(mask)))
         raise where.error(
-            f"duplicate {what} {key_text} (first at {first.file}:{first.line})", pos, columns[-1]
+            f"duplicate {what} {key_text} (first at {first_file}:{first_line})",
+            pos,
+            "/".join(columns),
+        )
+
+
+def _only_columns(frame: pd.DataFrame, allowed: tuple[str, ...], where: _Where) -> None:
+    """A column the store has no place for would be lost silently: refuse it."""
+    extra = [c for c in frame.columns if c not in allowed]
+    if extra:
+        raise where.error(
+            f"unexpected column (the {where.table} table holds {', '.join(allowed)})",
+            None,
+            str(extra[0]),
         )
 
 
@@ -264,6 +293,7 @@ def prepare(dataset: Dataset) -> Prepared:
 
     inter = dataset.interactions
     w_inter = _Where(inter, "interactions")
+    _only_columns(inter, INTERACTION_COLUMNS, w_inter)
     interactions = {
         "user_id": _strings(inter, "user_id", w_inter, "user id"),
         "item_id": _strings(inter, "item_id", w_inter, "item id"),
@@ -272,6 +302,7 @@ def prepare(dataset: Dataset) -> Prepared:
     }
 
     w_triples = _Where(dataset.triples, "triples")
+    _only_columns(dataset.triples, TRIPLE_COLUMNS, w_triples)
     triples = pd.DataFrame(
         {
             "head": _strings(dataset.triples, "head", w_triples, "head entity"),
@@ -283,6 +314,7 @@ def prepare(dataset: Dataset) -> Prepared:
     _no_duplicates(triples, ["head", "relation", "tail"], w_triples, "triple")
 
     w_links = _Where(dataset.links, "links")
+    _only_columns(dataset.links, LINK_COLUMNS, w_links)
     links = pd.DataFrame(
         {
             "item_id": _strings(dataset.links, "item_id", w_links, "item id"),

@@ -61,7 +61,13 @@ def max_position(conn: Connection, table: Table, dataset_id: int) -> int:
 
 
 def _string_column(values: list[str | None]) -> pd.Series:
-    return pd.Series(values, dtype="str") if values else pd.Series([], dtype="object")
+    """Ids and categorical values: Python strings in an ``object`` column, as loaders give."""
+    return pd.Series(values, dtype=object)
+
+
+def _text_column(values: list[str | None]) -> pd.Series:
+    """Free text: pandas' string dtype (missing -> NaN), as loaders give."""
+    return pd.Series(values, dtype="str") if values else pd.Series([], dtype=object)
 
 
 def _read_entity_table(
@@ -99,9 +105,10 @@ def _read_entity_table(
             values: dict[str, dict[str, str]] = defaultdict(dict)
             for k, f, v in rows:
                 values[f][k] = v
+            column = _text_column if table is s.item_texts else _string_column
             for name in names:
                 got = values.get(name, {})
-                columns[name] = _string_column([got.get(k) for k in keys])
+                columns[name] = column([got.get(k) for k in keys])
         else:
             tokens: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
             for k, f, v in rows:
