@@ -78,6 +78,10 @@ def test_atomic_tables_types_and_fields(tmp_path: Path) -> None:
 
     assert ds.text_fields == ["movie_title"]
     assert ds.attribute_fields == ["release_year", "class"]
+    # ids and categories: Python str in object columns; free text: pandas' str dtype
+    assert inter["user_id"].dtype == object and ds.items["item_id"].dtype == object
+    assert str(ds.items["movie_title"].dtype) == "str" and ds.users["age"].dtype == object
+    assert ds.items["class"].dtype == object and ds.triples["head"].dtype == object
     items = ds.items.set_index("item_id")
     assert items.loc["i1", "movie_title"] == "Toy Story"
     assert items.loc["i1", "class"] == ("Animation", "Comedy")

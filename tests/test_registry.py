@@ -143,7 +143,7 @@ def test_download_verified_cached_and_reused(toy_spec, tmp_path: Path, capsys) -
     assert capsys.readouterr().err == ""
     ds = load_dataset("toy", quiet=True)
     assert ds.name == "toy" and ds.interactions["timestamp"].tolist() == [100.0, 50.0]
-    with pytest.raises(FetchError, match="toy.zip"):  # refresh downloads again
+    with pytest.raises(FetchError, match=r"toy\.zip"):  # refresh downloads again
         fetch("toy", quiet=True, refresh=True)
     assert fetch("toy", quiet=True) == path  # a failed refresh keeps the cached copy
     (path / "toy.inter").write_text("changed")  # a damaged cache is not trusted

@@ -286,8 +286,18 @@ def _tokens(values: Iterable[Any], separator: str | None) -> list[tuple[str, ...
     return out
 
 
-def _text(values: pd.Series) -> list[str]:
+def _strings(values: Iterable[Any]) -> list[str]:
     return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Free text: pandas' ``str`` dtype, ``""`` where the file has nothing."""
+    return pd.Series(_strings(values), dtype="str", index=values.index)
+
+
+def _categories(values: pd.Series) -> pd.Series:
+    """Categorical values (user attributes): Python strings in an ``object`` column."""
+    return pd.Series(_strings(values), dtype=object, index=values.index)
 
 
 def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -856,7 +866,12 @@ def _load_unisrec(directory: PathLike, name: str) -> tuple[Dataset, dict]:
         _require(text_frame, text_path, ("item_id", "text"))
         texts = dict(zip(text_frame["item_id"], text_frame["text"], strict=True))
     index_to_text = {idx: texts.get(asin, "").strip() for asin, idx in asin_to_index.items()}
-    items = pd.DataFrame({"item_id": item_ids, "text": [index_to_text[i] for i in item_ids]})
+    items = pd.DataFrame(
+        {
+            "item_id": pd.Series(item_ids, dtype=object),
+            "text": pd.Series([index_to_text[i] for i in item_ids], dtype="str"),
+        }
+    )
     items = _with_attrs(items, item_index)
     sequences = _unisrec_sequences(directory, name, set(item_ids))
     users_path = directory / f"{name}.user2index"
@@ -1106,7 +1121,7 @@ def load_table(
         _check_unique(raw, key, p, first_line)
         users = pd.DataFrame({"user_id": _as_str(raw[key])})
         for c in mapping.user_attributes:
-            users[c] = _text(raw[c])
+            users[c] = _categories(raw[c])
         side.update(
             users=_with_attrs(users, raw), user_attribute_fields=list(mapping.user_attributes)
         )
