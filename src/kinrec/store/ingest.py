@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -205,8 +205,8 @@ class Prepared:
     links: pd.DataFrame  # item_id, entity_id, pos
     entities: list[str]
     relations: list[str]
-    where: dict[str, _Where] = field(default_factory=dict)
-    source: Dataset | None = None
+    where: dict[str, _Where]  # table -> locator of its input rows
+    source: Dataset
 
 
 def _declared_fields(
@@ -380,11 +380,10 @@ class _Writer:
 
 
 def _dataset_id(conn: Connection, name: str) -> tuple[int, bool]:
-    now = time.time()
     found = conn.execute(select(s.datasets.c.id).where(s.datasets.c.name == name)).scalar()
     if found is not None:
-        conn.execute(update(s.datasets).where(s.datasets.c.id == found).values(updated_at=now))
         return int(found), False
+    now = time.time()
     result = conn.execute(insert(s.datasets).values(name=name, created_at=now, updated_at=now))
     return int(result.inserted_primary_key[0]), True
 
@@ -447,7 +446,7 @@ def _sync_entity(
             if entity == "item"
             else read.read_users(w.conn, w.dataset_id, decl)
         )
-        given = p.source.items if entity == "item" else p.source.users  # type: ignore[union-attr]
+        given = p.source.items if entity == "item" else p.source.users
         stored_at = dict(zip(stored[key].to_numpy(object), range(len(stored)), strict=True))
         columns = [
             (c, stored[c].to_numpy(object), given[c].to_numpy(object)) for c in stored.columns[1:]
@@ -489,7 +488,7 @@ def _sync_set(
 ) -> None:
     """Rows identified by their key columns only: insert those not stored yet."""
     t0 = time.perf_counter()
-    stored = read.read_keys(w.conn, table, key, w.dataset_id)
+    stored = read.read_columns(w.conn, table, key, w.dataset_id)
     new = frame
     if len(stored) and len(frame):
         seen = pd.MultiIndex.from_frame(stored[key])
@@ -506,7 +505,7 @@ def _check_links(w: _Writer, p: Prepared) -> None:
     if not len(p.links):
         return
     known = set(p.items["item_id"]) | set(
-        read.read_keys(w.conn, s.items, ["item_id"], w.dataset_id)["item_id"]
+        read.read_columns(w.conn, s.items, ["item_id"], w.dataset_id)["item_id"]
     )
     ok = p.links["item_id"].isin(known).to_numpy()
     if not ok.all():
@@ -545,9 +544,7 @@ def _sync_interactions(w: _Writer, p: Prepared) -> None:
             same = _nan_equal(given, old) if given.dtype.kind == "f" else given == old
             if not same.all():
                 i = int(np.argmin(same))
-                was, now = (
-                    v.item() if isinstance(v, np.generic) else v for v in (old[i], given[i])
-                )
+                was, now = _plain(old[i]), _plain(given[i])
                 raise p.where["interactions"].error(
                     f"row {int(seq[i])} is already stored with {was!r}, this input has "
                     f"{now!r} (delete the stored dataset or use another name)",
@@ -591,4 +588,7 @@ def write(
     _sync_set(w, "triples", s.triples, p.triples, ["head", "relation", "tail"], positioned=True)
     _sync_set(w, "links", s.links, p.links, ["item_id", "entity_id"], positioned=True)
     _sync_interactions(w, p)
+    if not created and any(t.added for t in w.tables.values()):
+        stmt = update(s.datasets).where(s.datasets.c.id == dataset_id)
+        conn.execute(stmt.values(updated_at=time.time()))
     return dataset_id, created, w.tables

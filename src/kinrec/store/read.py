@@ -67,7 +67,7 @@ def _string_column(values: list[str | None]) -> pd.Series:
 
 def _text_column(values: list[str | None]) -> pd.Series:
     """Free text: pandas' string dtype (missing -> NaN), as loaders give."""
-    return pd.Series(values, dtype="str") if values else pd.Series([], dtype=object)
+    return pd.Series(values, dtype="str")
 
 
 def _read_entity_table(
@@ -79,8 +79,8 @@ def _read_entity_table(
 ) -> pd.DataFrame:
     """Rows of ``key_table`` in stored order, one column per field of ``value_tables``.
 
-    ``value_tables``: (table, field names, kind) where kind is ``text`` (one value) or
-    ``attribute`` (ordered token rows, returned as a tuple).
+    ``value_tables``: (table, field names, kind) where kind is ``text`` (one free-text value),
+    ``value`` (one categorical value) or ``tokens`` (ordered token rows, returned as a tuple).
     """
     keys = (
         conn.execute(
@@ -95,17 +95,17 @@ def _read_entity_table(
     for table, names, kind in value_tables:
         if not names:
             continue
-        order = [table.c[key], table.c.field] + ([table.c.idx] if kind == "attribute" else [])
+        order = [table.c[key], table.c.field] + ([table.c.idx] if kind == "tokens" else [])
         rows = conn.execute(
             select(table.c[key], table.c.field, table.c.value)
             .where(table.c.dataset_id == dataset_id)
             .order_by(*order)
         ).all()
-        if kind == "text":
+        if kind != "tokens":
             values: dict[str, dict[str, str]] = defaultdict(dict)
             for k, f, v in rows:
                 values[f][k] = v
-            column = _text_column if table is s.item_texts else _string_column
+            column = _text_column if kind == "text" else _string_column
             for name in names:
                 got = values.get(name, {})
                 columns[name] = column([got.get(k) for k in keys])
@@ -127,7 +127,7 @@ def read_items(conn: Connection, dataset_id: int, decl: FieldDeclaration) -> pd.
         dataset_id,
         [
             (s.item_texts, list(decl.text_fields), "text"),
-            (s.item_attributes, list(decl.attribute_fields), "attribute"),
+            (s.item_attributes, list(decl.attribute_fields), "tokens"),
         ],
     )
     columns = ["item_id", *(n for n, _ in decl.item)]
@@ -140,7 +140,7 @@ def read_users(conn: Connection, dataset_id: int, decl: FieldDeclaration) -> pd.
         s.users,
         "user_id",
         dataset_id,
-        [(s.user_attributes, list(decl.user_attribute_fields), "text")],
+        [(s.user_attributes, list(decl.user_attribute_fields), "value")],
     )
     columns = ["user_id", *decl.user_attribute_fields]
     return frame[columns] if len(frame) else empty_frame(columns)
@@ -170,14 +170,17 @@ def read_interactions(conn: Connection, dataset_id: int, *, with_seq: bool = Fal
     return pd.DataFrame(out)
 
 
-def _read_pairs(
-    conn: Connection, table: Table, columns: tuple[str, ...], dataset_id: int
+def read_columns(
+    conn: Connection,
+    table: Table,
+    columns: tuple[str, ...] | list[str],
+    dataset_id: int,
+    *,
+    ordered: bool = False,
 ) -> pd.DataFrame:
-    rows = conn.execute(
-        select(*(table.c[c] for c in columns))
-        .where(table.c.dataset_id == dataset_id)
-        .order_by(table.c.position)
-    ).all()
+    """String columns of ``table`` for one dataset (in ``position`` order if ``ordered``)."""
+    stmt = select(*(table.c[c] for c in columns)).where(table.c.dataset_id == dataset_id)
+    rows = conn.execute(stmt.order_by(table.c.position) if ordered else stmt).all()
     if not rows:
         return empty_frame(columns)
     data = list(zip(*rows, strict=True))
@@ -185,19 +188,8 @@ def _read_pairs(
 
 
 def read_triples(conn: Connection, dataset_id: int) -> pd.DataFrame:
-    return _read_pairs(conn, s.triples, TRIPLE_COLUMNS, dataset_id)
+    return read_columns(conn, s.triples, TRIPLE_COLUMNS, dataset_id, ordered=True)
 
 
 def read_links(conn: Connection, dataset_id: int) -> pd.DataFrame:
-    return _read_pairs(conn, s.links, LINK_COLUMNS, dataset_id)
-
-
-def read_keys(conn: Connection, table: Table, columns: list[str], dataset_id: int) -> pd.DataFrame:
-    """The stored key columns of ``table`` for one dataset (unordered)."""
-    rows = conn.execute(
-        select(*(table.c[c] for c in columns)).where(table.c.dataset_id == dataset_id)
-    ).all()
-    if not rows:
-        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-    data = list(zip(*rows, strict=True))
-    return pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in zip(columns, data, strict=True)})
+    return read_columns(conn, s.links, LINK_COLUMNS, dataset_id, ordered=True)

@@ -54,7 +54,6 @@ class Store:
     """
 
     def __init__(self, url: str = DEFAULT_URL) -> None:
-        self.url = url
         self.engine = make_engine(url)
         with write_transaction(self.engine) as conn:
             s.metadata.create_all(conn)
