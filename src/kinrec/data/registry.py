@@ -55,31 +55,41 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LocalSource(_Config):
+class _SourceBase(_Config):
+    kind: str
+    format: Format  # file layout, which picks the loader
+    stem: str | None = None  # file stem of atomic/UniSRec files
+    lacks: str = ""  # what this source does not have
+
+    @property
+    def where(self) -> str:
+        return ""
+
+    def describe(self) -> str:
+        """One line: kind, where, file layout, and what the source lacks."""
+        lacks = f" (lacks {self.lacks})" if self.lacks else ""
+        return f"{self.kind}: {self.where} [{self.format}]{lacks}"
+
+
+class LocalSource(_SourceBase):
     """A folder ``$KINREC_DATA_DIR/<name>`` holding ``required`` files in ``format``."""
 
     kind: Literal["local"] = "local"
-    format: Format
-    stem: str | None = None  # file stem for atomic/UniSRec files
     required: tuple[str, ...]
-    lacks: str = ""
 
     @property
     def where(self) -> str:
         return "$KINREC_DATA_DIR/<name>"
 
 
-class PypiSource(_Config):
+class PypiSource(_SourceBase):
     """Files shipped inside a wheel on PyPI, under ``member`` (a folder in the wheel)."""
 
     kind: Literal["pypi"] = "pypi"
-    format: Format
-    stem: str | None = None
     requirement: str  # e.g. "recbole==1.2.1"
     wheel_sha256: str | None = None
     member: str
     files: dict[str, str | None]  # file name -> sha256 (None: not recorded)
-    lacks: str = ""
 
     @property
     def where(self) -> str:
@@ -100,15 +110,12 @@ class Download(_Config):
         return self
 
 
-class UrlSource(_Config):
+class UrlSource(_SourceBase):
     """Files downloaded from the dataset's web site."""
 
     kind: Literal["url"] = "url"
-    format: Format
-    stem: str | None = None
     downloads: tuple[Download, ...]
     files: dict[str, str | None]  # file name -> sha256 (None: not recorded)
-    lacks: str = ""
 
     @property
     def where(self) -> str:
@@ -126,6 +133,7 @@ class DatasetSpec(_Config):
     description: str
     homepage: str
     licence: str
+    licence_short: str
     sources: tuple[Source, ...]
     instructions: str = ""  # how to get it by hand when no source works
 
@@ -173,6 +181,7 @@ register_dataset(
             "Freebase triples and 1,598 item-entity links (KB4Rec)."
         ),
         homepage="https://grouplens.org/datasets/movielens/100k/",
+        licence_short="GroupLens: research use, no redistribution; KG via RecBole (KB4Rec)",
         licence=_GROUPLENS_TERMS
         + " Knowledge graph: KB4Rec links to Freebase (Zhao et al., Data Intelligence 2019),"
         " as distributed with RecBole (MIT licence).",
@@ -214,6 +223,7 @@ register_dataset(
             "(7 relations) and links for 2,347 movies."
         ),
         homepage="https://grouplens.org/datasets/movielens/1m/",
+        licence_short="GroupLens: research use, no redistribution; KG from MKR (MIT)",
         licence=_GROUPLENS_TERMS
         + " Knowledge graph: from MKR (Wang et al., WWW 2019), derived from Microsoft Satori,"
         " published with the MKR code (https://github.com/hwwang55/MKR, MIT licence).",
@@ -285,6 +295,7 @@ register_dataset(
             "each item with a text (title, category path, brand); leave-one-out valid/test."
         ),
         homepage="https://github.com/RUCAIBox/UniSRec",
+        licence_short="Amazon Review Data 2018: research use; processed by UniSRec",
         licence=(
             "Amazon Review Data (2018), Jianmo Ni, Jiacheng Li and Julian McAuley, EMNLP 2019 "
             "(https://nijianmo.github.io/amazon/): for research use; cite the paper. "
@@ -315,9 +326,9 @@ register_dataset(
 # --------------------------------------------------------------------------- lookup
 
 
-def list_datasets() -> list[str]:
-    """Registered dataset names."""
-    return list(_SPECS)
+def list_datasets() -> list[DatasetSpec]:
+    """Specs of the registered datasets, in registration order."""
+    return list(_SPECS.values())
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -582,9 +593,7 @@ def describe(name: str) -> str:
     """A few lines about dataset ``name`` and its sources, for listings."""
     spec = get_spec(name)
     lines = [f"{spec.name}: {spec.title}", f"  {spec.description}"]
-    for source in spec.sources:
-        lacks = f" (lacks {source.lacks})" if source.lacks else ""
-        lines.append(f"  - {source.kind}: {source.where} [{source.format}]{lacks}")
+    lines += [f"  - {source.describe()}" for source in spec.sources]
     return "\n".join(lines)
 
 
