@@ -107,6 +107,7 @@ def main() -> None:
         "sqlalchemy": sqlalchemy.__version__,
         "pandas": pd.__version__,
         "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other jobs sharing the cores
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
@@ -129,7 +130,8 @@ def main() -> None:
         "",
         "`python benchmarks/ingest.py` "
         f"(Python {env['python']}, SQLite {env['sqlite']}, SQLAlchemy {env['sqlalchemy']}, "
-        f"{env['cpus']} CPUs; data read by `kinrec.data.loaders.load_movielens_1m`).",
+        f"{env['cpus']} CPUs, 1-min load average {env['load_average_1min']} at the end; data "
+        "read by `kinrec.data.loaders.load_movielens_1m`).",
         "",
         f"Ingest: **{first.seconds:.1f} s** (target < {TARGET_S:.0f} s). Re-ingest of the same "
         f"data: {second.seconds:.1f} s, {second.added} rows added. Database: {size_mb:.0f} MiB.",
