@@ -153,6 +153,15 @@ def test_download_verified_cached_and_reused(toy_spec, tmp_path: Path, capsys) -
         fetch("toy", quiet=True)
 
 
+def test_archive_without_a_listed_member_fails(toy_spec, tmp_path: Path) -> None:
+    make, archive = toy_spec
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("toy/README", "toy data")
+    make({"toy.inter": None, "README": None})
+    with pytest.raises(FetchError, match=r"toy/toy\.inter is not in the archive"):
+        fetch("toy", quiet=True)
+
+
 def test_checksum_mismatch_is_not_cached(toy_spec, tmp_path: Path) -> None:
     make, _ = toy_spec
     make({"toy.inter": "0" * 64, "README": None})

@@ -445,7 +445,10 @@ def _fetch_url(source: UrlSource, staging: Path, scratch: Path) -> dict[str, str
         archive = scratch / f"download-{k}.zip"
         _download(item.url, archive)
         with zipfile.ZipFile(archive) as zf:
+            names = set(zf.namelist())
             for member, file in (item.extract or {}).items():
+                if member not in names:
+                    raise DataError(f"{member} is not in the archive", file=item.url)
                 with zf.open(member) as src, (staging / file).open("wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
     return verify_checksums(staging, source.files)
