@@ -22,6 +22,7 @@ from kinrec.training.loop import (
     module_snapshot,
     optimize_epoch,
     seeded,
+    torch_threads,
     train_epochs,
 )
 from kinrec.training.losses import bpr_loss
@@ -67,7 +68,7 @@ class PairwiseEmbeddingRecommender(Recommender):
         progress: ProgressCallback | None,
     ) -> None:
         cfg = self.config
-        with seeded(cfg.seed) as rng:
+        with torch_threads(cfg.threads), seeded(cfg.seed) as rng:
             sampler = UniformNegativeSampler(train, cfg.batch_size, seed=int(rng.integers(2**62)))
             module = self._build_module(train)
             optimizer = torch.optim.Adam(

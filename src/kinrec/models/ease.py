@@ -9,7 +9,7 @@ from pydantic import Field
 
 from kinrec.data.dataset import Interactions
 from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Scored, Validator
-from kinrec.training.loop import validate_one_pass
+from kinrec.training.loop import history_row, validate_one_pass
 
 
 class EASEConfig(ModelConfig):
@@ -54,6 +54,11 @@ class EASE(Recommender):
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         w = self.weights if items is None else self.weights[:, np.asarray(items)]
         return np.asarray(self.seen[np.asarray(users)] @ w, dtype=np.float32)
+
+    def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Fold-in: scores for a user known only by the item indices they interacted with."""
+        row = history_row(self.weights.shape[0], items, weights)
+        return (row @ self.weights)[0]
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Scored]:
         """Items whose consumption most increases ``item_id``'s score (largest ``B[j, i]``)."""

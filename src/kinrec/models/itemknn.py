@@ -10,7 +10,7 @@ from pydantic import Field
 
 from kinrec.data.dataset import Interactions
 from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Scored, Validator
-from kinrec.training.loop import validate_one_pass
+from kinrec.training.loop import history_row, validate_one_pass
 
 
 class ItemKNNConfig(ModelConfig):
@@ -81,6 +81,11 @@ class ItemKNN(Recommender):
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         w = self.weights if items is None else self.weights[:, np.asarray(items)]
         return np.asarray((self.seen[np.asarray(users)] @ w).toarray(), dtype=np.float32)
+
+    def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Fold-in: scores for a user known only by the item indices they interacted with."""
+        row = history_row(self.weights.shape[0], items, weights)
+        return np.asarray(self.weights.T @ row[0], dtype=np.float32)
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Scored]:
         """Items by cosine similarity (with the model's shrinkage) to ``item_id``."""

@@ -40,6 +40,10 @@ class Popularity(Recommender):
         counts = self.counts if items is None else self.counts[np.asarray(items)]
         return np.broadcast_to(counts, (len(users), len(counts))).copy()
 
+    def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Popularity ignores the history: the same scores for everyone."""
+        return self.counts.copy()
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"counts": self.counts}
 
