@@ -1,0 +1,236 @@
+"""The FastAPI application: routes, auth, errors as 4xx naming the field, metrics,
+structured logs, the web console, and loading the engine in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import kinrec
+from kinrec.data.errors import DataError
+from kinrec.serving.config import ServingConfig
+from kinrec.serving.engine import ConflictError, Engine, InvalidError, NotFoundError
+from kinrec.serving.keys import KeyRing
+from kinrec.serving.metrics import Metrics
+from kinrec.serving.routes import ops, router
+
+log = logging.getLogger("kinrec.serving")
+access = logging.getLogger("kinrec.serving.access")
+STATIC = resources.files("kinrec.serving") / "static"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+
+    _skip = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update({k: v for k, v in record.__dict__.items() if k not in self._skip})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Structured (JSON lines) logs on stderr for the service's loggers."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("kinrec")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _error(status: int, message: str, fields: list[dict[str, str]] | None = None, **kw):
+    body = {"error": message, "detail": fields or []}
+    return JSONResponse(body, status_code=status, **kw)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
+        elif p not in ("EventIn", "EventBatch") and not str(p).startswith("function-"):
+            parts.append(str(p))
+    return ".".join(parts)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    fields = []
+    for err in exc.errors():
+        name = _field_name(tuple(err.get("loc", ())))
+        message = str(err.get("msg", "invalid"))
+        if {"field": name, "message": message} not in fields:
+            fields.append({"field": name, "message": message})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    return _error(422, f"invalid request: {summary}", fields)
+
+
+def _install_errors(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return _error(404, str(exc.args[0]))
+
+    @app.exception_handler(InvalidError)
+    async def _invalid(request: Request, exc: InvalidError) -> JSONResponse:
+        return _error(422, f"{exc.field}: {exc}", [{"field": exc.field, "message": str(exc)}])
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        field = exc.field or "body"
+        return _error(422, str(exc), [{"field": field, "message": str(exc)}])
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal error (logged)")
+
+
+class ObserveMiddleware:
+    """Latency histogram per route template and one structured log line per request."""
+
+    def __init__(self, app, metrics: Metrics, log_requests: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log_requests = log_requests
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, scope["method"], str(status)).observe(elapsed)
+            if status in (401, 403):
+                self.metrics.auth_failures.labels(str(status)).inc()
+            if self.log_requests:
+                access.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": template,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 3),
+                    },
+                )
+
+
+def create_app(
+    config: ServingConfig | None = None,
+    *,
+    engine: Engine | None = None,
+    engine_factory: Callable[[], Engine] | None = None,
+    keyring: KeyRing | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """The service. Give a ready ``engine`` (tests), or an ``engine_factory`` (or a
+    ``config``) to load one in the background after start-up: ``/healthz`` answers at once,
+    ``/readyz`` and the API answer 503 until the engine is loaded."""
+    if config is None and engine is None:
+        raise ValueError("create_app needs a config or an engine")
+    metrics = metrics or (engine.metrics if engine is not None else Metrics())
+    if engine is None and engine_factory is None:
+        engine_factory = lambda: Engine.open(config)  # noqa: E731
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = None
+        if app.state.engine is None:
+
+            async def load() -> None:
+                try:
+                    loaded = await asyncio.to_thread(engine_factory)
+                    loaded.metrics = metrics
+                    loaded._update_gauges()
+                    app.state.engine = loaded
+                except Exception as exc:  # reported by /readyz; the process stays up
+                    app.state.load_error = str(exc)
+                    log.exception("could not load the engine")
+
+            task = asyncio.create_task(load())
+        yield
+        if task is not None and not task.done():
+            task.cancel()
+        if app.state.engine is not None and engine is None:
+            app.state.engine.close()
+        log.info("shutdown complete")
+
+    app = FastAPI(
+        title="kinrec",
+        version=kinrec.__version__,
+        description=(
+            "Real-time recommendations from a trained kinrec model: live events, new items, "
+            "explanations. Authenticate with `Authorization: Bearer <API key>` "
+            "(`kinrec keys create`)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.load_error = None
+    app.state.metrics = metrics
+    insecure = config.insecure_no_auth if config is not None else keyring is None
+    if insecure:
+        app.state.keyring = None
+    elif keyring is not None:
+        app.state.keyring = keyring
+    else:
+        from kinrec.store import Store
+
+        refresh = config.key_refresh_seconds if config else 2.0
+        app.state.keyring = KeyRing(Store(config.db), refresh)
+    _install_errors(app)
+    app.include_router(ops)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def console() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"), media_type="text/html")
+
+    log_requests = config.log_requests if config is not None else True
+    app.add_middleware(ObserveMiddleware, metrics=metrics, log_requests=log_requests)
+    return app

@@ -1,0 +1,41 @@
+"""The service's settings: one typed config, filled from the command line (or by tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 0.3,
+    "click": 0.6,
+    "like": 1.0,
+    "purchase": 1.0,
+    "rating": 1.0,  # scaled by value / rating_scale when a value is given
+}
+
+
+class ServingConfig(BaseModel):
+    """Everything ``kinrec serve`` can be told; defaults suit a laptop demo."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_dir: Path
+    db: str = "sqlite:///kinrec.db"
+    dataset: str | None = Field(
+        None, description="stored dataset name (default: the one named in the model's split.json)"
+    )
+    insecure_no_auth: bool = Field(False, description="serve without API keys (local demos)")
+    hnsw_threshold: int = Field(
+        50_000, ge=1, description="catalogue size above which the index is HNSW, not exact"
+    )
+    hnsw_m: int = Field(32, ge=4, le=128)
+    hnsw_ef_search: int = Field(128, ge=8, le=4096)
+    cache_users: int = Field(50_000, ge=0, description="users whose lists are cached (0: off)")
+    recent_events: int = Field(500, ge=1, description="events per user kept for the fold-in")
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    rating_scale: float = Field(5.0, gt=0, description="a rating of this value weighs 1")
+    neighbours: int = Field(30, ge=1, le=500, description="neighbours per item kept for reasons")
+    key_refresh_seconds: float = Field(2.0, ge=0.0, description="API keys re-read this often")
+    foldin_l2: float = Field(1.0, gt=0.0, description="ridge weight of the vector fold-in")
+    log_requests: bool = True

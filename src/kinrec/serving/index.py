@@ -1,0 +1,84 @@
+"""A faiss index over item vectors: exact inner product for small catalogues, HNSW above.
+
+Row ``i`` of the index is item index ``i``; new items are appended in order. Retired items
+are not removed (HNSW cannot remove): callers filter results with their own mask.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import faiss
+import numpy as np
+
+faiss.omp_set_num_threads(1)  # one query at a time: threads only add latency
+
+IndexKind = Literal["flat", "hnsw"]
+
+
+class ItemIndex:
+    """Maximum inner product search over item vectors (``cosine=True``: over unit vectors)."""
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        *,
+        hnsw_threshold: int = 50_000,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        cosine: bool = False,
+    ) -> None:
+        self.hnsw_threshold = hnsw_threshold
+        self.hnsw_m = hnsw_m
+        self.ef_search = ef_search
+        self.cosine = cosine
+        self.rebuild(vectors)
+
+    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.cosine:
+            x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+        return x
+
+    def rebuild(self, vectors: np.ndarray) -> None:
+        """Index ``vectors`` from scratch (after vectors of existing items changed)."""
+        x = self._prepare(vectors)
+        dim = x.shape[1]
+        self.kind: IndexKind = "hnsw" if len(x) > self.hnsw_threshold else "flat"
+        if self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = max(40, self.hnsw_m * 2)
+            index.hnsw.efSearch = self.ef_search
+        else:
+            index = faiss.IndexFlatIP(dim)
+        index.add(x)
+        self.index = index
+        self.dim = dim
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append rows (items ``size .. size + len(vectors) - 1``)."""
+        self.index.add(self._prepare(vectors))
+
+    def search(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item indices and scores of the ``n`` best items for one query vector."""
+        n = max(1, min(n, self.size))
+        q = self._prepare(np.asarray(query, dtype=np.float32).reshape(1, -1))
+        if self.kind == "hnsw":
+            self.index.hnsw.efSearch = max(self.ef_search, n)
+        scores, ids = self.index.search(q, n)
+        keep = ids[0] >= 0
+        return ids[0][keep].astype(np.int64), scores[0][keep]
+
+    def search_many(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch search (start-up work such as neighbour lists)."""
+        n = max(1, min(n, self.size))
+        faiss.omp_set_num_threads(2)
+        try:
+            scores, ids = self.index.search(self._prepare(queries), n)
+        finally:
+            faiss.omp_set_num_threads(1)
+        return ids, scores

@@ -1,0 +1,237 @@
+"""The versioned JSON API (``/v1``) and the operational endpoints."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from kinrec.serving import schemas as sc
+from kinrec.serving.engine import Engine
+from kinrec.serving.keys import Role, allows
+
+bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer kr_...`")
+
+UserId = Annotated[
+    str, Path(min_length=1, max_length=sc.MAX_ID, pattern=sc.ID_PATTERN, description="user id")
+]
+ItemId = Annotated[
+    str, Path(min_length=1, max_length=sc.MAX_ID, pattern=sc.ID_PATTERN, description="item id")
+]
+ERRORS = {
+    401: {"model": sc.ErrorBody, "description": "no or unknown API key"},
+    403: {"model": sc.ErrorBody, "description": "the key's role does not allow this"},
+    404: {"model": sc.ErrorBody, "description": "unknown user or item"},
+    422: {"model": sc.ErrorBody, "description": "invalid request (the field is named)"},
+    503: {"model": sc.ErrorBody, "description": "the model is still loading"},
+}
+
+
+def engine_of(request: Request) -> Engine:
+    engine = request.app.state.engine
+    if engine is None:
+        raise HTTPException(503, "the model is still loading")
+    return engine
+
+
+def require(role: Role):
+    """A dependency that lets through keys of ``role`` or higher (401/403 otherwise)."""
+
+    def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Engine:
+        state = request.app.state
+        if state.keyring is not None:
+            if credentials is None or credentials.scheme.lower() != "bearer":
+                raise HTTPException(401, "missing API key", headers={"WWW-Authenticate": "Bearer"})
+            granted = state.keyring.role_of(credentials.credentials)
+            if granted is None:
+                raise HTTPException(
+                    401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+                )
+            if not allows(granted, role):
+                raise HTTPException(403, f"this key's role ({granted}) cannot do this ({role})")
+        return engine_of(request)
+
+    return check
+
+
+Reader = Annotated[Engine, Depends(require("read"))]
+Writer = Annotated[Engine, Depends(require("write"))]
+Admin = Annotated[Engine, Depends(require("admin"))]
+
+router = APIRouter(responses=ERRORS)
+
+
+def _json(payload: dict) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), media_type="application/json")
+
+
+# ---------------------------------------------------------------------------- operations
+ops = APIRouter(tags=["operations"])
+
+
+@ops.get("/healthz", response_model=sc.Health)
+async def healthz() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@ops.get("/readyz", response_model=sc.Health, responses={503: {"model": sc.Health}})
+async def readyz(request: Request) -> Response:
+    """The model is loaded and the online state restored."""
+    state = request.app.state
+    if state.engine is None:
+        status = "failed" if state.load_error else "loading"
+        return JSONResponse({"status": status}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@ops.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    m = request.app.state.metrics
+    return Response(m.render(), media_type=m.content_type)
+
+
+# ---------------------------------------------------------------------------- users
+@router.get("/v1/info", response_model=sc.Info, tags=["service"])
+async def info(engine: Reader, request: Request) -> dict:
+    """The served model, dataset and capabilities."""
+    return {**engine.info(), "auth": request.app.state.keyring is not None}
+
+
+@router.get(
+    "/v1/users/{user_id}/recommendations",
+    response_model=sc.RecommendationList,
+    tags=["recommendations"],
+)
+async def recommendations(
+    engine: Reader,
+    user_id: UserId,
+    k: Annotated[int, Query(ge=1, le=200, description="number of items")] = 10,
+    exclude_seen: Annotated[bool, Query(description="leave out items in the history")] = True,
+    category: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=sc.MAX_ID,
+            pattern=sc.ID_PATTERN,
+            description='an attribute token ("Comedy") or field:token ("genre:Comedy")',
+        ),
+    ] = None,
+) -> Response:
+    """The user's top-k items, ranked, each with a reason. Unknown users get popular items."""
+    return _json(engine.recommend(user_id, k, exclude_seen, category))
+
+
+@router.get(
+    "/v1/users/{user_id}/recommendations/{item_id}/explanation",
+    response_model=sc.Explanation,
+    tags=["recommendations"],
+)
+async def explanation(engine: Reader, user_id: UserId, item_id: ItemId) -> Response:
+    """Why an item suits a user: similar items in their history, knowledge-graph paths."""
+    return _json(await run_in_threadpool(engine.explain, user_id, item_id))
+
+
+@router.get("/v1/users/{user_id}/history", response_model=sc.History, tags=["users"])
+async def history(
+    engine: Reader, user_id: UserId, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+) -> Response:
+    """Items the user was trained on and their events since (newest first)."""
+    return _json(engine.user_history(user_id, limit))
+
+
+@router.get("/v1/users", response_model=sc.UserList, tags=["users"])
+async def users(
+    engine: Reader,
+    prefix: Annotated[str, Query(max_length=sc.MAX_ID)] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict:
+    """User ids (users with recent events first), for pickers."""
+    return {"users": engine.list_users(prefix, limit)}
+
+
+@router.delete("/v1/users/{user_id}", response_model=sc.Erasure, tags=["users"])
+async def erase_user(engine: Admin, user_id: UserId) -> dict:
+    """Erase a user: stored events, interactions and attributes, online state, cache."""
+    deleted = await run_in_threadpool(engine.store_erasure, user_id)
+    engine.apply_erasure(user_id)
+    return {"user_id": user_id, "deleted": deleted}
+
+
+# ---------------------------------------------------------------------------- events
+@router.post("/v1/events", response_model=sc.EventsAccepted, status_code=201, tags=["events"])
+async def post_events(engine: Writer, body: sc.EventIn | sc.EventBatch) -> dict:
+    """Store events (committed before the response), then fold them into the users' state:
+    the next recommendation reflects them. Unknown users become new users."""
+    batch = isinstance(body, sc.EventBatch)
+    rows = [e.model_dump() for e in (body.events if batch else [body])]
+    engine.validate_events(rows, batch)
+    events = await run_in_threadpool(engine.store_events, rows)
+    engine.apply_events(events)
+    return {"ids": [e.id for e in events], "accepted": len(events)}
+
+
+# ---------------------------------------------------------------------------- items
+@router.get("/v1/items", response_model=sc.ItemList, tags=["items"])
+async def items(
+    engine: Reader,
+    q: Annotated[str, Query(max_length=200, description="title substring or item id")] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> dict:
+    """Recommendable items whose title contains ``q``."""
+    return {"items": engine.search_items(q, limit)}
+
+
+@router.get("/v1/items/{item_id}", response_model=sc.ItemOut, tags=["items"])
+async def item(engine: Reader, item_id: ItemId) -> dict:
+    """An item's stored fields and whether it can be recommended."""
+    return engine.item(item_id)
+
+
+async def _write_item(engine: Engine, item_id: str, body: sc.ItemPatch, create: bool) -> dict:
+    texts = dict(body.text)
+    attributes = {k: list(v) for k, v in body.attributes.items()}
+    links = [(link.relation, link.entity_id) for link in body.links]
+    entity = engine.check_item(item_id, texts, attributes, body.entity_id, links, create)
+    await run_in_threadpool(engine.store_item, item_id, texts, attributes, entity, links, create)
+    return engine.apply_item(item_id, texts, attributes, entity, links, create)
+
+
+@router.post("/v1/items", response_model=sc.ItemOut, status_code=201, tags=["items"])
+async def create_item(engine: Admin, body: sc.ItemIn) -> dict:
+    """Add an item: stored, vectorised from its content and graph views by the model (when it
+    can), indexed, and recommendable on the next call."""
+    return await _write_item(engine, body.item_id, body, create=True)
+
+
+@router.patch("/v1/items/{item_id}", response_model=sc.ItemOut, tags=["items"])
+async def update_item(engine: Admin, item_id: ItemId, body: sc.ItemPatch) -> dict:
+    """Replace the given fields of an item."""
+    return await _write_item(engine, item_id, body, create=False)
+
+
+@router.delete("/v1/items/{item_id}", response_model=sc.ItemOut, tags=["items"])
+async def retire_item(engine: Admin, item_id: ItemId) -> dict:
+    """Retire an item: never recommended again (its history stays)."""
+    await run_in_threadpool(engine.store_retire, item_id)
+    engine.apply_retire(item_id)
+    return engine.item(item_id)
+
+
+@router.get("/v1/items/{item_id}/similar", response_model=sc.SimilarList, tags=["items"])
+async def similar(
+    engine: Reader,
+    item_id: ItemId,
+    k: Annotated[int, Query(ge=1, le=200)] = 10,
+    by: Annotated[Literal["cf", "text", "kg", "blend"], Query()] = "cf",
+) -> Response:
+    """Items like this one: collaborative (``cf``), text, knowledge graph, or a blend."""
+    return _json(await run_in_threadpool(engine.similar, item_id, k, by))

@@ -1,0 +1,218 @@
+"""Request and response bodies of the HTTP API (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+EventType = Literal["view", "click", "like", "rating", "purchase"]  # = store.schema.EVENT_TYPES
+
+# printable, at least one non-space character
+ID_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+TEXT_PATTERN = r"^[^\x00\x7f]*$"
+MAX_ID = 256
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid UTF-8 text (lone surrogate)") from None
+    return value
+
+
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN),
+    AfterValidator(_utf8),
+]
+Text = Annotated[
+    str, StringConstraints(max_length=10_000, pattern=TEXT_PATTERN), AfterValidator(_utf8)
+]
+Token = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN),
+    AfterValidator(_utf8),
+]
+FieldName = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=ID_PATTERN), AfterValidator(_utf8)
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class EventIn(_In):
+    """One user event."""
+
+    user_id: Identifier
+    item_id: Identifier
+    type: EventType
+    value: float | None = Field(None, ge=-1e9, le=1e9, description="e.g. the rating")
+    timestamp: float | None = Field(
+        None, ge=0, le=4_102_444_800, description="epoch seconds (default: now)"
+    )
+
+
+class EventBatch(_In):
+    """Several events, stored in one transaction."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=1000)
+
+
+class EventsAccepted(BaseModel):
+    ids: list[int]
+    accepted: int
+
+
+class LinkIn(_In):
+    """A knowledge-graph edge from the item's entity to an existing entity."""
+
+    relation: Identifier
+    entity_id: Identifier
+
+
+class ItemPatch(_In):
+    """Fields to change (each given field replaces the stored one)."""
+
+    text: dict[FieldName, Text] = Field(default_factory=dict, max_length=50)
+    attributes: dict[FieldName, list[Token]] = Field(default_factory=dict, max_length=50)
+    entity_id: Identifier | None = Field(None, description="the item's knowledge-graph entity")
+    links: list[LinkIn] = Field(default_factory=list, max_length=200)
+
+
+class ItemIn(ItemPatch):
+    """A new item: its id, text fields, attributes and optional knowledge-graph links."""
+
+    item_id: Identifier
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str | None
+    text: dict[str, str]
+    attributes: dict[str, list[str]]
+    entity_id: str | None
+    retired: bool
+    recommendable: bool
+
+
+class ItemBrief(BaseModel):
+    item_id: str
+    title: str | None
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str | None
+    score: float
+    reason: str
+
+
+class RecommendationList(BaseModel):
+    user_id: str
+    items: list[RecommendedItem]
+    cold_start: bool = Field(description="no history: the most popular items")
+    source: Literal["exact", "index", "popular"]
+
+
+class SimilarItem(BaseModel):
+    item_id: str
+    title: str | None
+    score: float
+
+
+class SimilarList(BaseModel):
+    item_id: str
+    by: Literal["cf", "text", "kg", "blend"]
+    items: list[SimilarItem]
+
+
+class LikedItem(BaseModel):
+    item_id: str
+    title: str | None
+    similarity: float
+
+
+class PathStep(BaseModel):
+    head: str
+    relation: str
+    tail: str
+
+
+class KGPath(BaseModel):
+    from_item_id: str
+    from_title: str | None
+    steps: list[PathStep]
+
+
+class Explanation(BaseModel):
+    user_id: str
+    item_id: str
+    title: str | None
+    score: float | None
+    reason: str
+    similar_liked_items: list[LikedItem]
+    kg_paths: list[KGPath]
+
+
+class HistoryEvent(BaseModel):
+    id: int
+    item_id: str
+    title: str | None
+    type: str
+    value: float | None
+    timestamp: float
+
+
+class History(BaseModel):
+    user_id: str
+    known: bool
+    trained_items: list[ItemBrief]
+    n_trained_items: int
+    events: list[HistoryEvent]
+
+
+class UserList(BaseModel):
+    users: list[str]
+
+
+class ItemList(BaseModel):
+    items: list[ItemBrief]
+
+
+class Erasure(BaseModel):
+    user_id: str
+    deleted: dict[str, int]
+
+
+class Info(BaseModel):
+    model: str
+    dataset: str
+    n_items: int
+    n_recommendable_items: int
+    n_trained_users: int
+    n_online_users: int
+    fold_in: str
+    supports_new_items: bool
+    index: str
+    similar_views: list[str]
+    text_fields: list[str]
+    attribute_fields: list[str]
+    auth: bool
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: list[ErrorDetail] = Field(default_factory=list)
