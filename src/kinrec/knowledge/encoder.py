@@ -6,9 +6,11 @@ model from a local folder (by default the all-MiniLM-L6-v2 copy shipped by the
 
 * Length-sorted batching: texts are tokenized once, sorted by token count, encoded in batches
   of similar length (little padding) and returned in the caller's order.
-* Threads: ``num_threads`` is set for the duration of a call (and restored after); inference
-  runs under ``torch.inference_mode``; ``precision="bfloat16"`` runs the matrix products in
-  bfloat16 on CPUs that have it (vectors differ from float32 in the 4th-5th digit).
+* Threads: ``num_threads`` is set for the duration of a call (and restored after); by default
+  it is the number of CPUs other jobs leave idle (on a busy shared machine one thread runs
+  several times faster than two); inference runs under ``torch.inference_mode``;
+  ``precision="bfloat16"`` runs the matrix products in bfloat16 on CPUs that have it
+  (vectors differ from float32 in the 4th-5th digit).
 * Cache: vectors are cached under ``(model id, adapter id, sha256 of text)``. The model id is a
   digest of the model folder's content and of the settings that change vectors; the adapter id
   is ``""`` when no adapter is on. Re-encoding unchanged texts costs only cache look-ups; a
@@ -24,6 +26,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -73,9 +76,79 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+MAX_THREADS = 2
+"""Most torch threads chosen automatically (the machines kinrec runs on are shared)."""
+
+_AUTO_MEMO: dict[str, float] = {}
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def idle_cpus(window_s: float = 0.15) -> float | None:
+    """CPUs that the rest of the machine leaves idle, measured over ``window_s`` (Linux).
+
+    Read from ``/proc/stat`` while this process sleeps (its own CPU time counts as idle).
+    ``None`` where ``/proc/stat`` is not available.
+    """
+
+    def sample() -> tuple[int, int, float]:
+        with open("/proc/stat", encoding="ascii") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:9]]
+        own = os.times()
+        return sum(ticks), ticks[3] + ticks[4], own.user + own.system
+
+    try:
+        total0, idle0, own0 = sample()
+        time.sleep(window_s)
+        total1, idle1, own1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    own_ticks = (own1 - own0) * os.sysconf("SC_CLK_TCK")
+    cpus = os.cpu_count() or 1
+    return cpus * min(1.0, (idle1 - idle0 + own_ticks) / (total1 - total0))
+
+
+def auto_threads(max_threads: int = MAX_THREADS, ttl_s: float = 30.0) -> int:
+    """Threads for the next heavy call: the CPUs idle right now, 1 to ``max_threads``.
+
+    On a machine whose cores are busy with other jobs, one thread is several times faster than
+    two (threads of one operator wait for each other at every barrier). Re-measured at most
+    every ``ttl_s`` seconds.
+    """
+    now = time.monotonic()
+    if now - _AUTO_MEMO.get("at", -1e9) < ttl_s and _AUTO_MEMO.get("max") == max_threads:
+        return int(_AUTO_MEMO["threads"])
+    limit = max(1, min(max_threads, _usable_cpus()))
+    idle = idle_cpus()
+    threads = limit if idle is None else max(1, min(limit, int(idle + 0.5)))
+    _AUTO_MEMO.update(at=now, max=max_threads, threads=threads)
+    return threads
+
+
 def default_threads() -> int:
-    """Threads used when none are configured: the CPU count, at most 2."""
-    return max(1, min(2, os.cpu_count() or 1))
+    """The fixed fallback: the usable CPU count, at most :data:`MAX_THREADS`."""
+    return max(1, min(MAX_THREADS, _usable_cpus()))
+
+
+def resolve_threads(setting: int | Literal["auto"] | None, n_texts: int | None = None) -> int:
+    """``setting`` as a thread count (``"auto"``: :func:`auto_threads`; ``None``: the default).
+
+    Small calls (under 64 texts) skip the measurement and use the last choice or the default.
+    """
+    if isinstance(setting, int):
+        return setting
+    if setting == "auto":
+        if n_texts is not None and n_texts < 64:
+            return int(_AUTO_MEMO.get("threads", default_threads()))
+        return auto_threads()
+    return default_threads()
 
 
 class EncoderConfig(BaseModel):
@@ -93,8 +166,9 @@ class EncoderConfig(BaseModel):
     normalize: bool = True
     """L2-normalise output vectors."""
     sort_by_length: bool = True
-    num_threads: int | None = Field(None, ge=1)
-    """torch threads during encoding (``None``: :func:`default_threads`)."""
+    num_threads: int | Literal["auto"] | None = "auto"
+    """torch threads during encoding: a number; ``"auto"``: the CPUs idle at the time (at most
+    2, see :func:`auto_threads`); ``None``: the usable CPUs, at most 2."""
     precision: Literal["float32", "bfloat16"] = "float32"
     progress: bool = False
     """Show a progress bar while encoding (rich, on stderr)."""
@@ -367,7 +441,9 @@ class TextEncoder:
         transformer = self.model[0].auto_model
         # Injects LoRA layers into the transformer in place; the sentence-transformers
         # pipeline keeps calling the same module, now with the adapter inside.
-        self._peft = PeftModel.from_pretrained(transformer, str(path), is_trainable=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            self._peft = PeftModel.from_pretrained(transformer, str(path), is_trainable=False)
         self._peft.eval()
         self.model.eval()
         self._adapter_key = str(meta["adapter_id"])
@@ -472,7 +548,7 @@ class TextEncoder:
         )
         model = self.model
         with (
-            torch_threads(config.num_threads or default_threads()),
+            torch_threads(resolve_threads(config.num_threads, n)),
             torch.inference_mode(),
             autocast,
             bar or nullcontext(),

@@ -1,0 +1,405 @@
+"""Self-supervised domain adaptation of the text encoder with LoRA adapters.
+
+:func:`adapt` trains low-rank adapters (peft LoRA) on the attention query/value projections
+(optionally also the dense layers) of the transformer inside a sentence-transformers model,
+without labels:
+
+* SimCSE: each catalogue text is encoded twice with dropout on; the two views of a text are a
+  positive pair and the other texts of the batch are negatives (InfoNCE, temperature 0.05,
+  averaged over both directions).
+* Optional caller pairs ``(i, j)`` of text indices known to be related (for example items that
+  share knowledge-graph neighbours) add the same in-batch loss over pair batches.
+
+The base weights stay frozen (checked: every trainable parameter is a LoRA matrix). The adapter
+is written atomically as a folder: peft's ``adapter_config.json`` + ``adapter_model.safetensors``
+and ``kinrec_adapter.json`` (training config, base model id, counts, losses). Load it with
+``EncoderConfig(adapter_path=...)``; ``encoder.adapter_enabled`` switches it off and on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from kinrec.data.errors import DataError
+from kinrec.knowledge.encoder import (
+    ADAPTER_META,
+    load_sentence_transformer,
+    model_id_for,
+    resolve_threads,
+    torch_threads,
+)
+
+ADAPTER_FORMAT = 1
+
+
+class AdaptConfig(BaseModel):
+    """LoRA shape, objective and training budget. The defaults suit a CPU: one epoch over a
+    few thousand short texts (64 tokens) takes a few minutes on 2 cores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[Literal["query", "key", "value", "dense"]] = ["query", "value"]
+    """Projections of each encoder layer that get adapters (``dense``: attention output and
+    feed-forward layers)."""
+    temperature: float = Field(0.05, gt=0)
+    pair_weight: float = Field(1.0, ge=0)
+    """Weight of the caller-pair loss next to the SimCSE loss."""
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    time_budget_s: float | None = Field(None, gt=0)
+    """Stop after the step that crosses this many seconds of training."""
+    batch_size: int = Field(32, ge=2)
+    learning_rate: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_seq_length: int = Field(64, ge=8)
+    eval_texts: int = Field(256, ge=0)
+    """Texts on which the contrastive loss is measured before and after training (0: skip)."""
+    seed: int = 0
+    num_threads: int | Literal["auto"] | None = "auto"
+    """torch threads while training (as :attr:`EncoderConfig.num_threads`)."""
+    progress: bool = False
+
+
+class AdapterInfo(BaseModel):
+    """What :func:`adapt` wrote and measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    adapter_id: str
+    base_model_id: str
+    base_model_path: str
+    config: AdaptConfig
+    n_texts: int
+    n_pairs: int
+    steps: int
+    epochs_run: float
+    stopped_by: Literal["epochs", "max_steps", "time_budget"]
+    trainable_params: int
+    base_params: int
+    initial_loss: float | None
+    final_loss: float | None
+    train_loss_first: float
+    train_loss_last: float
+    seconds: float
+    versions: dict[str, str]
+
+
+def _target_regex(names: Sequence[str]) -> str:
+    """Module names inside the encoder layers only (never the unused pooler)."""
+    alternatives = [
+        r"attention\.output\.dense|intermediate\.dense|output\.dense"
+        if name == "dense"
+        else rf"attention\.self\.{name}"
+        for name in dict.fromkeys(names)
+    ]
+    return rf".*encoder\.layer\.\d+\.(?:{'|'.join(alternatives)})"
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("torch", "transformers", "sentence-transformers", "peft"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:  # pragma: no cover - all are dependencies here
+            out[pkg] = "unknown"
+    return out
+
+
+def _info_nce(a: Any, b: Any, temperature: float) -> Any:
+    """Symmetric in-batch InfoNCE between row-aligned views ``a`` and ``b``."""
+    import torch
+    import torch.nn.functional as F
+
+    a = F.normalize(a, dim=1)
+    b = F.normalize(b, dim=1)
+    logits = a @ b.T / temperature
+    labels = torch.arange(len(a))
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def _embed(model: Any, texts: Sequence[str]) -> Any:
+    features = model.preprocess(list(texts))
+    return model(features)["sentence_embedding"]
+
+
+def simcse_loss(model: Any, texts: Sequence[str], temperature: float) -> Any:
+    """SimCSE loss of one batch: both dropout views in one forward pass (model in train mode)."""
+    z = _embed(model, [*texts, *texts])
+    return _info_nce(z[: len(texts)], z[len(texts) :], temperature)
+
+
+def contrastive_loss(
+    model: Any, texts: Sequence[str], batch_size: int, temperature: float, seed: int = 0
+) -> float:
+    """Mean SimCSE loss over ``texts`` in fixed batches with a fixed dropout seed (no update).
+
+    Comparable before and after training: same batches, same dropout masks.
+    """
+    import torch
+
+    was_training = model.training
+    model.train()
+    losses, weights = [], []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start : start + batch_size]
+            if len(batch) < 2:
+                continue
+            losses.append(float(simcse_loss(model, batch, temperature)))
+            weights.append(len(batch))
+    model.train(was_training)
+    return float(np.average(losses, weights=weights)) if losses else float("nan")
+
+
+def _check_pairs(pairs: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    out = []
+    for k, pair in enumerate(pairs):
+        try:
+            i, j = (int(pair[0]), int(pair[1]))
+        except (TypeError, ValueError, IndexError):
+            raise DataError(
+                f"expected a pair of text indices, got {pair!r}", file="<pairs>", line=k + 1
+            ) from None
+        if not (0 <= i < n and 0 <= j < n):
+            raise DataError(
+                f"text index out of range 0..{n - 1}: {pair!r}", file="<pairs>", line=k + 1
+            )
+        out.append((i, j))
+    return out
+
+
+def _write_atomic(out_dir: Path, write: Any) -> None:
+    """Build the folder beside ``out_dir`` with ``write(tmp)``, then swap it into place."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        write(tmp)
+        for f in tmp.iterdir():
+            if f.is_file():
+                with f.open("rb") as fh:
+                    os.fsync(fh.fileno())
+        if out_dir.exists():
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]adapting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    )
+    progress.add_task("adapt", total=total, loss="-")
+    return progress
+
+
+def adapt(
+    encoder_path: Path | str,
+    texts: Sequence[str],
+    config: AdaptConfig | None = None,
+    out_dir: Path | str = "adapter",
+    pairs: Sequence[tuple[int, int]] | None = None,
+) -> AdapterInfo:
+    """Train a LoRA adapter for the model in ``encoder_path`` on ``texts``; save it in ``out_dir``.
+
+    ``pairs`` are optional positive pairs of indices into ``texts``. Returns the
+    :class:`AdapterInfo` that is also written to ``out_dir/kinrec_adapter.json``.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    config = config or AdaptConfig()
+    out_dir = Path(out_dir).expanduser().resolve()
+    encoder_path = Path(encoder_path).expanduser()
+    texts = [t if isinstance(t, str) else ("" if t is None else str(t)) for t in texts]
+    checked_pairs = _check_pairs(pairs or [], len(texts))
+    # Duplicate texts would be false negatives of each other: train on distinct texts.
+    unique = list(dict.fromkeys(t for t in texts if t.strip()))
+    if len(unique) < 2:
+        raise ValueError(f"need at least 2 distinct non-empty texts, got {len(unique)}")
+    position = {t: k for k, t in enumerate(unique)}
+    pair_index = [
+        (position[texts[i]], position[texts[j]])
+        for i, j in checked_pairs
+        if texts[i] in position and texts[j] in position and texts[i] != texts[j]
+    ]
+    base_model_id = model_id_for(encoder_path)
+
+    start = time.perf_counter()
+    with torch_threads(resolve_threads(config.num_threads)), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        model = load_sentence_transformer(encoder_path, config.max_seq_length)
+        transformer = model[0].auto_model
+        for p in transformer.parameters():
+            p.requires_grad_(False)
+        base_params = sum(p.numel() for p in transformer.parameters())
+        lora = LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=_target_regex(config.target_modules),
+            bias="none",
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            peft_model = get_peft_model(transformer, lora)  # injects into `transformer` in place
+        trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
+        lora_names = {n for n, _ in peft_model.named_parameters() if "lora_" in n}
+        if not trainable or set(trainable) != lora_names:
+            raise RuntimeError(
+                "LoRA set-up left non-adapter weights trainable: "
+                f"{sorted(set(trainable) ^ lora_names)[:5]}"
+            )
+        n_trainable = sum(p.numel() for p in trainable.values())
+
+        eval_set = unique[: config.eval_texts]
+        eval_batch = min(config.batch_size, max(2, len(eval_set)))
+        initial = (
+            contrastive_loss(model, eval_set, eval_batch, config.temperature, config.seed + 1)
+            if eval_set
+            else None
+        )
+
+        optimizer = torch.optim.AdamW(
+            list(trainable.values()), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        batch = min(config.batch_size, len(unique))
+        steps_per_epoch = math.ceil(len(unique) / batch)
+        total = steps_per_epoch * config.epochs
+        if config.max_steps is not None:
+            total = min(total, config.max_steps)
+        pair_order = rng.permutation(len(pair_index)) if pair_index else np.array([], np.int64)
+        pair_cursor = 0
+        losses: list[float] = []
+        stopped_by: Literal["epochs", "max_steps", "time_budget"] = "epochs"
+        steps = 0
+        model.train()
+        bar = _progress(config.progress, total)
+        with bar or contextlib.nullcontext():
+            for _epoch in range(config.epochs):
+                order = rng.permutation(len(unique))
+                for s in range(steps_per_epoch):
+                    idx = order[s * batch : (s + 1) * batch]
+                    if len(idx) < 2:
+                        continue
+                    loss = simcse_loss(model, [unique[i] for i in idx], config.temperature)
+                    if pair_index and config.pair_weight > 0:
+                        if pair_cursor + batch > len(pair_order):
+                            pair_order, pair_cursor = rng.permutation(len(pair_index)), 0
+                        chosen = [
+                            pair_index[k] for k in pair_order[pair_cursor : pair_cursor + batch]
+                        ]
+                        pair_cursor += batch
+                        if len(chosen) >= 2:
+                            za = _embed(model, [unique[i] for i, _ in chosen])
+                            zb = _embed(model, [unique[j] for _, j in chosen])
+                            loss = loss + config.pair_weight * _info_nce(za, zb, config.temperature)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    steps += 1
+                    losses.append(loss.detach().item())
+                    if bar is not None:
+                        bar.update(bar.task_ids[0], advance=1, loss=f"{losses[-1]:.4f}")
+                    if config.max_steps is not None and steps >= config.max_steps:
+                        stopped_by = "max_steps"
+                        break
+                    elapsed = time.perf_counter() - start
+                    if config.time_budget_s is not None and elapsed >= config.time_budget_s:
+                        stopped_by = "time_budget"
+                        break
+                if stopped_by != "epochs":
+                    break
+        model.eval()
+        final = (
+            contrastive_loss(model, eval_set, eval_batch, config.temperature, config.seed + 1)
+            if eval_set
+            else None
+        )
+    seconds = time.perf_counter() - start
+
+    info_fields: dict[str, Any] = {
+        "path": str(out_dir),
+        "base_model_id": base_model_id,
+        "base_model_path": str(Path(encoder_path).resolve()),
+        "config": config,
+        "n_texts": len(unique),
+        "n_pairs": len(pair_index),
+        "steps": steps,
+        "epochs_run": steps / steps_per_epoch,
+        "stopped_by": stopped_by,
+        "trainable_params": n_trainable,
+        "base_params": base_params,
+        "initial_loss": initial,
+        "final_loss": final,
+        "train_loss_first": losses[0] if losses else float("nan"),
+        "train_loss_last": float(np.mean(losses[-10:])) if losses else float("nan"),
+        "seconds": seconds,
+        "versions": _versions(),
+    }
+    result: dict[str, AdapterInfo] = {}
+
+    def write(tmp: Path) -> None:
+        peft_model.save_pretrained(str(tmp))
+        readme = tmp / "README.md"
+        if readme.exists():  # peft's hub model card; not needed offline
+            readme.unlink()
+        weights = tmp / "adapter_model.safetensors"
+        adapter_id = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+        info = AdapterInfo(adapter_id=f"lora@{adapter_id}", **info_fields)
+        meta = {"format": ADAPTER_FORMAT, **info.model_dump(mode="json")}
+        (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        result["info"] = info
+
+    _write_atomic(out_dir, write)
+    return result["info"]
+
+
+def load_adapter_info(path: Path | str) -> AdapterInfo:
+    """The :class:`AdapterInfo` saved in an adapter folder."""
+    from kinrec.knowledge.encoder import read_adapter_meta
+
+    meta = read_adapter_meta(Path(path))
+    meta.pop("format", None)
+    return AdapterInfo.model_validate(meta)
