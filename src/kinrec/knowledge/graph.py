@@ -19,14 +19,17 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from kinrec.data.dataset import Dataset, IdMap
+from kinrec.data.dataset import INTERACTION_COLUMNS, LINK_COLUMNS, Dataset, IdMap, empty_frame
 from kinrec.data.errors import DataError
+
+if TYPE_CHECKING:
+    from kinrec.store import Store
 
 ITEM_PREFIX = "item:"
 INVERSE_SUFFIX = "^-1"
@@ -35,6 +38,7 @@ YEAR_FIELDS = frozenset({"year", "release_year"})
 CATEGORY_FIELDS = frozenset({"category", "categories", "category_path"})
 BRAND_FIELDS = frozenset({"brand", "brands"})
 CATEGORY_SEPARATOR = " > "
+GRAPH_STORE_SUFFIX = "#graph"
 _YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
 
 Step = tuple[str, str, str]
@@ -49,6 +53,11 @@ class Neighbor:
     hop: int
     relation: str
     via: str
+
+
+def graph_store_name(dataset_name: str) -> str:
+    """The store dataset name under which the graph of ``dataset_name`` is kept."""
+    return f"{dataset_name}{GRAPH_STORE_SUFFIX}"
 
 
 # ---------------------------------------------------------------------------------- building
@@ -561,6 +570,52 @@ class KnowledgeGraph:
                 "tail": [ent[i] for i in t],
             }
         )
+
+    # ------------------------------------------------------------------ store
+    def save_to_store(self, store: Store, dataset_name: str) -> str:
+        """Write this graph into ``store``'s knowledge tables; returns the stored name.
+
+        The graph is derived data (attribute entities, item nodes), so it is kept apart from
+        the raw dataset ``dataset_name``, as the companion dataset
+        ``"<dataset_name>#graph"``: its item table is the graph's item order, its triples are
+        the graph's triples (string ids), its links the item-entity merges. A graph stored
+        before under that name is replaced.
+        """
+        name = graph_store_name(dataset_name)
+        if name in store.dataset_names():
+            store.delete_dataset(name)
+        store.ingest(
+            Dataset(
+                name=name,
+                interactions=empty_frame(INTERACTION_COLUMNS),
+                items=pd.DataFrame({"item_id": pd.Series(self.item_ids, dtype=object)}),
+                triples=self.triple_frame(),
+                links=pd.DataFrame(self.links or None, columns=list(LINK_COLUMNS), dtype=object),
+            )
+        )
+        return name
+
+    @classmethod
+    def load_from_store(cls, store: Store, dataset_name: str) -> KnowledgeGraph:
+        """The graph :meth:`save_to_store` wrote for ``dataset_name``.
+
+        Items keep their order (and indices); the other entities are numbered by first
+        appearance in the stored triples, so their indices may differ from the saved graph's.
+        """
+        stored = store.load_dataset(graph_store_name(dataset_name))
+        item_ids = [str(i) for i in stored.items["item_id"]]
+        entities = IdMap(ITEM_PREFIX + i for i in item_ids)
+        relations = IdMap()
+        frame = stored.triples
+        triples = np.array(
+            [
+                (entities.add(h), relations.add(r), entities.add(t))
+                for h, r, t in zip(frame["head"], frame["relation"], frame["tail"], strict=True)
+            ],
+            dtype=np.int64,
+        ).reshape(-1, 3)
+        links = list(zip(stored.links["item_id"], stored.links["entity_id"], strict=True))
+        return cls(entities, relations, triples, len(item_ids), links, name=dataset_name)
 
     def __repr__(self) -> str:
         return (
