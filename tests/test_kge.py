@@ -127,12 +127,22 @@ def test_save_load_round_trip(tmp_path: Path, graph: KnowledgeGraph) -> None:
     assert loaded.config == kge.config
     assert loaded.entities.ids() == graph.entities.ids()
     assert np.array_equal(loaded.item_embeddings(), kge.item_embeddings())
+    assert np.array_equal(loaded.trained, kge.trained)
     h, r, t = graph.triples[:10].T
     assert np.array_equal(loaded.score(h, r, t), kge.score(h, r, t))
     assert loaded.evaluate(graph.triples[:10], graph.triples) == kge.evaluate(
         graph.triples[:10], graph.triples
     )
     assert loaded.fit_info["losses"] == kge.fit_info["losses"]
+
+
+def test_items_without_training_triples_get_zero_vectors(graph: KnowledgeGraph) -> None:
+    film0 = graph.item_index("0")
+    keep = (graph.triples[:, 0] != film0) & (graph.triples[:, 2] != film0)
+    kge = KGEmbedding(small("transe", epochs=1)).fit(graph, graph.triples[keep])
+    emb = kge.item_embeddings()
+    assert not emb[film0].any() and emb[1].any()
+    assert kge.item_embeddings(zero_untrained=False)[film0].any()
 
 
 def test_unfitted_model_refuses() -> None:

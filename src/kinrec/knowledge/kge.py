@@ -105,6 +105,7 @@ class KGEmbedding:
         self.n_items = 0
         self.entity: torch.Tensor | None = None
         self.relation: torch.Tensor | None = None
+        self.trained: np.ndarray | None = None  # entities that occur in the training triples
         self.fit_info: dict[str, Any] = {}
 
     @property
@@ -210,6 +211,8 @@ class KGEmbedding:
                 progress("kge", epoch + 1, cfg.epochs, {"loss": losses[-1]})
         self.entity.requires_grad_(False)
         self.relation.requires_grad_(False)
+        self.trained = np.zeros(len(self.entities), dtype=bool)
+        self.trained[data[:, [0, 2]].numpy().ravel()] = True
         self.fit_info = {
             "train_seconds": time.perf_counter() - start,
             "losses": losses,
@@ -314,18 +317,29 @@ class KGEmbedding:
         parts, n, dim = self.entity.shape
         return self.entity.permute(1, 0, 2).reshape(n, parts * dim).numpy().copy()
 
-    def item_embeddings(self) -> np.ndarray:
-        """Item vectors in the graph's item order (items are its first ``n_items`` nodes)."""
-        return self.entity_embeddings()[: self.n_items]
+    def item_embeddings(self, zero_untrained: bool = True) -> np.ndarray:
+        """Item vectors in the graph's item order (items are its first ``n_items`` nodes).
+
+        Items absent from the training triples only have their random initial vectors; with
+        ``zero_untrained`` their rows are zero instead, so they look similar to nothing.
+        """
+        vectors = self.entity_embeddings()[: self.n_items]
+        if zero_untrained:
+            vectors[~self.trained[: self.n_items]] = 0.0
+        return vectors
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write ``kge.safetensors`` (entity, relation) and ``kge.json`` into directory ``path``."""
+        """Write ``kge.safetensors`` (arrays), ``kge.json`` (config, vocabularies) in ``path``."""
         self._require_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file(
-            {"entity": self.entity.numpy(), "relation": self.relation.numpy()},
+            {
+                "entity": self.entity.numpy(),
+                "relation": self.relation.numpy(),
+                "trained": self.trained.astype(np.uint8),
+            },
             str(path / WEIGHTS),
         )
         meta = {
@@ -347,6 +361,7 @@ class KGEmbedding:
         arrays = load_file(str(path / WEIGHTS))
         model.entity = torch.from_numpy(arrays["entity"])
         model.relation = torch.from_numpy(arrays["relation"])
+        model.trained = arrays["trained"].astype(bool)
         model.entities, model.relations = IdMap(meta["entities"]), IdMap(meta["relations"])
         model.n_items = int(meta["n_items"])
         model.fit_info = meta.get("fit_info", {})
