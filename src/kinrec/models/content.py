@@ -1,0 +1,207 @@
+"""Content recommenders: they rank items by what items are, so they can rank unseen items.
+
+* :class:`LMKNN`: items are language-model embeddings of their text; a user is the (weighted)
+  mean of the embeddings of the items they interacted with; items are ranked by cosine.
+* :class:`KGKNN`: item-item similarity from shared knowledge-graph neighbours (IDF-weighted
+  cosine over the item -> entity incidence); a user's score for an item is the sum of its
+  similarities to the user's items (item kNN on knowledge instead of co-occurrence).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from kinrec.data.dataset import Dataset, Interactions
+from kinrec.knowledge.features import (
+    build_item_content,
+    content_for_new_items,
+    default_text_embedder,
+    item_texts,
+)
+from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Validator
+
+
+class LMKNNConfig(ModelConfig):
+    encoder_path: str | None = Field(None, description="local sentence-transformers folder")
+    adapter_path: str | None = Field(None, description="LoRA adapter folder (kinrec adapt)")
+    sharpen: float = Field(1.0, ge=1.0, description="scores ** sharpen (on [0, 1] cosine)")
+
+
+class LMKNN(Recommender):
+    """Language-model k-NN: user profile = mean text embedding of the user's items."""
+
+    name = "lm-knn"
+    Config = LMKNNConfig
+    requires_side = True
+
+    def _embed(self):
+        return default_text_embedder(self.config.encoder_path, self.config.adapter_path)
+
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        validator: Validator | None,
+        progress: ProgressCallback | None,
+    ) -> None:
+        texts = item_texts(self.side, self.item_map.ids())
+        vectors = np.asarray(self._embed()(texts), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors[[not t.strip() for t in texts]] = 0.0
+        self.text = vectors
+
+    def _profile(self, rows: sp.csr_matrix) -> np.ndarray:
+        profile = np.asarray(rows @ self.text)
+        return profile / np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-12)
+
+    def _rank(self, profile: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        text = self.text if items is None else self.text[items]
+        cos = profile @ text.T
+        if self.config.sharpen == 1.0:
+            return cos
+        return np.sign(cos) * np.abs(cos) ** self.config.sharpen
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        return self._rank(self._profile(self.seen[users]), items)
+
+    def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        w = np.ones(len(items)) if weights is None else np.asarray(weights, float)
+        row = sp.csr_matrix((w, (np.zeros(len(items)), items)), shape=(1, len(self.text)))
+        return self._rank(self._profile(row), None)[0]
+
+    def item_vectors(self) -> np.ndarray | None:
+        return self.text
+
+    def add_items(self, item_ids: list[str], side: Dataset) -> None:
+        new = [i for i in item_ids if i not in self.item_map]
+        if not new:
+            return
+        texts = item_texts(side, new)
+        vectors = np.asarray(self._embed()(texts), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        for i in new:
+            self.item_map.add(i)
+        self.text = np.vstack([self.text, vectors])
+        self.seen = _widen(self.seen, len(self.item_map))
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"text": self.text}
+
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.text = arrays["text"]
+
+
+class KGKNNConfig(ModelConfig):
+    min_entity_items: int = Field(2, ge=1, description="drop entities touching fewer items")
+    neighbours: int = Field(100, ge=1, description="similar items kept per item")
+
+
+class KGKNN(Recommender):
+    """Knowledge-graph item k-NN: similarity = cosine of IDF-weighted entity incidence."""
+
+    name = "kg-knn"
+    Config = KGKNNConfig
+    requires_side = True
+
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        validator: Validator | None,
+        progress: ProgressCallback | None,
+    ) -> None:
+        content = build_item_content(
+            self.side,
+            self.item_map,
+            embed=lambda texts: np.zeros((len(texts), 1), np.float32),
+            min_entity_items=self.config.min_entity_items,
+        )
+        self.entity_ids, self.entity_idf = content.entity_ids, content.entity_idf
+        self.incidence = content.entities
+        self._build_similarity()
+
+    def _build_similarity(self) -> None:
+        sim = (self.incidence @ self.incidence.T).tocsr()
+        sim.setdiag(0.0)
+        sim.eliminate_zeros()
+        self.similarity = _top_k_rows(sim, self.config.neighbours)
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        scores = np.asarray((self.seen[users] @ self.similarity).todense())
+        return scores if items is None else scores[:, items]
+
+    def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        w = np.ones(len(items)) if weights is None else np.asarray(weights, float)
+        row = sp.csr_matrix((w, (np.zeros(len(items)), items)), shape=(1, self.similarity.shape[0]))
+        return np.asarray((row @ self.similarity).todense())[0]
+
+    def similar_items(self, item_id: str, k: int = 10):
+        self._require_fitted()
+        row = self.similarity[self.item_map.index(item_id)].toarray()[0].astype(np.float64)
+        row[row <= 0] = -np.inf
+        return self._top(row, k)
+
+    def add_items(self, item_ids: list[str], side: Dataset) -> None:
+        new = [i for i in item_ids if i not in self.item_map]
+        if not new:
+            return
+        _, _, incidence = content_for_new_items(
+            side,
+            new,
+            self.entity_ids,
+            self.entity_idf,
+            embed=lambda texts: np.zeros((len(texts), 1), np.float32),
+        )
+        for i in new:
+            self.item_map.add(i)
+        self.incidence = sp.vstack([self.incidence, incidence]).tocsr()
+        self._build_similarity()
+        self.seen = _widen(self.seen, len(self.item_map))
+
+    def _state(self) -> dict[str, np.ndarray]:
+        import json
+
+        inc = self.incidence.tocsr()
+        return {
+            "inc_indptr": inc.indptr.astype(np.int64),
+            "inc_indices": inc.indices.astype(np.int64),
+            "inc_data": inc.data.astype(np.float32),
+            "idf": self.entity_idf.astype(np.float32),
+            "entity_names": np.frombuffer(json.dumps(self.entity_ids).encode(), dtype=np.uint8),
+        }
+
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        import json
+
+        self.entity_idf = arrays["idf"]
+        self.entity_ids = json.loads(bytes(arrays["entity_names"]).decode())
+        n_items = len(arrays["inc_indptr"]) - 1
+        self.incidence = sp.csr_matrix(
+            (arrays["inc_data"], arrays["inc_indices"], arrays["inc_indptr"]),
+            shape=(n_items, len(self.entity_idf)),
+        )
+        self._build_similarity()
+
+
+def _top_k_rows(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep the ``k`` largest entries of each row (float32 CSR)."""
+    rows, cols, vals = [], [], []
+    for r in range(matrix.shape[0]):
+        start, end = matrix.indptr[r], matrix.indptr[r + 1]
+        data, idx = matrix.data[start:end], matrix.indices[start:end]
+        if len(data) > k:
+            top = np.argpartition(-data, k - 1)[:k]
+            data, idx = data[top], idx[top]
+        rows.append(np.full(len(data), r))
+        cols.append(idx)
+        vals.append(data)
+    return sp.csr_matrix(
+        (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+        shape=matrix.shape,
+    )
+
+
+def _widen(seen: sp.csr_matrix, n_items: int) -> sp.csr_matrix:
+    return sp.csr_matrix((seen.data, seen.indices, seen.indptr), shape=(seen.shape[0], n_items))
