@@ -200,10 +200,10 @@ def test_malformed_requests_are_4xx_never_500(svc: Service) -> None:
             "/v1/events",
             content=b'{"user_id":"u","item_id":"1","type":"like","value":NaN}',
             headers=h,
-        ),  # fmt: skip
+        ),
         svc.client.post(
             "/v1/events", content=b'{"user_id":"\\ud800","item_id":"1","type":"like"}', headers=h
-        ),  # fmt: skip
+        ),
         svc.client.post("/v1/events", content=b"[]", headers=h),
         svc.client.post("/v1/events", content=b"", headers=h),
         svc.get("/v1/users/1/recommendations?k=0"),
@@ -462,7 +462,7 @@ def test_health_ready_metrics_info_openapi(svc: Service) -> None:
     assert 'kinrec_events_total{type="click"} 1.0' in text
     assert "kinrec_index_items 40.0" in text
     info = svc.get("/v1/info").json()
-    assert info["model"] == "ease" and info["fold_in"] == "native" and info["index"] == "exact"
+    assert info["model"] == "ease" and info["fold_in"] == "row" and info["index"] == "exact"
     assert set(info["similar_views"]) == {"cf", "text", "kg", "blend"}
     doc = c.get("/openapi.json").json()
     assert {"/v1/events", "/v1/items", "/v1/users/{user_id}/recommendations"} <= set(doc["paths"])
@@ -480,8 +480,10 @@ def test_readyz_while_loading(world, tmp_path) -> None:
         release.wait(10)
         return open_engine(world, url)
 
-    app = create_app(ServingConfig(model_dir=world["ease"], db=url, insecure_no_auth=True),
-                     engine_factory=slow_engine)  # fmt: skip
+    app = create_app(
+        ServingConfig(model_dir=world["ease"], db=url, insecure_no_auth=True),
+        engine_factory=slow_engine,
+    )
     with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").json() == {"status": "loading"}
@@ -514,20 +516,37 @@ def test_fold_in_strategies_and_faiss_index(world, tmp_path) -> None:
     assert hnsw.index.kind == "hnsw"
     assert set(ids(hnsw.recommend("2", 5))) == set(ids(known))
 
-    class NoFoldEASE(EASE):  # EASE as if it had no score_history: the row fold-in
-        name = "ease"
-        score_history = Recommender.score_history
+    # EASE scores are a function of the history row: the row fold-in, equal to score_history
+    ease = open_engine(world, url, "ease")
+    assert ease.scorer.fold_in == "row"
+    history, weights = np.array([20, 21, 22]), np.array([1.0, 0.5, 1.0], dtype=np.float32)
+    none = np.zeros(0, dtype=np.int64)
+    np.testing.assert_allclose(
+        ease.scorer.history_scores(None, none, history, weights),
+        ease.model.score_history(history, weights),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
-    engine = Engine(NoFoldEASE.load(world["ease"]), Store(url), DATASET, ServingConfig(
-        model_dir=world["ease"], db=url))  # fmt: skip
-    assert engine.scorer.fold_in == "row"
-    native = open_engine(world, url, "ease")
-    for e in (engine, native):
+    class RowBlindEASE(EASE):  # scores from its own copy of the rows: the row probe fails
+        name = "ease"
+
+        def score(self, users, items=None):
+            w = self.weights if items is None else self.weights[:, np.asarray(items)]
+            return np.asarray(self.rows[np.asarray(users)] @ w, dtype=np.float32)
+
+    model = RowBlindEASE.load(world["ease"])
+    model.rows = model.seen.copy()
+    native = Engine(model, Store(url), DATASET, ServingConfig(model_dir=world["ease"], db=url))
+    assert native.scorer.fold_in == "native"
+    for e in (ease, native):
         e.apply_events(events)
-    row_scores = [x["score"] for x in engine.recommend("nb", 5)["items"]]
-    native_scores = [x["score"] for x in native.recommend("nb", 5)["items"]]
-    assert ids(engine.recommend("nb", 5)) == ids(native.recommend("nb", 5))
-    np.testing.assert_allclose(row_scores, native_scores, rtol=1e-5)
+    assert ids(ease.recommend("nb", 5)) == ids(native.recommend("nb", 5))
+    np.testing.assert_allclose(
+        [x["score"] for x in ease.recommend("nb", 5)["items"]],
+        [x["score"] for x in native.recommend("nb", 5)["items"]],
+        rtol=1e-5,
+    )
 
 
 # ------------------------------------------------------------------------ restart recovery
@@ -572,8 +591,19 @@ def _free_port() -> int:
 
 
 def _start(model_dir: Path, url: str, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "kinrec.serving", "serve", "--model-dir", str(model_dir),
-           "--db", url, "--port", str(port), "--no-access-log"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "kinrec.serving",
+        "serve",
+        "--model-dir",
+        str(model_dir),
+        "--db",
+        url,
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -258,6 +258,12 @@ class Catalog:
         x = self._tfidf
         return np.asarray((x @ x[idx].T).toarray()).ravel()
 
+    def warm(self) -> None:
+        """Build the text and graph views ahead of the first request that needs them."""
+        if self.has_text() and self._tfidf is None:
+            self._tfidf = self._build_tfidf()
+        self.graph()
+
     def graph(self):
         """The knowledge graph of the catalogue (attributes + triples), or None."""
         if self._graph_built:

@@ -131,6 +131,7 @@ class Engine:
         self._build_index()
         self._build_neighbours()
         restored = self._restore_events()
+        self.catalog.warm()  # content views now, not on the first request that needs them
         self._update_gauges()
         self.started_at = time.time()
         log.info(
@@ -717,9 +718,15 @@ class Engine:
     ) -> None:
         try:
             persist.write_item(
-                self.store, self.dataset, item_id, texts, attributes, entity_id, links,
+                self.store,
+                self.dataset,
+                item_id,
+                texts,
+                attributes,
+                entity_id,
+                links,
                 create=create,
-            )  # fmt: skip
+            )
         except KeyError as exc:
             raise ConflictError(str(exc.args[0])) from None
         except DataError as exc:

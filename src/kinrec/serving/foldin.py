@@ -1,11 +1,13 @@
 """How the service scores a user whose history changed since training (fold-in).
 
-The model's own :meth:`~kinrec.models.base.Recommender.score_history` is used when it has one.
-Otherwise one of two generic strategies, each checked against the model at start-up (a probe
-user's fold-in must reproduce the model's own scores for that user), so nothing is assumed:
+Strategies, in order of preference, each checked against the model at start-up rather than
+assumed:
 
 * ``row``: models whose scores are a function of the user's interaction row (EASE, ItemKNN,
   popularity): score a shallow copy of the model whose ``seen`` matrix is the one history row.
+  Used only when, for a probe user, it reproduces the model's own scores exactly; it is the
+  model's own ``score()`` on a sparse row, usually cheaper than a dense ``score_history``.
+* ``native``: the model's :meth:`~kinrec.models.base.Recommender.score_history`.
 * ``vector``: models with item vectors (``item_vectors()``): a ridge fold-in of the user's
   vector from the vectors of the items in their history; when the model also exposes user
   vectors whose dot products are its scores (``user_vectors()`` or ``user_factors``), a known
@@ -90,12 +92,12 @@ class ModelScorer:
         return int(np.argmax(counts[1:])) + 1
 
     def _choose(self) -> FoldIn:
+        probe = self._probe_user()
+        if probe is not None and self._row_works(probe):
+            return "row"  # the model's own score() on the history row: exact, and sparse
         if self.model.supports_fold_in:
             self._find_user_vectors()
             return "native"
-        probe = self._probe_user()
-        if probe is not None and self._row_works(probe):
-            return "row"
         if self.item_vectors is not None:
             self._find_user_vectors()
             return "vector"
