@@ -384,8 +384,8 @@ def benchmark(
     ] = False,
 ) -> None:
     """Train each model on the split's train file (early stopping on valid), evaluate on test."""
-    from kinrec.data.loaders import load_split_dir
     from kinrec.evaluation.benchmark import run_benchmark
+    from kinrec.pipeline import load_split_folder
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     with _errors_as_messages():
@@ -394,7 +394,7 @@ def benchmark(
         for name in names:
             get_model_class(name)
         params = {n: model_params_from_toml(config, n) for n in names} if config else {}
-        split = load_split_dir(split_dir)
+        split = load_split_folder(split_dir)
     seed_list = [2026 + i for i in range(seeds)]
     records = []
     with EpochProgress() as progress:

@@ -45,10 +45,9 @@ def dataset_name(data: DataConfig) -> str:
 def make_split(dataset: Dataset | None, split: SplitConfig) -> Split:
     """Split a dataset as configured (or read predefined split files: ``dataset`` unused)."""
     from kinrec.data import splits
-    from kinrec.data.loaders import load_split_dir
 
     if split.method == "predefined":
-        return load_split_dir(split.dir)
+        return load_split_folder(split.dir)
     if dataset is None:
         raise ValueError(f"split.method = {split.method!r} needs a dataset")
     if split.method == "random":
@@ -58,6 +57,18 @@ def make_split(dataset: Dataset | None, split: SplitConfig) -> Split:
     if split.method == "leave-one-out":
         return splits.leave_one_out(dataset)
     return splits.cold_item_split(dataset, fraction=split.cold_fraction, seed=split.seed)
+
+
+def load_split_folder(directory: Path) -> Split:
+    """A folder of predefined split files: RecBole benchmark files (``NAME.train.inter`` ...)
+    or UniSRec leave-one-out files (``NAME.text`` + ``NAME.train.inter`` with histories)."""
+    from kinrec.data.loaders import load_split_dir, load_unisrec_split
+
+    directory = Path(directory)
+    texts = sorted(directory.glob("*.text"))
+    if texts and (directory / f"{texts[0].stem}.item2index").exists():
+        return load_unisrec_split(directory, texts[0].stem)
+    return load_split_dir(directory)
 
 
 def open_store(url: str):
@@ -116,7 +127,5 @@ def split_for_model_dir(model_dir: Path) -> tuple[PipelineConfig, Split]:
     record = json.loads((Path(model_dir) / SPLIT_FILE).read_text())
     config = PipelineConfig.model_validate(record["config"])
     if config.split.method == "predefined":
-        from kinrec.data.loaders import load_split_dir
-
-        return config, load_split_dir(config.split.dir)
+        return config, load_split_folder(config.split.dir)
     return config, make_split(stored_dataset(config), config.split)
