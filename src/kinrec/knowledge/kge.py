@@ -32,7 +32,14 @@ from typing import Any, Literal, Self
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 from safetensors.numpy import load_file, save_file
 
 from kinrec.data.dataset import IdMap
@@ -46,21 +53,25 @@ META = "kge.json"
 
 
 class KGEConfig(BaseModel):
-    """Model, size and training settings of a knowledge-graph embedding."""
+    """Model, size and training settings of a knowledge-graph embedding.
+
+    ``gamma`` and ``lr`` come from a short sweep on ml-100k's graph at ``dim=64`` (8 epochs:
+    gamma 6 beat 12 for both models, lr 1e-2 beat 3e-3); ``dim`` is complex for RotatE.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: Literal["transe", "rotate"] = "rotate"
-    dim: int = 64
-    gamma: float = 12.0
+    dim: PositiveInt = 64
+    gamma: PositiveFloat = 6.0
     loss: Literal["self_adversarial", "margin"] = "self_adversarial"
-    adversarial_temperature: float = 1.0
-    margin: float = 1.0
-    negatives: int = 64
-    negative_chunk: int = 64
-    batch_size: int = 1024
-    epochs: int = 30
-    lr: float = 2e-3
+    adversarial_temperature: NonNegativeFloat = 1.0
+    margin: PositiveFloat = 1.0
+    negatives: PositiveInt = 64
+    negative_chunk: PositiveInt = 64
+    batch_size: PositiveInt = 1024
+    epochs: NonNegativeInt = 10
+    lr: PositiveFloat = 1e-2
     seed: int = 2026
 
 
