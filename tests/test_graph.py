@@ -181,6 +181,14 @@ def test_missing_triple_value_and_entity_linked_twice() -> None:
     assert (err.value.line, err.value.field) == (3, "entity_id")
 
 
+def test_item_linked_to_two_entities_merges_both() -> None:
+    triples = [("E1", "directed_by", "D1"), ("E1b", "written_by", "W1")]
+    g = build_graph(movie_dataset(triples=triples, links=[("i1", "E1"), ("i1", "E1b")]))
+    assert g.stats()["items_linked"] == 1
+    assert g.links == [("i1", "E1"), ("i1", "E1b")]
+    assert {n.node for n in g.neighbors("item:i1")} >= {"D1", "W1"}
+
+
 def test_unknown_attribute_field_is_an_error() -> None:
     with pytest.raises(DataError, match="unknown attribute field"):
         build_graph(movie_dataset(), attribute_fields=["colour"])

@@ -198,9 +198,7 @@ def build_graph(
                 rels.append(relations.add(str(r).strip()))
                 tails.append(entities.add(alias.get(t, t)))
 
-    array = np.column_stack([np.asarray(x, dtype=np.int64) for x in (heads, rels, tails)]).reshape(
-        -1, 3
-    )
+    array = np.array([heads, rels, tails], dtype=np.int64).T
     return KnowledgeGraph(entities, relations, array, len(item_ids), links, name=dataset.name)
 
 
@@ -274,9 +272,9 @@ class KnowledgeGraph:
         self.adjacency = sp.csr_matrix(
             (np.ones(len(order), dtype=np.float32), dst[order], indptr), shape=(n, n)
         )
-        self.edge_relation = rel[order].astype(np.int64)
-        self._indptr = indptr
-        self._indices = dst[order].astype(np.int64)
+        self.edge_relation = rel[order]
+        self._indptr = self.adjacency.indptr
+        self._indices = self.adjacency.indices
         self._degree = np.diff(indptr)
         self._names = entities.ids()
         names = relations.ids()
@@ -547,7 +545,7 @@ class KnowledgeGraph:
         return {
             "entities": self.n_entities,
             "items": self.n_items,
-            "items_linked": len(self.links),
+            "items_linked": len({item for item, _ in self.links}),
             "items_with_edges": int((item_degree > 0).sum()),
             "relations": self.n_relations,
             "triples": len(self.triples),
