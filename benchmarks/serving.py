@@ -433,8 +433,8 @@ def new_item_latency(setup: dict, work: Path, trials: int = 20) -> dict:
                 new_id = f"bench-new-{t}-{os.getpid()}"
                 body = {
                     "item_id": new_id,
-                    "text": {"movie_title": source["title"]},
-                    "attributes": {"genre": source["attributes"].get("genre", [])},
+                    "text": source["text"],
+                    "attributes": source["attributes"],
                 }
                 t0 = time.perf_counter()
                 r = c.post("/v1/items", json=body)

@@ -90,6 +90,11 @@ class Catalog:
             self.info.setdefault(item, ItemInfo())
         self.changed()
 
+    def retire(self, idx: int) -> None:
+        """Never recommend item ``idx`` again (content views are unaffected)."""
+        self.retired[idx] = True
+        self.version += 1
+
     def stored_only(self, known: set[str]) -> list[str]:
         """Stored items the model does not know (in stored order)."""
         return [i for i in self.info if i not in known]

@@ -121,11 +121,13 @@ class Engine:
         self.catalog = Catalog(model.item_map.ids(), persist.read_catalog(store, dataset), dataset)
         self.users: dict[str, OnlineUser] = {}
         self._seen_csc = None
+        self._alive = np.zeros(0, dtype=bool)
+        self._alive_version = -1
         self.erased = set(persist.artifacts(store, persist.erased_namespace(dataset)))
         for item in persist.artifacts(store, persist.retired_namespace(dataset)):
             idx = self._item_index(item)
             if idx is not None:
-                self.catalog.retired[idx] = True
+                self.catalog.retire(idx)
         self.retired_stored = set(persist.artifacts(store, persist.retired_namespace(dataset)))
         self._add_stored_items()
         self._build_index()
@@ -265,13 +267,17 @@ class Engine:
 
     # ------------------------------------------------------------------ recommendations
     def _allowed(self, category: str | None) -> np.ndarray:
-        allowed = self.catalog.servable & ~self.catalog.retired
-        if category:
-            try:
-                allowed = allowed & self.catalog.category_mask(category)
-            except ValueError as exc:
-                raise InvalidError(str(exc), "category") from None
-        return allowed
+        """Recommendable items (servable, not retired, in the category); do not modify."""
+        catalog = self.catalog
+        if self._alive_version != catalog.version or len(self._alive) != len(catalog):
+            self._alive = catalog.servable & ~catalog.retired
+            self._alive_version = catalog.version
+        if not category:
+            return self._alive
+        try:
+            return self._alive & catalog.category_mask(category)
+        except ValueError as exc:
+            raise InvalidError(str(exc), "category") from None
 
     def _scores(
         self,
@@ -348,19 +354,14 @@ class Engine:
         finite = np.isfinite(scores)
         cand, scores = cand[finite], scores[finite]
         top = self._top(scores, k)
-        history = self._history_mask(train, items)
-        online = self.users.get(user_id)
-        out = []
-        for t in top:
-            idx = int(cand[t])
-            out.append(
-                {
-                    "item_id": self.catalog.ids[idx],
-                    "title": self.catalog.title(self.catalog.ids[idx]),
-                    "score": float(scores[t]),
-                    "reason": self._reason(idx, history, online, source),
-                }
+        reasons = self._reasons(cand[top], train, items, self.users.get(user_id), source)
+        ids, title = self.catalog.ids, self.catalog.title
+        out = [
+            {"item_id": ids[i], "title": title(ids[i]), "score": score, "reason": reason}
+            for i, score, reason in zip(
+                cand[top].tolist(), scores[top].tolist(), reasons, strict=True
             )
+        ]
         return {
             "user_id": user_id,
             "items": out,
@@ -382,25 +383,41 @@ class Engine:
         mask[items] = True
         return mask
 
-    def _reason(self, idx: int, history: np.ndarray, online: OnlineUser | None, source: str) -> str:
+    def _reasons(
+        self,
+        top: np.ndarray,
+        train: np.ndarray,
+        items: np.ndarray,
+        online: OnlineUser | None,
+        source: str,
+    ) -> list[str]:
+        """One reason per item of ``top``: its nearest neighbour in the user's history."""
         if source == "popular":
-            return "popular with everyone"
-        if idx < len(self.nb_ids):
-            ids, sims = self.nb_ids[idx], self.nb_sims[idx]
-            ok = (ids >= 0) & history[np.maximum(ids, 0)]
-            if ok.any():
-                j = int(ids[ok][np.argmax(sims[ok])])
+            return ["popular with everyone"] * len(top)
+        history = self._history_mask(train, items)
+        best = np.full(len(top), -1, dtype=np.int64)
+        inside = top < len(self.nb_ids)
+        if inside.any():
+            nb, sims = self.nb_ids[top[inside]], self.nb_sims[top[inside]]
+            ok = (nb >= 0) & history[np.maximum(nb, 0)]
+            pick = np.where(ok, sims, -np.inf).argmax(axis=1)
+            rows = np.arange(len(nb))
+            best[inside] = np.where(ok[rows, pick], nb[rows, pick], -1)
+        verbs: dict[int, str] = {}
+        if online is not None:
+            for _, e_item, kind, _, _ in online.events:
+                verbs[e_item] = VERBS.get(kind, "liked")
+        out = []
+        for idx, j in zip(top.tolist(), best.tolist(), strict=True):
+            if j >= 0:
                 item = self.catalog.ids[j]
-                verb = "liked"
-                if online is not None:
-                    for _, e_item, kind, _, _ in reversed(online.events):
-                        if e_item == j:
-                            verb = VERBS.get(kind, "liked")
-                            break
-                return f"because you {verb} {self.catalog.title(item) or item}"
-        if idx >= self.n_trained_items:
-            return "new item matching your tastes"
-        return "matches your history"
+                name = self.catalog.title(item) or item
+                out.append(f"because you {verbs.get(j, 'liked')} {name}")
+            elif idx >= self.n_trained_items:
+                out.append("new item matching your tastes")
+            else:
+                out.append("matches your history")
+        return out
 
     # ------------------------------------------------------------------ similar items
     def similar(self, item_id: str, k: int = 10, by: str = "cf") -> dict[str, Any]:
@@ -480,7 +497,7 @@ class Engine:
             hit = np.flatnonzero(cand == idx)
             score = float(scores[hit[0]]) if len(hit) and np.isfinite(scores[hit[0]]) else None
             online = self.users.get(user_id)
-            reason = self._reason(idx, self._history_mask(train, items), online, source)
+            reason = self._reasons(np.array([idx]), train, items, online, source)[0]
             recent = [self.catalog.ids[e[1]] for e in reversed(online.events)] if online else []
             sources = list(dict.fromkeys([x["item_id"] for x in liked] + recent[:10]))
         paths = []
@@ -792,7 +809,7 @@ class Engine:
             self.retired_stored.add(item_id)
             idx = self._item_index(item_id)
             if idx is not None:
-                self.catalog.retired[idx] = True
+                self.catalog.retire(idx)
             self.cache.clear()
             self._update_gauges()
 

@@ -41,7 +41,7 @@ def engine_of(request: Request) -> Engine:
 def require(role: Role):
     """A dependency that lets through keys of ``role`` or higher (401/403 otherwise)."""
 
-    def check(
+    async def check(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Engine:
