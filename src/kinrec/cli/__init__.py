@@ -9,15 +9,21 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from kinrec.cli import knowledge
+from kinrec.cli.common import (
+    ConfigOption,
+    DbOption,
+    EpochProgress,
+    err,
+    out,
+)
+from kinrec.cli.common import errors_as_messages as _errors_as_messages
 from kinrec.config import DEFAULT_DB_URL, PipelineConfig, model_params_from_toml
 
 app = typer.Typer(
@@ -34,65 +40,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="List and fetch the registered datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-err = Console(stderr=True)
-out = Console()
-
-DbOption = Annotated[
-    str,
-    typer.Option("--db", envvar="KINREC_DB", help="SQLAlchemy URL of the store (SQLite default)."),
-]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", exists=True, dir_okay=False, help="Pipeline TOML file."),
-]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
-
-
-@contextmanager
-def _errors_as_messages():
-    """Turn expected user errors (bad data, unknown names, missing files) into clean exits."""
-    from kinrec.data.errors import DataError
-
-    try:
-        yield
-    except (DataError, KeyError, LookupError, FileNotFoundError, ValueError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise _fail(str(message)) from None
-
-
-class EpochProgress:
-    """A rich progress bar fed by models' ``progress(phase, step, total, values)`` callback."""
-
-    def __init__(self, console: Console = err) -> None:
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[values]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self._tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> EpochProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
-
-    def __call__(self, phase: str, step: int, total: int, values: dict[str, float]) -> None:
-        shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
-        if phase not in self._tasks:
-            self._tasks[phase] = self._progress.add_task(phase, total=total, values=shown)
-        self._progress.update(self._tasks[phase], completed=step, total=total, values=shown)
+app.add_typer(knowledge.kg_app, name="kg")
+app.command()(knowledge.encode)
+app.command()(knowledge.adapt)
 
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> Table:
@@ -451,7 +401,3 @@ def demo(
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,285 @@
+"""Knowledge commands: ``kinrec encode``, ``kinrec adapt`` and ``kinrec kg ...``.
+
+All of them read the dataset from the store (``kinrec ingest`` first) and write derived data
+back into it (embedding cache, knowledge graph) or next to it (adapter, KG embeddings).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from kinrec.cli.common import DbOption, EpochProgress, err, errors_as_messages, out
+
+kg_app = typer.Typer(
+    help="Knowledge graph: build it from item attributes + imported triples, query, embed.",
+    no_args_is_help=True,
+)
+
+DatasetArg = Annotated[str, typer.Option("--dataset", "-d", help="Stored dataset name.")]
+
+
+def _dataset(db: str, name: str):
+    from kinrec.store import Store
+
+    store = Store(db)
+    if name not in store.dataset_names():
+        raise LookupError(f"dataset {name!r} is not in {db}; run `kinrec ingest {name}` first")
+    return store, store.load_dataset(name)
+
+
+def _graph(db: str, name: str):
+    from kinrec.knowledge.graph import KnowledgeGraph, graph_store_name
+    from kinrec.store import Store
+
+    store = Store(db)
+    if graph_store_name(name) not in store.dataset_names():
+        raise LookupError(f"no knowledge graph for {name!r} in {db}; run `kinrec kg build` first")
+    return KnowledgeGraph.load_from_store(store, name)
+
+
+def _stats_table(title: str, stats: dict) -> Table:
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    return table
+
+
+# --------------------------------------------------------------------------- encode / adapt
+def encode(
+    dataset: DatasetArg = "ml-100k",
+    db: DbOption = "sqlite:///kinrec.db",
+    template: Annotated[
+        str | None, typer.Option(help="Item text template, e.g. '{title} ({year}). {genres}'.")
+    ] = None,
+    adapter: Annotated[
+        Path | None, typer.Option(exists=True, file_okay=False, help="LoRA adapter folder.")
+    ] = None,
+    model_path: Annotated[
+        Path | None, typer.Option(exists=True, file_okay=False, help="Sentence-transformers dir.")
+    ] = None,
+    show: Annotated[int, typer.Option(help="Print this many rendered item texts.")] = 3,
+) -> None:
+    """Embed every item's text with the language model, cached in the store by text hash.
+
+    Unchanged items cost nothing on a second run; a changed item is re-encoded alone.
+    """
+    from kinrec.knowledge.encoder import EncoderConfig, StoreEmbeddingCache, TextEncoder
+    from kinrec.knowledge.text import render_item_texts
+
+    with errors_as_messages():
+        _, ds = _dataset(db, dataset)
+        pairs = render_item_texts(ds, template)
+        options = {"progress": True}
+        if model_path is not None:
+            options["model_path"] = model_path
+        if adapter is not None:
+            options["adapter_path"] = adapter
+        encoder = TextEncoder(EncoderConfig(**options), cache=StoreEmbeddingCache(db))
+        start = time.perf_counter()
+        vectors = encoder.encode([t for _, t in pairs])
+        seconds = time.perf_counter() - start
+    for item_id, text in pairs[:show]:
+        err.print(f"[dim]{item_id}[/]: {text}")
+    s = encoder.stats
+    out.print(
+        _stats_table(
+            f"encode {dataset}",
+            {
+                "items": len(pairs),
+                "dimension": vectors.shape[1] if len(pairs) else 0,
+                "encoded now": s.encoded,
+                "cache hits": s.cache_hits,
+                "seconds": round(seconds, 2),
+                "items/s (encoded)": round(s.encoded / s.seconds, 1) if s.seconds else "-",
+                "model": encoder.model_id,
+                "adapter": encoder.adapter_id or "-",
+            },
+        )
+    )
+
+
+def adapt(
+    dataset: DatasetArg = "ml-100k",
+    db: DbOption = "sqlite:///kinrec.db",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder.")] = Path(
+        "runs/adapter"
+    ),
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    max_steps: Annotated[int | None, typer.Option(min=1)] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    kg_pairs: Annotated[
+        bool, typer.Option(help="Also pull together items that share a rare KG neighbour.")
+    ] = True,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 8,
+) -> None:
+    """Self-supervised domain adaptation of the text encoder with LoRA (base weights frozen).
+
+    Objective: SimCSE (two dropout views of each item text) plus, with --kg-pairs, positive
+    pairs of items sharing a specific knowledge-graph neighbour (same director, brand, ...).
+    """
+    from kinrec.knowledge.adapt import AdaptConfig
+    from kinrec.knowledge.adapt import adapt as run_adapt
+    from kinrec.knowledge.encoder import bundled_model_path
+    from kinrec.knowledge.text import render_item_texts
+
+    with errors_as_messages():
+        _, ds = _dataset(db, dataset)
+        pairs_text = render_item_texts(ds)
+        texts = [t for _, t in pairs_text]
+        pairs = kg_positive_pairs(ds, [i for i, _ in pairs_text]) if kg_pairs else None
+        cfg = AdaptConfig(
+            epochs=epochs, max_steps=max_steps, time_budget_s=time_budget, rank=rank, progress=True
+        )
+        info = run_adapt(bundled_model_path(), texts, cfg, out_dir, pairs=pairs)
+    out.print(
+        _stats_table(
+            f"adapter -> {info.path}",
+            {
+                "texts": info.n_texts,
+                "KG pairs": info.n_pairs,
+                "steps": info.steps,
+                "trainable params (LoRA)": info.trainable_params,
+                "frozen base params": info.base_params,
+                "contrastive loss before": info.initial_loss,
+                "contrastive loss after": info.final_loss,
+                "seconds": round(info.seconds, 1),
+            },
+        )
+    )
+
+
+def kg_positive_pairs(
+    ds, item_ids: list[str], max_items: int = 20, max_pairs: int = 20000, seed: int = 0
+) -> list[tuple[int, int]]:
+    """Index pairs of items sharing a specific KG neighbour (one touching <= max_items items)."""
+    from kinrec.knowledge.graph import build_graph
+
+    graph = build_graph(ds)
+    incidence = graph.item_entity_matrix().tocsc()
+    position = {i: k for k, i in enumerate(item_ids)}
+    graph_items = graph.item_ids
+    rng = np.random.default_rng(seed)
+    pairs: set[tuple[int, int]] = set()
+    for col in range(incidence.shape[1]):
+        rows = incidence.indices[incidence.indptr[col] : incidence.indptr[col + 1]]
+        if not 2 <= len(rows) <= max_items:
+            continue
+        members = [position[graph_items[r]] for r in rows if graph_items[r] in position]
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                pairs.add((members[a], members[b]))
+    ordered = sorted(pairs)
+    if len(ordered) > max_pairs:
+        ordered = [ordered[k] for k in np.sort(rng.choice(len(ordered), max_pairs, replace=False))]
+    return ordered
+
+
+# --------------------------------------------------------------------------- kg
+@kg_app.command("build")
+def kg_build(dataset: DatasetArg = "ml-100k", db: DbOption = "sqlite:///kinrec.db") -> None:
+    """Build the graph (item attributes + imported triples) and store it beside the dataset."""
+    from kinrec.knowledge.graph import build_graph
+
+    with errors_as_messages():
+        store, ds = _dataset(db, dataset)
+        start = time.perf_counter()
+        graph = build_graph(ds)
+        built = time.perf_counter() - start
+        graph.save_to_store(store, dataset)
+        stored = time.perf_counter() - start - built
+    stats = graph.stats()
+    stats = {k: v for k, v in stats.items() if not isinstance(v, dict) or k == "degree"}
+    out.print(_stats_table(f"knowledge graph of {dataset}", stats))
+    err.print(f"built in {built:.2f} s, stored in {stored:.2f} s")
+
+
+@kg_app.command("stats")
+def kg_stats(dataset: DatasetArg = "ml-100k", db: DbOption = "sqlite:///kinrec.db") -> None:
+    """Counts, per-relation triples and degree statistics of the stored graph."""
+    with errors_as_messages():
+        graph = _graph(db, dataset)
+    out.print(_stats_table(f"knowledge graph of {dataset}", graph.stats()))
+
+
+@kg_app.command("neighbors")
+def kg_neighbors(
+    node: Annotated[str, typer.Argument(help="Entity id, or item:<item_id> for an item.")],
+    dataset: DatasetArg = "ml-100k",
+    db: DbOption = "sqlite:///kinrec.db",
+    hops: Annotated[int, typer.Option(min=1, max=4)] = 1,
+    relation: Annotated[
+        list[str] | None, typer.Option("--relation", "-r", help="Follow only these relations.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 25,
+) -> None:
+    """Nodes within k hops of an item or entity, optionally along given relations only."""
+    with errors_as_messages():
+        graph = _graph(db, dataset)
+        found = graph.neighbors(node, hops=hops, relations=relation or None, limit=limit)
+    table = Table(title=f"neighbours of {node} ({hops} hop(s))")
+    for col in ("node", "hop", "relation", "via"):
+        table.add_column(col)
+    for n in found:
+        table.add_row(n.node, str(n.hop), n.relation, n.via)
+    out.print(table)
+
+
+@kg_app.command("path")
+def kg_path(
+    item_a: Annotated[str, typer.Argument(help="Item id.")],
+    item_b: Annotated[str, typer.Argument(help="Item id.")],
+    dataset: DatasetArg = "ml-100k",
+    db: DbOption = "sqlite:///kinrec.db",
+    max_len: Annotated[int, typer.Option(min=1, max=3)] = 3,
+    limit: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Shortest relation paths between two items (what later explains a recommendation)."""
+    with errors_as_messages():
+        graph = _graph(db, dataset)
+        paths = graph.paths(item_a, item_b, max_len=max_len, limit=limit)
+    if not paths:
+        out.print(f"no path of length <= {max_len} between {item_a} and {item_b}")
+    for path in paths:
+        out.print(escape("  ".join(f"{a} -[{r}]-> {b}" for a, r, b in path)))
+
+
+@kg_app.command("embed")
+def kg_embed(
+    dataset: DatasetArg = "ml-100k",
+    db: DbOption = "sqlite:///kinrec.db",
+    model: Annotated[str, typer.Option(help="transe | rotate")] = "rotate",
+    dim: Annotated[int, typer.Option(min=2)] = 64,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/kge"),
+    max_eval: Annotated[int, typer.Option(help="Held-out triples evaluated (sample).")] = 2000,
+) -> None:
+    """Train TransE/RotatE on 95% of the triples; filtered MRR/Hits@10 on the held-out 5%."""
+
+    from kinrec.knowledge.kge import KGEConfig, KGEmbedding, split_triples
+
+    with errors_as_messages():
+        graph = _graph(db, dataset)
+        train, test = split_triples(graph.triples)
+        kge = KGEmbedding(KGEConfig(model=model, dim=dim, epochs=epochs))
+        start = time.perf_counter()
+        with EpochProgress() as progress:
+            kge.fit(graph, train, progress=progress)
+        seconds = time.perf_counter() - start
+        metrics = kge.evaluate(test, graph.triples, max_triples=max_eval)
+        kge.save(out_dir)
+    out.print(
+        _stats_table(
+            f"{model} on {dataset} ({len(train)} train / {len(test)} held-out triples)",
+            {**{k: round(v, 4) for k, v in metrics.items()}, "train seconds": round(seconds, 1)},
+        )
+    )
