@@ -277,6 +277,8 @@ class KnowledgeGraph:
         self._indices = self.adjacency.indices
         self._degree = np.diff(indptr)
         self._names = entities.ids()
+        self.item_ids = [e[len(ITEM_PREFIX) :] for e in self._names[: self.n_items]]
+        """Dataset item ids in item (= node) order."""
         names = relations.ids()
         self.directed_relations = names + [f"{x}{INVERSE_SUFFIX}" for x in names]
 
@@ -288,11 +290,6 @@ class KnowledgeGraph:
     @property
     def n_relations(self) -> int:
         return len(self.relations)
-
-    @property
-    def item_ids(self) -> list[str]:
-        """Dataset item ids in item (= node) order."""
-        return [e[len(ITEM_PREFIX) :] for e in self.entities.ids(range(self.n_items))]
 
     @staticmethod
     def item_node(item_id: str) -> str:
