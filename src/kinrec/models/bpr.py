@@ -134,7 +134,10 @@ class MatrixFactorization(nn.Module):
 
 
 class BPRConfig(PairwiseEmbeddingConfig):
-    """BPR-MF settings."""
+    """BPR-MF settings: RecBole's defaults (64-d, batch 2048, learning rate 0.001, no decay).
+
+    Larger batches and learning rates tried on ml-100k's validation split were no better.
+    """
 
 
 class BPRMF(PairwiseEmbeddingRecommender):

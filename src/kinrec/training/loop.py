@@ -38,7 +38,7 @@ class IterativeConfig(ModelConfig):
         description=(
             "torch intra-op threads while fitting (restored afterwards; None keeps the process "
             "setting). Small embedding batches run fastest on one thread, stay fast on a busy "
-            "machine, and give the same numbers whatever the machine's core count."
+            "machine, and give the same numbers whatever the caller's thread setting."
         ),
     )
 
