@@ -145,6 +145,9 @@ def test_items_without_training_triples_get_zero_vectors(graph: KnowledgeGraph) 
     assert kge.item_embeddings(zero_untrained=False)[film0].any()
 
 
-def test_unfitted_model_refuses() -> None:
+def test_unfitted_model_refuses_and_empty_test_is_an_error(graph: KnowledgeGraph) -> None:
     with pytest.raises(RuntimeError, match="fit"):
         KGEmbedding().item_embeddings()
+    kge = KGEmbedding(small("transe", epochs=1)).fit(graph)
+    with pytest.raises(ValueError, match="no test triples"):
+        kge.evaluate(graph.triples[:0], graph.triples)

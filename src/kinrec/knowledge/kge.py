@@ -275,6 +275,8 @@ class KGEmbedding:
         """
         self._require_fitted()
         test = np.asarray(test, dtype=np.int64).reshape(-1, 3)
+        if not len(test):
+            raise ValueError("no test triples to evaluate")
         if max_triples is not None and len(test) > max_triples:
             pick = np.random.default_rng(seed).choice(len(test), max_triples, replace=False)
             test = test[np.sort(pick)]
@@ -307,18 +309,17 @@ class KGEmbedding:
                 ties = (dist == own).sum(1) - 1
                 ranks.append((1 + better + ties / 2).double().numpy())
                 candidates.append(n_ent - mask.sum(1))
-        rank = np.concatenate(ranks) if ranks else np.empty(0)
-        cand = np.concatenate(candidates).astype(np.float64) if candidates else np.empty(0)
-        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n_ent + 1))])
-        harmonic = harmonic[cand.astype(np.int64)]
+        rank = np.concatenate(ranks)
+        cand = np.concatenate(candidates)
+        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n_ent + 1))])[cand]
         return {
-            "mrr": float(np.mean(1.0 / rank)) if len(rank) else 0.0,
-            "hits@1": float(np.mean(rank <= 1)) if len(rank) else 0.0,
-            "hits@3": float(np.mean(rank <= 3)) if len(rank) else 0.0,
-            "hits@10": float(np.mean(rank <= 10)) if len(rank) else 0.0,
-            "mean_rank": float(np.mean(rank)) if len(rank) else 0.0,
-            "random_mrr": float(np.mean(harmonic / cand)) if len(cand) else 0.0,
-            "random_hits@10": float(np.mean(np.minimum(10, cand) / cand)) if len(cand) else 0.0,
+            "mrr": float(np.mean(1.0 / rank)),
+            "hits@1": float(np.mean(rank <= 1)),
+            "hits@3": float(np.mean(rank <= 3)),
+            "hits@10": float(np.mean(rank <= 10)),
+            "mean_rank": float(np.mean(rank)),
+            "random_mrr": float(np.mean(harmonic / cand)),
+            "random_hits@10": float(np.mean(np.minimum(10, cand) / cand)),
             "queries": len(rank),
         }
 
