@@ -13,6 +13,8 @@ re-entrant lock.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import threading
@@ -41,6 +43,7 @@ log = logging.getLogger("kinrec.serving")
 VERBS = {"view": "viewed", "click": "clicked", "like": "liked", "rating": "rated"}
 VERBS["purchase"] = "bought"
 SIMILAR_VIEWS = ("cf", "text", "kg", "blend")
+NEIGHBOURS_NAMESPACE = "kinrec.serving/neighbours"  # key: model manifest digest, width
 
 
 class NotFoundError(LookupError):
@@ -195,13 +198,24 @@ class Engine:
         self.cos_index = ItemIndex(vectors, cosine=True, **options)
 
     def _build_neighbours(self) -> None:
-        """Top neighbours of every item, for the "because you liked X" reasons."""
+        """Top neighbours of every item, for the "because you liked X" reasons.
+
+        From item vectors when the model has them; otherwise item-item cosine over the
+        training matrix, computed once per trained model and cached in the store.
+        """
         m = self.config.neighbours
         n = len(self.catalog)
         if self.cos_index is not None:
             ids, sims = self.cos_index.search_many(self.scorer.item_vectors, m + 1)
             self.nb_ids, self.nb_sims = _drop_self(ids, sims, m)
             return
+        key = self._neighbour_cache_key(m)
+        cached = self.store.get_artifact(NEIGHBOURS_NAMESPACE, key) if key else None
+        if cached is not None:
+            with np.load(io.BytesIO(cached)) as data:
+                self.nb_ids, self.nb_sims = data["ids"], data["sims"]
+            if len(self.nb_ids) == n:
+                return
         from kinrec.models.itemknn import cosine_topk
 
         seen = self.model.seen
@@ -212,6 +226,17 @@ class Engine:
             lo, hi = w.indptr[i], w.indptr[i + 1]
             self.nb_ids[i, : hi - lo] = w.indices[lo:hi]
             self.nb_sims[i, : hi - lo] = w.data[lo:hi]
+        if key:
+            buffer = io.BytesIO()
+            np.savez(buffer, ids=self.nb_ids, sims=self.nb_sims)
+            self.store.put_artifact(NEIGHBOURS_NAMESPACE, key, buffer.getvalue())
+
+    def _neighbour_cache_key(self, m: int) -> str | None:
+        manifest = Path(self.config.model_dir) / "manifest.json"
+        if not manifest.exists():
+            return None
+        digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:32]
+        return f"{digest}:{m}"
 
     def _restore_events(self) -> int:
         events = persist.all_events(self.store, self.dataset)
