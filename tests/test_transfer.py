@@ -101,6 +101,22 @@ def test_content_models_rank_cold_items_of_the_users_theme(name, data) -> None:
         create_model(name).fit(split.train)
 
 
+@pytest.mark.parametrize("name", ["lm-knn", "kg-knn"])
+def test_content_models_prior_choice_and_round_trip(name, data, tmp_path) -> None:
+    from kinrec.evaluation.protocol import ndcg_validator
+
+    _, split = data
+    model = create_model(name).fit(
+        split.train, split.valid, validator=ndcg_validator(split.train, split.valid),
+        side=split.dataset,
+    )  # fmt: skip
+    search = model.fit_info["prior_weight_search"]
+    assert model.fit_info["prior_weight"] == float(max(search, key=search.get))
+    model.save(tmp_path / name)
+    loaded = Recommender.load(tmp_path / name)
+    np.testing.assert_allclose(loaded.score(np.arange(6)), model.score(np.arange(6)), rtol=1e-5)
+
+
 TRANSFER_SWITCHES = [
     {},
     {"use_text": False},
