@@ -667,3 +667,41 @@ def test_kill_9_loses_no_acknowledged_event(world, tmp_path) -> None:
         proc.send_signal(signal.SIGTERM)  # graceful shutdown
         assert proc.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
         assert b"shutdown complete" in proc.stderr.read()
+
+
+def test_serves_the_transfer_model_with_new_items(world, tmp_path) -> None:
+    """kinformer (text + graph + collaborative views): index retrieval for trained users,
+    fold-in for new ones, and new items vectorised from their content."""
+    from kinrec.models.registry import get_model_class
+
+    try:
+        get_model_class("kinformer")
+    except (ImportError, KeyError) as exc:
+        pytest.skip(f"transfer model not available: {exc}")
+    url = fresh_store(world, tmp_path)
+    params = {"max_epochs": 2, "dim": 16, "n_negatives": 16, "batch_size": 256}
+    model_dir = train(tmp_path, url, "kinformer", params)
+    engine = Engine.open(ServingConfig(model_dir=model_dir, db=url))
+    assert engine.scorer.fold_in == "native" and engine.scorer.dot_model
+    assert engine.recommend("1", 5)["source"] == "index"
+    svc = Service.__new__(Service)
+    svc.url, svc.engine = url, engine
+    with Store(url) as store:
+        svc.keys = {"admin": create_key(store, "k", "admin")[1]}
+    svc.keys["read"] = svc.keys["write"] = svc.keys["admin"]
+    svc.app = create_app(engine=engine, keyring=KeyRing(Store(url), 0.0))
+    svc.client = TestClient(svc.app)
+    assert (
+        svc.post("/v1/events", {"user_id": "fan", "item_id": "5", "type": "like"}).status_code
+        == 201
+    )
+    item = {
+        "item_id": "k-new",
+        "text": {"title": "The laugh story"},
+        "attributes": {"genre": ["Comedy"]},
+    }
+    r = svc.post("/v1/items", item, role="admin")
+    assert r.status_code == 201 and r.json()["recommendable"], r.text
+    assert "k-new" in ids(svc.recs("fan", k=50))  # scored and ranked with the rest
+    restarted = Engine.open(ServingConfig(model_dir=model_dir, db=url))
+    assert restarted.recommend("fan", 10) == engine.recommend("fan", 10)
