@@ -26,62 +26,7 @@ from kinrec.knowledge.features import (
     item_texts,
 )
 from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Validator
-
-PRIOR_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-class PopularityPrior:
-    """Popularity predicted from content alone, standardised over the training catalogue.
-
-    A ridge regression of ``log(1 + train count)`` on item features (plus an intercept),
-    fitted on the items that have interactions and applicable to any item, so items without
-    interactions get a prior from what they are (year, genre, text...) on the same scale.
-    """
-
-    def __init__(self, coef: np.ndarray, mean: float = 0.0, std: float = 1.0) -> None:
-        self.coef, self.mean, self.std = coef, mean, std
-
-    @staticmethod
-    def _design(features: np.ndarray | sp.spmatrix):
-        ones = np.ones((features.shape[0], 1))
-        if sp.issparse(features):
-            return sp.hstack([features, ones]).tocsr()
-        return np.hstack([np.asarray(features), ones])
-
-    @classmethod
-    def fit(cls, features, counts: np.ndarray, damp: float = 1.0) -> PopularityPrior:
-        from scipy.sparse.linalg import lsqr
-
-        warm = counts > 0
-        design = cls._design(features)
-        coef = lsqr(design[warm], np.log1p(counts[warm]), damp=damp)[0]
-        raw = np.asarray(design @ coef).ravel()
-        return cls(coef, float(raw.mean()), float(raw.std() + 1e-12))
-
-    def predict(self, features) -> np.ndarray:
-        raw = np.asarray(self._design(features) @ self.coef).ravel()
-        return ((raw - self.mean) / self.std).astype(np.float32)
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {"prior_coef": self.coef, "prior_stats": np.array([self.mean, self.std])}
-
-    @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray]) -> PopularityPrior:
-        return cls(arrays["prior_coef"], *map(float, arrays["prior_stats"]))
-
-
-def _choose_prior_weight(model: Recommender, validator: Validator | None) -> None:
-    """Pick the prior's weight on validation NDCG@10 (0 when there is no validation data)."""
-    if validator is None:
-        model.prior_weight = 0.0
-        return
-    scores = {}
-    for weight in PRIOR_GRID:
-        model.prior_weight = weight
-        scores[weight] = validator(model)
-    model.prior_weight = max(scores, key=scores.get)
-    model.fit_info["prior_weight_search"] = {str(k): round(v, 5) for k, v in scores.items()}
-    model.fit_info["prior_weight"] = model.prior_weight
+from kinrec.models.prior import PopularityPrior, choose_prior_weight
 
 
 class LMKNNConfig(ModelConfig):
@@ -113,9 +58,8 @@ class LMKNN(Recommender):
         vectors[[not t.strip() for t in texts]] = 0.0
         self.text = vectors
         counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
-        self.popularity = PopularityPrior.fit(vectors, counts)
-        self.prior = self.popularity.predict(vectors)
-        _choose_prior_weight(self, validator)
+        self.popularity, self.prior = PopularityPrior.fit(vectors, counts)
+        choose_prior_weight(self, validator)
 
     def _profile(self, rows: sp.csr_matrix) -> np.ndarray:
         profile = np.asarray(rows @ self.text)
@@ -157,13 +101,14 @@ class LMKNN(Recommender):
         return {
             "text": self.text,
             "weight": np.array([self.prior_weight]),
+            "prior": self.prior,
             **self.popularity.state(),
         }
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.text = arrays["text"]
         self.popularity = PopularityPrior.from_state(arrays)
-        self.prior = self.popularity.predict(self.text)
+        self.prior = arrays["prior"]
         self.prior_weight = float(arrays["weight"][0])
 
 
@@ -196,9 +141,8 @@ class KGKNN(Recommender):
         self.incidence = content.entities
         self._build_similarity()
         counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
-        self.popularity = PopularityPrior.fit(self.incidence, counts)
-        self.prior = self.popularity.predict(self.incidence)
-        _choose_prior_weight(self, validator)
+        self.popularity, self.prior = PopularityPrior.fit(self.incidence, counts)
+        choose_prior_weight(self, validator)
 
     def _build_similarity(self) -> None:
         sim = (self.incidence @ self.incidence.T).tocsr()
@@ -255,6 +199,7 @@ class KGKNN(Recommender):
             "idf": self.entity_idf.astype(np.float32),
             "entity_names": np.frombuffer(json.dumps(self.entity_ids).encode(), dtype=np.uint8),
             "weight": np.array([self.prior_weight]),
+            "prior": self.prior,
             **self.popularity.state(),
         }
 
@@ -270,7 +215,7 @@ class KGKNN(Recommender):
         )
         self._build_similarity()
         self.popularity = PopularityPrior.from_state(arrays)
-        self.prior = self.popularity.predict(self.incidence)
+        self.prior = arrays["prior"]
         self.prior_weight = float(arrays["weight"][0])
 
 
