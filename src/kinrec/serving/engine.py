@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class OnlineUser:
     """A user's events since training (the most recent ``maxlen``), newest last."""
 
     events: deque[tuple[int, int, str, float | None, float]]
-    weights: dict[int, float] = field(default_factory=dict)
     _arrays: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, event_id: int, item: int, kind: str, value: float | None, ts: float) -> None:
@@ -254,7 +253,7 @@ class Engine:
         item_map = self.model.item_map
         return item_map.index(item_id) if item_id in item_map else None
 
-    def _require_item(self, item_id: str, field: str = "item_id") -> int:
+    def _require_item(self, item_id: str) -> int:
         idx = self._item_index(item_id)
         if idx is None:
             raise NotFoundError(f"unknown item {item_id!r}")
