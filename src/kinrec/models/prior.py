@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from kinrec.models.base import Recommender, Validator
 
-PRIOR_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+PRIOR_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 class PopularityPrior:

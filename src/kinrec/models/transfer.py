@@ -22,7 +22,10 @@ Users have no free embedding: LightGCN-style propagation over the normalised use
 so a new user (or a user with new events) is folded in exactly by the same sums over their
 items, and a new item is scored through its content views alone. Scores are cosine / tau.
 
-Losses: sampled softmax over uniformly drawn negatives (keeps popularity information), plus
+A content popularity prior (:mod:`kinrec.models.prior`) is added to the scores with a weight
+chosen on validation: it is how items without interactions get a sense of how much they will
+be watched. Losses: sampled softmax over uniformly drawn negatives of items with interactions
+(keeps popularity information), plus
 (a) an InfoNCE alignment between each item's ID view and its content view, and (b) an
 XSimGCL-style contrast between noise-perturbed layers.
 """
@@ -42,6 +45,7 @@ from torch import nn
 from kinrec.data.dataset import Dataset, Interactions
 from kinrec.knowledge.features import ItemContent, build_item_content, content_for_new_items
 from kinrec.models.base import ProgressCallback, Recommender, Validator
+from kinrec.models.prior import PopularityPrior, choose_prior_weight
 from kinrec.training.loop import IterativeConfig, seeded, torch_threads, train_epochs
 
 VIEWS = ("id", "text", "kg")
@@ -74,6 +78,9 @@ class TransferConfig(IterativeConfig):
     max_epochs: int = Field(200, ge=1)
     eval_every: int = Field(2, ge=1)
     encoder_path: str | None = Field(None, description="local sentence-transformers folder")
+    popularity_prior: bool = Field(
+        True, description="add a content-predicted popularity prior, weight chosen on valid"
+    )
 
 
 class _FusionNetwork(nn.Module):
@@ -184,6 +191,8 @@ class TransferRecommender(Recommender):
         self.user_final: np.ndarray | None = None
         self.item_degree: np.ndarray | None = None
         self.gate_weights: np.ndarray | None = None
+        self.prior: np.ndarray | None = None
+        self.prior_weight = 0.0
 
     # ----------------------------------------------------------------- training
     def _fit(
@@ -197,6 +206,16 @@ class TransferRecommender(Recommender):
         self.content = build_item_content(self.side, self.item_map, self._embedder())
         with torch_threads(cfg.threads), seeded(cfg.seed) as rng:
             self._train(train, validator, progress, rng)
+        counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
+        self.popularity, self.prior = PopularityPrior.fit(
+            self._prior_features(self.content), counts
+        )
+        if cfg.popularity_prior:
+            choose_prior_weight(self, validator)
+
+    @staticmethod
+    def _prior_features(content: ItemContent) -> sp.csr_matrix:
+        return sp.hstack([sp.csr_matrix(content.text), content.entities]).tocsr()
 
     def _embedder(self):
         from kinrec.knowledge.features import default_text_embedder
@@ -360,7 +379,10 @@ class TransferRecommender(Recommender):
     # ----------------------------------------------------------------- inference
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         item_vectors = self.item_final if items is None else self.item_final[items]
-        return (self.user_final[users] @ item_vectors.T) / self._scale
+        scores = (self.user_final[users] @ item_vectors.T) / self._scale
+        if self.prior_weight and self.prior is not None:
+            scores += self.prior_weight * (self.prior if items is None else self.prior[items])
+        return scores
 
     @property
     def _scale(self) -> float:
@@ -382,7 +404,7 @@ class TransferRecommender(Recommender):
         scale = w / np.sqrt(len(items) * np.maximum(self.item_degree[items], 1))
         layers = [scale @ layer[items] for layer in self.item_layers]
         user = self._finish(np.sum(layers, axis=0)[None, :] / (len(layers) + 1))[0]
-        return (self.item_final @ user) / self._scale
+        return (self.item_final @ user) / self._scale + self.prior_weight * self.prior
 
     def add_items(self, item_ids: list[str], side: Dataset) -> None:
         """Append new items scored from their text and knowledge-graph views alone."""
@@ -410,6 +432,10 @@ class TransferRecommender(Recommender):
         self.item_layers = np.concatenate([self.item_layers, pad], axis=1)
         self.item_final = np.vstack([self.item_final, self._finish(x_new)])
         self.item_degree = np.concatenate([self.item_degree, np.zeros(len(new))])
+        new_content = ItemContent(text, has_text, incidence, c.entity_ids, c.entity_idf)
+        self.prior = np.concatenate(
+            [self.prior, self.popularity.predict(self._prior_features(new_content))]
+        )
         self.content = ItemContent(
             np.vstack([c.text, text]),
             np.concatenate([c.has_text, has_text]),
@@ -439,6 +465,9 @@ class TransferRecommender(Recommender):
             content_ent_data=c.entities.data.astype(np.float32),
             content_idf=c.entity_idf,
             entity_names=np.frombuffer(json.dumps(c.entity_ids).encode(), dtype=np.uint8),
+            prior=self.prior,
+            prior_weight=np.array([self.prior_weight]),
+            **self.popularity.state(),
         )
         return state
 
@@ -448,6 +477,9 @@ class TransferRecommender(Recommender):
         self.user_final = arrays["user_final"]
         self.item_degree = arrays["item_degree"]
         self.gate_weights = arrays["gate_weights"]
+        self.prior = arrays["prior"]
+        self.prior_weight = float(arrays["prior_weight"][0])
+        self.popularity = PopularityPrior.from_state(arrays)
         n_items = self.item_final.shape[0]
         entities = sp.csr_matrix(
             (
