@@ -543,3 +543,16 @@ def test_shared_split_dir_ml100k() -> None:
     assert (len(split.train), len(split.valid), len(split.test)) == (80_808, 9596, 9596)
     assert (split.n_users, split.n_items) == (943, 1682)
     assert split.dataset is not None and len(split.dataset.triples) == 91_631
+
+
+def test_parse_product_text_category_and_brand() -> None:
+    from kinrec.data.loaders import parse_product_text
+
+    text = (
+        "Zenport Gauge, 200 PSI. Industrial & Scientific Test, Measure & Inspect "
+        "Pressure Gauges. Zenport. "
+    )
+    category, brand = parse_product_text(text)
+    assert category == ("Industrial & Scientific Test, Measure & Inspect Pressure Gauges",)
+    assert brand == ("Zenport",)
+    assert parse_product_text("Just a title") == ((), ())

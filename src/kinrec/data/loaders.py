@@ -838,10 +838,13 @@ def _load_unisrec(directory: PathLike, name: str) -> tuple[Dataset, dict]:
         _require(text_frame, text_path, ("item_id", "text"))
         texts = dict(zip(text_frame["item_id"], text_frame["text"], strict=True))
     index_to_text = {idx: texts.get(asin, "").strip() for asin, idx in asin_to_index.items()}
+    parsed = [parse_product_text(index_to_text[i]) for i in item_ids]
     items = pd.DataFrame(
         {
             "item_id": pd.Series(item_ids, dtype=object),
             "text": pd.Series([index_to_text[i] for i in item_ids], dtype="str"),
+            "category": pd.Series([p[0] for p in parsed], dtype=object),
+            "brand": pd.Series([p[1] for p in parsed], dtype=object),
         }
     )
     items = _with_attrs(items, item_index)
@@ -869,8 +872,30 @@ def _load_unisrec(directory: PathLike, name: str) -> tuple[Dataset, dict]:
         }
     )
     users = pd.DataFrame({"user_id": pd.Series(user_ids, dtype=object)})
-    dataset = Dataset(name=name, interactions=inter, items=items, users=users, text_fields=["text"])
+    dataset = Dataset(
+        name=name,
+        interactions=inter,
+        items=items,
+        users=users,
+        text_fields=["text"],
+        attribute_fields=["category", "brand"],
+    )
     return dataset, sequences
+
+
+def parse_product_text(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(category, brand)`` attributes from a UniSRec product text.
+
+    The text is ``"<title>. <category path>. <brand>. "``; the category path starts with the
+    top-level department (``Industrial & Scientific``) and its levels are joined by spaces, so
+    the whole path is one category entity. Either is empty when the text lacks it.
+    """
+    parts = [p.strip() for p in text.split(". ") if p.strip()]
+    if len(parts) < 3:
+        return (), ()
+    brand = parts[-1].rstrip(".").strip()
+    category = parts[-2].strip()
+    return ((category,) if category else ()), ((brand,) if brand else ())
 
 
 def load_unisrec(directory: PathLike, name: str = "Scientific") -> Dataset:
