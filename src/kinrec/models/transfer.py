@@ -62,10 +62,10 @@ class TransferConfig(IterativeConfig):
         "moe", description="trainable adapter on the frozen LM embedding; 'frozen' = fixed PCA"
     )
     n_experts: int = Field(4, ge=1)
-    temperature: float = Field(0.1, gt=0)
+    temperature: float = Field(0.2, gt=0)
     n_negatives: int = Field(1024, ge=1, description="uniform negatives shared by a batch")
     id_dropout: float = Field(0.3, ge=0, le=1, description="share of items trained content-only")
-    align_weight: float = Field(0.1, ge=0, description="ID-content InfoNCE alignment")
+    align_weight: float = Field(0.2, ge=0, description="ID-content InfoNCE alignment")
     cl_weight: float = Field(0.05, ge=0, description="XSimGCL layer contrast")
     cl_noise: float = Field(0.1, ge=0)
     cl_temperature: float = Field(0.2, gt=0)
@@ -74,8 +74,9 @@ class TransferConfig(IterativeConfig):
     user_embeddings: bool = Field(True, description="layer-0 user embeddings (else items only)")
     similarity: Literal["cosine", "dot"] = "cosine"
     batch_size: int = Field(4096, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
-    max_epochs: int = Field(200, ge=1)
+    learning_rate: float = Field(1e-2, gt=0)
+    max_epochs: int = Field(100, ge=1)
+    patience: int = Field(5, ge=1, description="validations (every eval_every epochs) w/o gain")
     eval_every: int = Field(2, ge=1)
     encoder_path: str | None = Field(None, description="local sentence-transformers folder")
     popularity_prior: bool = Field(
