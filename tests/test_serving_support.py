@@ -34,9 +34,13 @@ def make_dataset() -> Dataset:
         genre = "Comedy" if i <= 20 else "Drama"
         word = WORDS[genre][i % 5]
         items.append(
-            {"item_id": str(i), "title": f"The {word} story {i}", "genre": (genre,),
-             "year": (str(1990 + i % 7),)}
-        )  # fmt: skip
+            {
+                "item_id": str(i),
+                "title": f"The {word} story {i}",
+                "genre": (genre,),
+                "year": (str(1990 + i % 7),),
+            }
+        )
         links.append({"item_id": str(i), "entity_id": f"m.{i}"})
         triples.append({"head": f"m.{i}", "relation": "directed_by", "tail": f"d.{i % 6}"})
     rows = []
