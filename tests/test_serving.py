@@ -30,6 +30,7 @@ from test_serving_support import (
 from typer.testing import CliRunner
 
 from kinrec.models.base import Recommender
+from kinrec.models.bpr import BPRMF
 from kinrec.models.ease import EASE
 from kinrec.serving import persist
 from kinrec.serving.app import create_app
@@ -516,6 +517,24 @@ def test_fold_in_strategies_and_faiss_index(world, tmp_path) -> None:
     assert hnsw.index.kind == "hnsw"
     assert set(ids(hnsw.recommend("2", 5))) == set(ids(known))
 
+    # scores = c * dot + item bias (a popularity prior): exact retrieval through the index
+    class BiasedBPR(BPRMF):
+        name = "bpr"
+
+        def score(self, users, items=None):
+            bias = self.bias if items is None else self.bias[np.asarray(items)]
+            return 2.0 * super().score(users, items) + bias
+
+    biased = BiasedBPR.load(world["bpr"])
+    biased.bias = np.random.default_rng(0).normal(size=len(biased.item_map)).astype(np.float32)
+    served = Engine(biased, Store(url), DATASET, ServingConfig(model_dir=world["bpr"], db=url))
+    assert served.scorer.dot_model and served.scorer.item_bias is not None
+    assert served.scorer.dot_scale == pytest.approx(2.0, rel=1e-3)
+    for user in ("2", "7", "12"):
+        got = served.recommend(user, 5)
+        assert got["source"] == "index"
+        assert ids(got) == [x.item_id for x in biased.recommend(user, 5)]
+
     # EASE scores are a function of the history row: the row fold-in, equal to score_history
     ease = open_engine(world, url, "ease")
     assert ease.scorer.fold_in == "row"
@@ -682,8 +701,10 @@ def test_serves_the_transfer_model_with_new_items(world, tmp_path) -> None:
     params = {"max_epochs": 2, "dim": 16, "n_negatives": 16, "batch_size": 256}
     model_dir = train(tmp_path, url, "kinformer", params)
     engine = Engine.open(ServingConfig(model_dir=model_dir, db=url))
-    assert engine.scorer.fold_in == "native" and engine.scorer.dot_model
-    assert engine.recommend("1", 5)["source"] == "index"
+    assert engine.scorer.fold_in == "native" and engine.scorer.dot_model  # dots + item prior
+    via_index = engine.recommend("1", 5)
+    assert via_index["source"] == "index"
+    assert ids(via_index) == [x.item_id for x in engine.model.recommend("1", 5)]
     svc = Service.__new__(Service)
     svc.url, svc.engine = url, engine
     with Store(url) as store:

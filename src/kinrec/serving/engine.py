@@ -193,7 +193,7 @@ class Engine:
             "ef_search": self.config.hnsw_ef_search,
         }
         if self.scorer.dot_model or self.scorer.fold_in == "vector":
-            self.index = ItemIndex(vectors, **options)
+            self.index = ItemIndex(self.scorer.index_vectors(), **options)
         self.cos_index = ItemIndex(vectors, cosine=True, **options)
 
     def _build_neighbours(self) -> None:
@@ -314,18 +314,21 @@ class Engine:
     ) -> tuple[np.ndarray, np.ndarray, str]:
         """Candidate item indices, their scores and how they were found."""
         scorer = self.scorer
-        query = None
+        query = search = None
         if self.index is not None:
             if user is not None and not len(items) and scorer.dot_model:
                 query = scorer.user_vectors[user]
+                search = scorer.index_query(query, with_bias=True)
             elif scorer.fold_in == "vector" and (len(items) or len(train)):
                 query = scorer.query(user, train, items, weights)
+                if query is not None:
+                    search = scorer.index_query(query, with_bias=False)
         if query is not None:
             n_allowed = int(allowed.sum())
             want = k + len(train) + len(items) + 32
             if n_allowed < len(allowed):
                 want = int(want * len(allowed) / max(n_allowed, 1))
-            cand, _ = self.index.search(query, want)
+            cand, _ = self.index.search(search, want)
             cand = cand[allowed[cand]]
             if len(cand) >= min(k, n_allowed):
                 if user is not None and not len(items):
@@ -794,7 +797,7 @@ class Engine:
                         self.model.add_items([item_id], self.catalog.side([item_id]))
                         self.scorer.refresh()
                         if self.index is not None:
-                            self.index.rebuild(self.scorer.item_vectors)
+                            self.index.rebuild(self.scorer.index_vectors())
                         if self.cos_index is not None:
                             self.cos_index.rebuild(self.scorer.item_vectors)
                 except Exception:
@@ -810,9 +813,10 @@ class Engine:
         n = len(self.catalog)
         if vectors is None:
             return
-        for index in (self.index, self.cos_index):
-            if index is not None and index.size < len(vectors):
-                index.add(vectors[index.size :])
+        if self.index is not None and self.index.size < len(vectors):
+            self.index.add(self.scorer.index_vectors()[self.index.size :])
+        if self.cos_index is not None and self.cos_index.size < len(vectors):
+            self.cos_index.add(vectors[self.cos_index.size :])
         if len(self.nb_ids) < n and self.cos_index is not None:
             start = len(self.nb_ids)
             ids, sims = self.cos_index.search_many(vectors[start:n], self.config.neighbours + 1)

@@ -49,6 +49,8 @@ class ModelScorer:
         self.model = model
         self.l2 = l2
         self.user_vectors: np.ndarray | None = None
+        self.dot_scale = 1.0
+        self.item_bias: np.ndarray | None = None
         self.target = 1.0
         self.refresh()
         self.fold_in: FoldIn = self._choose()
@@ -74,6 +76,8 @@ class ModelScorer:
         counts = np.asarray(self.model.seen.sum(axis=0)).ravel().astype(np.float32)
         self.popularity = np.zeros(self.n_items, dtype=np.float32)  # new items: 0
         self.popularity[: min(len(counts), self.n_items)] = counts[: self.n_items]
+        if getattr(self, "user_vectors", None) is not None:
+            self._refresh_bias()
 
     def _pad(self, scores: np.ndarray) -> np.ndarray:
         """Scores over the current catalogue (columns for items added later score -inf)."""
@@ -86,6 +90,7 @@ class ModelScorer:
 
     # ------------------------------------------------------------------ strategy
     def _probe_user(self) -> int | None:
+        """A user other than the first (the row probe scores a copy as user 0)."""
         counts = np.diff(self.model.seen.indptr)
         if len(counts) < 2 or counts[1:].max(initial=0) == 0:
             return None
@@ -113,26 +118,33 @@ class ModelScorer:
         finite = np.isfinite(want)
         return bool(np.allclose(got[finite], want[finite], rtol=1e-4, atol=1e-5))
 
+    def _probe_users(self, count: int = 3) -> list[int]:
+        counts = np.diff(self.model.seen.indptr)
+        order = np.argsort(-counts, kind="stable")
+        return [int(u) for u in order[:count] if counts[u] > 0]
+
     def _find_user_vectors(self) -> None:
-        """User vectors whose dot products with the item vectors give the model's scores (up
-        to a positive factor), from ``user_vectors()`` or a user-embedding attribute."""
+        """User vectors whose dot products with the item vectors give the model's scores, up
+        to a positive factor and an item bias (``score = c * u.v + b_i``), from
+        ``user_vectors()`` or a user-embedding attribute; verified on probe users."""
         if self.item_vectors is None:
             return
         getter = getattr(self.model, "user_vectors", None)
         candidates = [getter()] if callable(getter) else []
         candidates += [getattr(self.model, name, None) for name in USER_VECTOR_ATTRIBUTES]
-        probe = self._probe_user() or 0
-        want = self.known_scores(probe)
-        n_vec = len(self.item_vectors)
+        probes = self._probe_users()
+        if not probes:
+            return
+        wanted = {p: self.known_scores(p)[: len(self.item_vectors)] for p in probes}
         for users in candidates:
             if not isinstance(users, np.ndarray) or users.ndim != 2:
                 continue
             if users.shape != (self.n_users, self.item_vectors.shape[1]):
                 continue
-            got = self.item_vectors @ users[probe]
-            factor = float(got @ want[:n_vec]) / max(float(got @ got), 1e-12)
-            if factor > 0 and np.allclose(factor * got, want[:n_vec], rtol=1e-3, atol=1e-4):
+            fit = self._fit_dot(np.asarray(users, dtype=np.float32), probes, wanted)
+            if fit is not None:
                 self.user_vectors = np.asarray(users, dtype=np.float32)
+                self.dot_scale, self.item_bias = fit
                 break
         if self.user_vectors is None:
             return
@@ -145,6 +157,57 @@ class ModelScorer:
             if seen[u].nnz
         ]
         self.target = max(float(np.median(values)), 1e-3) if values else 1.0
+
+    def _fit_dot(
+        self, users: np.ndarray, probes: list[int], wanted: dict[int, np.ndarray]
+    ) -> tuple[float, np.ndarray | None] | None:
+        """``(c, b)`` with ``score(u) = c * V u + b`` on every probe user, or None."""
+        v = self.item_vectors
+        dots = {p: v @ users[p] for p in probes}
+        if len(probes) >= 2:
+            a, b = probes[0], probes[1]
+            diff = dots[a] - dots[b]
+            scale = float(diff @ (wanted[a] - wanted[b])) / max(float(diff @ diff), 1e-12)
+            bias = wanted[a] - scale * dots[a]
+        else:
+            a = probes[0]
+            scale = float(dots[a] @ wanted[a]) / max(float(dots[a] @ dots[a]), 1e-12)
+            bias = np.zeros(len(v), dtype=np.float32)
+        if not scale > 0:
+            return None
+        for p in probes:
+            if not np.allclose(scale * dots[p] + bias, wanted[p], rtol=1e-3, atol=1e-3):
+                return None
+        tiny = np.allclose(bias, 0.0, atol=1e-4 * max(float(np.abs(wanted[a]).max()), 1e-6))
+        return scale, None if tiny else bias.astype(np.float32)
+
+    def _refresh_bias(self) -> None:
+        """Item biases of items added since start-up (the model's scores minus the dots)."""
+        if self.user_vectors is None or self.item_bias is None or self.item_vectors is None:
+            return
+        n = len(self.item_vectors)
+        if len(self.item_bias) >= n:
+            return
+        p = self._probe_users(1)[0]
+        want = self.model.score(np.array([p]))[0][:n].astype(np.float32)
+        bias = want - self.dot_scale * (self.item_vectors @ self.user_vectors[p])
+        self.item_bias = np.concatenate([self.item_bias, bias[len(self.item_bias) :]])
+
+    def index_vectors(self) -> np.ndarray | None:
+        """Item rows of the retrieval index: the item vectors, with ``b / c`` appended for a
+        dot-product model with item biases (so that a user's query ranks exactly)."""
+        if self.item_vectors is None:
+            return None
+        if self.item_bias is None or self.user_vectors is None:
+            return self.item_vectors
+        extra = (self.item_bias / self.dot_scale)[:, None].astype(np.float32)
+        return np.hstack([self.item_vectors, extra])
+
+    def index_query(self, vector: np.ndarray, with_bias: bool) -> np.ndarray:
+        """A query for the index: a user vector (``with_bias``: count the item biases)."""
+        if self.item_bias is None or self.user_vectors is None:
+            return vector
+        return np.append(vector, np.float32(1.0 if with_bias else 0.0)).astype(np.float32)
 
     @property
     def dot_model(self) -> bool:
