@@ -146,11 +146,9 @@ def content_for_new_items(
             node = graph.item_index(str(item_id))
         except KeyError:
             continue
-        for c in incidence[node].indices:
-            name = graph.entities.ids([c])[0]
-            if name in vocab:
-                rows.append(r)
-                cols.append(vocab.index(name))
+        known = [vocab.index(n) for n in graph.entities.ids(incidence[node].indices) if n in vocab]
+        rows.extend([r] * len(known))
+        cols.extend(known)
     binary = sp.csr_matrix(
         (np.ones(len(rows)), (rows, cols)), shape=(len(item_ids), len(entity_ids))
     )
