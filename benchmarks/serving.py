@@ -3,6 +3,7 @@
 1. Ingests ml-1m into a temporary SQLite store (``kinrec ingest DIR --format ml-1m``, the
    original files with their knowledge graph) and trains EASE on the
    shared benchmark split (``kinrec train --split-dir``), unless ``--work`` already has them.
+   (``--model NAME`` trains and serves another registered model.)
 2. Starts ``kinrec serve`` (as ``python -m kinrec.serving serve``) with API keys on, and drives
    it from a bounded asynchronous httpx client on loopback: open-loop arrivals at 100, 200,
    500 and 1000 requests/s (90% recommendation GETs for random ml-1m users, 10% event POSTs),
@@ -141,10 +142,10 @@ def run(cmd: list[str], **kw) -> None:
     subprocess.run(cmd, check=True, **kw)
 
 
-def prepare(work: Path) -> dict:
+def prepare(work: Path, model: str = "ease") -> dict:
     work.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{work / 'ml-1m.db'}"
-    model_dir = work / "ease-ml-1m"
+    model_dir = work / f"{model}-ml-1m"
     content_dir = work / "content-ml-1m"
     timings = {}
     if not (work / "ingested").exists():
@@ -610,7 +611,7 @@ def write_report(result: dict) -> None:
     (RESULTS / "serving.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     m = result["machine"]
     lines = [
-        "# Serving benchmark (ml-1m, EASE)",
+        f"# Serving benchmark (ml-1m, {result['service']['model']})",
         "",
         f"`python benchmarks/serving.py` on {m['cpus']} cores ({m['platform']}), "
         f"{result['date']}; client and server on the same machine (loopback). Load average "
@@ -679,6 +680,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="reuse store and models here")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per load level")
+    parser.add_argument("--model", default="ease", help="model to train and serve")
     parser.add_argument("--rates", default="100,200,500,1000")
     parser.add_argument(
         "--httpx-rates", default="200", help="levels also run with an httpx client (comparison)"
@@ -695,7 +697,7 @@ def main() -> None:
         sys.exit(f"no ml-1m split at {SPLIT}")
     work = args.work or Path(tempfile.mkdtemp(prefix="kinrec-serving-"))
     load_before = round(os.getloadavg()[0], 2)
-    setup = prepare(work)
+    setup = prepare(work, args.model)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc, ready_s = start(serve_cmd(setup, port), port, work / "server.log")
