@@ -54,7 +54,9 @@ def test_help_teaches() -> None:
 
 def test_ingest_train_evaluate_recommend(toy: Path, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'k.db'}"
-    res = runner.invoke(app, ["ingest", str(toy), "--format", "recbole", "--name", "toy", "--db", db])
+    res = runner.invoke(
+        app, ["ingest", str(toy), "--format", "recbole", "--name", "toy", "--db", db]
+    )
     assert res.exit_code == 0, res.output
     again = runner.invoke(
         app, ["ingest", str(toy), "--format", "recbole", "--name", "toy", "--db", db]

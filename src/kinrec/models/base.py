@@ -5,8 +5,7 @@ and implements four hooks:
 
 * ``_fit(train, valid, validator, progress)``: learn from indexed interactions.
 * ``score(users, items=None)``: a dense ``len(users) x n_items`` (or ``x len(items)``) array.
-* ``_state()`` / ``_load_state(arrays, meta)``: the learned arrays (saved as safetensors) and
-  small JSON-able extras.
+* ``_state()`` / ``_load_state(arrays)``: the learned arrays (saved as safetensors).
 
 Everything else (vocabularies, seen-item exclusion, artifact layout, atomic writes) lives here.
 Iterative models get a ``validator`` callable (model -> validation NDCG@10) built by the caller
