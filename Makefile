@@ -17,6 +17,7 @@ demo: $(BIN)/kinrec
 	$(BIN)/kinrec demo
 
 test: $(BIN)/kinrec
+	$(BIN)/ruff check src tests benchmarks
 	KINREC_DATA_DIR=$${KINREC_DATA_DIR:-$(SHARED)/datasets} HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: $(BIN)/kinrec
