@@ -354,8 +354,18 @@ class Engine:
         exclude_seen: bool = True,
         category: str | None = None,
     ) -> dict[str, Any]:
-        """Top-``k`` items for a user, with a reason each; cached until the user or the
-        catalogue changes."""
+        """Top-``k`` items for a user, with a reason each."""
+        return json.loads(self.recommend_json(user_id, k, exclude_seen, category))
+
+    def recommend_json(
+        self,
+        user_id: str,
+        k: int = 10,
+        exclude_seen: bool = True,
+        category: str | None = None,
+    ) -> bytes:
+        """:meth:`recommend` as a JSON document, cached until the user or the catalogue
+        changes (as bytes: one object per entry for the garbage collector, no re-encoding)."""
         key = (k, exclude_seen, category)
         cached = self.cache.get(user_id, key)
         if cached is not None:
@@ -364,8 +374,9 @@ class Engine:
         self.metrics.cache.labels("miss").inc()
         with self.lock:
             result = self._recommend(user_id, k, exclude_seen, category)
-            self.cache.put(user_id, key, result)
-        return result
+            body = json.dumps(result, ensure_ascii=False).encode("utf-8")
+            self.cache.put(user_id, key, body)
+        return body
 
     def _recommend(
         self, user_id: str, k: int, exclude_seen: bool, category: str | None

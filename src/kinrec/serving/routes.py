@@ -127,7 +127,8 @@ async def recommendations(
     ] = None,
 ) -> Response:
     """The user's top-k items, ranked, each with a reason. Unknown users get popular items."""
-    return _json(engine.recommend(user_id, k, exclude_seen, category))
+    body = engine.recommend_json(user_id, k, exclude_seen, category)
+    return Response(body, media_type="application/json")
 
 
 @router.get(
