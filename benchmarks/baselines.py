@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the iterative models")
     args = parser.parse_args()
     split_dir = SHARED / "benchmarks" / args.split
-    console = Console()
+    console = Console(width=200)
     rows, raw = [], {}
     for model in args.models.split(","):
         seeds = args.seeds if model in ("bpr", "lightgcn") else 1
@@ -109,7 +109,7 @@ def main() -> None:
     note = (
         f"Command: `{cmd}`. Mean ± sd over seeds (BPR/LightGCN); ratio = kinrec NDCG@10 / RecBole "
         "NDCG@10. RecBole's Pop counts items per training batch (REFERENCE.md caveat); kinrec's "
-        "pop is true popularity. Train seconds: kinrec on 2 threads; RecBole: 1 thread, other "
+        "pop is true popularity. Train seconds: kinrec BPR/LightGCN on 1 torch thread (their default), validation included; RecBole: 1 thread, other "
         "core busy (compare ratios, not absolutes).\n"
     )
     (RESULTS / f"baselines-{args.split}.md").write_text(

@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter-steps", type=int, default=150)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=200)
     cold_dir = SHARED / "benchmarks" / "ml-100k-cold"
     amazon_dir = SHARED / "datasets" / "amazon-scientific"
     records: dict[str, list[dict]] = {}

@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     sections = args.sections.split(",")
-    console = Console()
+    console = Console(width=200)
     raw: dict[str, dict] = {}
     md = [f"# Transfer model\n\nCommand: `python benchmarks/transfer.py --sections "
           f"{args.sections} --seeds {args.seeds}`.\n"]  # fmt: skip
