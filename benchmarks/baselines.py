@@ -109,7 +109,8 @@ def main() -> None:
     note = (
         f"Command: `{cmd}`. Mean ± sd over seeds (BPR/LightGCN); ratio = kinrec NDCG@10 / RecBole "
         "NDCG@10. RecBole's Pop counts items per training batch (REFERENCE.md caveat); kinrec's "
-        "pop is true popularity. Train seconds: kinrec BPR/LightGCN on 1 torch thread (their default), validation included; RecBole: 1 thread, other "
+        "pop is true popularity. Train seconds: kinrec BPR/LightGCN on 1 torch thread (their "
+        "default), validation included; RecBole: 1 thread, other "
         "core busy (compare ratios, not absolutes).\n"
     )
     (RESULTS / f"baselines-{args.split}.md").write_text(
