@@ -6,7 +6,7 @@ process). Sections:
   cold   ml-100k-cold: COLD and WARM segments, kinformer vs lightgcn, lm-knn, LightFM numbers
   ablate ml-100k-cold: kinformer with one component switched off per row
   ml-1m  kinformer vs RecBole's best (EASE) with training time and peak memory
-Writes benchmarks/results/transfer.{md,json}.
+Writes benchmarks/results/transfer-<sections>.{md,json}.
 
     python benchmarks/transfer.py --sections warm,cold,ablate,ml-1m --seeds 3
 """
@@ -145,8 +145,9 @@ def main() -> None:
     text = "\n".join(md) + "\n"
     console.print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "transfer.md").write_text(text)
-    (RESULTS / "transfer.json").write_text(json.dumps(raw))
+    stem = "transfer-" + "-".join(sections)
+    (RESULTS / f"{stem}.md").write_text(text)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(raw))
 
 
 if __name__ == "__main__":
