@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= $(abspath ../shared)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench serve bench-serving clean
 
 $(BIN)/kinrec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ lint: $(BIN)/kinrec
 
 bench: $(BIN)/kinrec
 	$(BIN)/python benchmarks/baselines.py
+
+serve: $(BIN)/kinrec
+	$(BIN)/kinrec serve --model-dir runs/demo-model --db sqlite:///runs/demo.db --insecure-no-auth
+
+bench-serving: $(BIN)/kinrec
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf runs .pytest_cache

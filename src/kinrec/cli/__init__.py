@@ -25,6 +25,7 @@ from kinrec.cli.common import (
 )
 from kinrec.cli.common import errors_as_messages as _errors_as_messages
 from kinrec.config import DEFAULT_DB_URL, PipelineConfig, model_params_from_toml
+from kinrec.serving.cli import keys_app, serve
 
 app = typer.Typer(
     help=(
@@ -43,6 +44,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(knowledge.kg_app, name="kg")
 app.command()(knowledge.encode)
 app.command()(knowledge.adapt)
+app.command("serve")(serve)
+app.add_typer(keys_app, name="keys")
 
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> Table:
