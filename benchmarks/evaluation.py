@@ -1,4 +1,4 @@
-"""Speed of full-ranking evaluation on ml-1m (6,040 users x 3,706 items), target < 5 s.
+"""Speed of full-ranking evaluation on ml-1m (6,040 users x 3,883 catalogue items), target < 5 s.
 
 Times `evaluate` on the test part (train+valid masked, K in 5/10/20/50, cold/warm and user
 activity segments) with (a) a precomputed score matrix (evaluation cost alone) and (b) EASE
