@@ -317,7 +317,7 @@ class TransferRecommender(Recommender):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss)
+                total += loss.item()
                 steps += 1
             self._refresh(text, entities, base_available, propagate)
             return total / max(steps, 1)
