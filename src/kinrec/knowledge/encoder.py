@@ -185,6 +185,7 @@ class EncodeStats:
     encoded: int = 0  # texts run through the model
     batches: int = 0  # model forward passes
     seconds: float = 0.0  # time spent in the model (tokenising included)
+    threads: int = 0  # torch threads of the last model run
 
 
 # ------------------------------------------------------------------------------ caches
@@ -547,8 +548,9 @@ class TextEncoder:
             else nullcontext()
         )
         model = self.model
+        threads = resolve_threads(config.num_threads, n)
         with (
-            torch_threads(resolve_threads(config.num_threads, n)),
+            torch_threads(threads),
             torch.inference_mode(),
             autocast,
             bar or nullcontext(),
@@ -563,6 +565,7 @@ class TextEncoder:
                     bar.advance(bar.task_ids[0], len(index))
         self.stats.encoded += n
         self.stats.batches += len(batches)
+        self.stats.threads = threads
         self.stats.seconds += time.perf_counter() - start
         return out
 
