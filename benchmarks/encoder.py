@@ -306,6 +306,7 @@ def adaptation(args: argparse.Namespace) -> dict:
                     "base_params": info.base_params,
                     "eval_loss_before": round(info.initial_loss or float("nan"), 5),
                     "eval_loss_after": round(info.final_loss or float("nan"), 5),
+                    "eval_losses": info.eval_losses,
                     "load_before": before,
                     "config": info.config.model_dump(mode="json"),
                 }
@@ -354,6 +355,10 @@ def main() -> None:
         result["adaptation"] = adaptation(args)
     json_path.write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / f"{args.out}.md").write_text(markdown(result))
+
+
+def _parts(losses: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in losses.items() if k != "total") or "-"
 
 
 def md_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
@@ -411,16 +416,20 @@ def markdown(result: dict) -> str:
             f"`{a['command']}`: AdaptConfig defaults (rank {a['runs'][0]['config']['rank']}, "
             "query/value, "
             f"1 epoch, batch {a['runs'][0]['config']['batch_size']}, max_seq_length "
-            f"{a['runs'][0]['config']['max_seq_length']}). Eval loss: SimCSE loss on the first "
-            "256 texts, fixed batches and dropout seed, before and after.",
+            f"{a['runs'][0]['config']['max_seq_length']}). Objective: the training loss (SimCSE, "
+            "+ pair InfoNCE with pairs) on the first 256 texts and 256 seeded sample pairs, fixed "
+            "batches and dropout seed, before and after training.",
             "",
             *md_table(
                 ["objective", "texts", "pairs", "steps", "seconds", "trainable / base params",
-                 "eval loss before", "eval loss after", "1-min load before"],
+                 "objective before", "objective after", "parts before", "parts after",
+                 "1-min load before"],
                 [
                     [r["objective"], str(r["texts"]), str(r["pairs"]), str(r["steps"]),
                      f"{r['seconds']:.1f}", f"{r['trainable_params']:,} / {r['base_params']:,}",
                      f"{r['eval_loss_before']:.4f}", f"{r['eval_loss_after']:.4f}",
+                     _parts(r.get("eval_losses", {}).get("before", {})),
+                     _parts(r.get("eval_losses", {}).get("after", {})),
                      f"{r['load_before']['load1']:.1f}"]
                     for r in a["runs"]
                 ],

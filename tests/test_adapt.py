@@ -64,6 +64,10 @@ def test_adaptation_lowers_the_contrastive_loss(trained):
     assert info.steps == 6 and info.stopped_by == "max_steps"
     assert info.initial_loss is not None and info.final_loss is not None
     assert info.final_loss < info.initial_loss
+    before, after = info.eval_losses["before"], info.eval_losses["after"]
+    assert set(before) == {"simcse", "pairs", "total"}
+    assert before["total"] == pytest.approx(before["simcse"] + CONFIG.pair_weight * before["pairs"])
+    assert after["simcse"] < before["simcse"]
     assert info.n_texts == len(CORPUS) and info.n_pairs == 3
 
 

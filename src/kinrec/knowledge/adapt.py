@@ -71,7 +71,8 @@ class AdaptConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     max_seq_length: int = Field(64, ge=8)
     eval_texts: int = Field(256, ge=0)
-    """Texts on which the contrastive loss is measured before and after training (0: skip)."""
+    """Texts (and as many caller pairs) on which the objective is measured before and after
+    training (0: skip)."""
     seed: int = 0
     num_threads: int | Literal["auto"] | None = "auto"
     """torch threads while training (as :attr:`EncoderConfig.num_threads`)."""
@@ -96,7 +97,11 @@ class AdapterInfo(BaseModel):
     trainable_params: int
     base_params: int
     initial_loss: float | None
+    """The training objective (SimCSE + pair_weight x pair loss) on fixed eval texts and pairs,
+    with fixed batches and dropout seed, before training; ``None`` when ``eval_texts=0``."""
     final_loss: float | None
+    eval_losses: dict[str, dict[str, float]]
+    """``{"before"|"after": {"simcse": ..., "pairs": ..., "total": ...}}``."""
     train_loss_first: float
     train_loss_last: float
     seconds: float
@@ -166,6 +171,33 @@ def contrastive_loss(
             if len(batch) < 2:
                 continue
             losses.append(float(simcse_loss(model, batch, temperature)))
+            weights.append(len(batch))
+    model.train(was_training)
+    return float(np.average(losses, weights=weights)) if losses else float("nan")
+
+
+def pair_loss(
+    model: Any,
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int,
+    temperature: float,
+    seed: int = 0,
+) -> float:
+    """Mean in-batch InfoNCE over text pairs in fixed batches with a fixed dropout seed."""
+    import torch
+
+    was_training = model.training
+    model.train()
+    losses, weights = [], []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            if len(batch) < 2:
+                continue
+            za = _embed(model, [a for a, _ in batch])
+            zb = _embed(model, [b for _, b in batch])
+            losses.append(float(_info_nce(za, zb, temperature)))
             weights.append(len(batch))
     model.train(was_training)
     return float(np.average(losses, weights=weights)) if losses else float("nan")
@@ -295,11 +327,31 @@ def adapt(
 
         eval_set = unique[: config.eval_texts]
         eval_batch = min(config.batch_size, max(2, len(eval_set)))
-        initial = (
-            contrastive_loss(model, eval_set, eval_batch, config.temperature, config.seed + 1)
-            if eval_set
-            else None
-        )
+        eval_rng = np.random.default_rng(config.seed + 2)
+        eval_pairs = [
+            (unique[pair_index[k][0]], unique[pair_index[k][1]])
+            for k in eval_rng.permutation(len(pair_index))[: config.eval_texts]
+        ]
+
+        def objective() -> dict[str, float]:
+            """The training objective on fixed eval texts and pairs (empty: no eval set)."""
+            if not eval_set:
+                return {}
+            out = {
+                "simcse": contrastive_loss(
+                    model, eval_set, eval_batch, config.temperature, config.seed + 1
+                )
+            }
+            total = out["simcse"]
+            if len(eval_pairs) >= 2 and config.pair_weight > 0:
+                out["pairs"] = pair_loss(
+                    model, eval_pairs, eval_batch, config.temperature, config.seed + 3
+                )
+                total += config.pair_weight * out["pairs"]
+            out["total"] = total
+            return out
+
+        before = objective()
 
         optimizer = torch.optim.AdamW(
             list(trainable.values()), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -352,11 +404,7 @@ def adapt(
                 if stopped_by != "epochs":
                     break
         model.eval()
-        final = (
-            contrastive_loss(model, eval_set, eval_batch, config.temperature, config.seed + 1)
-            if eval_set
-            else None
-        )
+        after = objective()
     seconds = time.perf_counter() - start
 
     info_fields: dict[str, Any] = {
@@ -371,8 +419,9 @@ def adapt(
         "stopped_by": stopped_by,
         "trainable_params": n_trainable,
         "base_params": base_params,
-        "initial_loss": initial,
-        "final_loss": final,
+        "initial_loss": before.get("total"),
+        "final_loss": after.get("total"),
+        "eval_losses": {"before": before, "after": after},
         "train_loss_first": losses[0] if losses else float("nan"),
         "train_loss_last": float(np.mean(losses[-10:])) if losses else float("nan"),
         "seconds": seconds,
