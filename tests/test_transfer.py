@@ -188,3 +188,21 @@ def test_transfer_fold_in_and_new_items(data) -> None:
     ids = model.item_map.ids()
     food_scores = [s for s, i in zip(scores, ids, strict=True) if i.startswith("food")]
     assert scores[-1] > np.median(food_scores)
+
+
+def test_transfer_cold_offset_is_chosen_on_validation(data) -> None:
+    from kinrec.evaluation.protocol import ndcg_validator
+
+    _, split = data
+    model = create_model("kinformer", {"max_epochs": 6, "batch_size": 64})
+    model.fit(
+        split.train, split.valid, validator=ndcg_validator(split.train, split.valid),
+        side=split.dataset,
+    )  # fmt: skip
+    search = model.fit_info["cold_boost_search"]
+    assert model.cold_boost == float(max(search, key=search.get))
+    cold = np.bincount(split.train.items, minlength=split.n_items) == 0
+    raw = model.user_final[:3] @ model.item_final.T / model.config.temperature
+    shift = model.score(np.arange(3)) - raw
+    expected = model.prior_weight * model.prior + model.cold_boost * cold
+    np.testing.assert_allclose(shift, np.tile(expected, (3, 1)), atol=1e-4)

@@ -82,6 +82,15 @@ class TransferConfig(IterativeConfig):
     popularity_prior: bool = Field(
         True, description="add a content-predicted popularity prior, weight chosen on valid"
     )
+    cold_calibration: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description=(
+            "share of warm items scored from content alone on validation to choose the score "
+            "offset of items without interactions (0: no offset)"
+        ),
+    )
 
 
 class _FusionNetwork(nn.Module):
@@ -194,6 +203,8 @@ class TransferRecommender(Recommender):
         self.gate_weights: np.ndarray | None = None
         self.prior: np.ndarray | None = None
         self.prior_weight = 0.0
+        self.cold_boost = 0.0
+        self.item_content: np.ndarray | None = None  # content-only item vectors
 
     # ----------------------------------------------------------------- training
     def _fit(
@@ -213,6 +224,42 @@ class TransferRecommender(Recommender):
         )
         if cfg.popularity_prior:
             choose_prior_weight(self, validator)
+        self.cold_boost = 0.0
+        if cfg.cold_calibration > 0 and valid is not None and len(valid):
+            self._calibrate_cold(train, valid)
+
+    COLD_BOOSTS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+    def _calibrate_cold(self, train: Interactions, valid: Interactions) -> None:
+        """Choose the score offset of content-only items on validation.
+
+        A seeded share of warm items is scored from its content view alone (as new items are)
+        and the offset that maximises overall validation NDCG@10 is kept: too low and new
+        items never surface, too high and they crowd out what the user would pick.
+        """
+        from kinrec.evaluation.protocol import evaluate_scores
+
+        warm = np.flatnonzero(self.item_degree > 0)
+        rng = np.random.default_rng(self.config.seed)
+        size = max(1, int(self.config.cold_calibration * len(warm)))
+        pseudo = np.zeros(len(self.item_final), dtype=bool)
+        pseudo[rng.choice(warm, size=size, replace=False)] = True
+        content = self.item_content[pseudo]
+        offset = self.item_offset()  # the popularity prior (cold_boost is still 0 here)
+        results = {}
+        for boost in self.COLD_BOOSTS:
+
+            def scorer(users: np.ndarray, boost: float = boost) -> np.ndarray:
+                u = self.user_final[users]
+                scores = u @ self.item_final.T / self._scale + offset
+                scores[:, pseudo] = u @ content.T / self._scale + boost + offset[pseudo]
+                return scores
+
+            result = evaluate_scores(scorer, valid, [train], ks=(10,), batch_size=2048)
+            results[boost] = result.metrics["ndcg@10"]
+        self.cold_boost = max(results, key=results.get)
+        self.fit_info["cold_boost_search"] = {str(k): round(v, 5) for k, v in results.items()}
+        self.fit_info["cold_boost"] = self.cold_boost
 
     @staticmethod
     def _prior_features(content: ItemContent) -> sp.csr_matrix:
@@ -364,6 +411,9 @@ class TransferRecommender(Recommender):
         self.item_layers = torch.stack(item_layers[: self.config.n_layers]).numpy().copy()
         self.item_final = self._finish(items.numpy())
         self.user_final = self._finish(users.numpy())
+        content_only = avail_t.clone()
+        content_only[:, 0] = False
+        self.item_content = self._finish(net(text, entities, content_only)[0].numpy())
 
     def _finish(self, vectors: np.ndarray) -> np.ndarray:
         if self.config.similarity == "cosine":
@@ -372,18 +422,37 @@ class TransferRecommender(Recommender):
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
-        return (self.item_layers, self.item_final, self.user_final, self.gate_weights)
+        return (
+            self.item_layers,
+            self.item_final,
+            self.user_final,
+            self.gate_weights,
+            self.item_content,
+        )
 
     def _set_arrays(self, arrays) -> None:
-        self.item_layers, self.item_final, self.user_final, self.gate_weights = arrays
+        (
+            self.item_layers,
+            self.item_final,
+            self.user_final,
+            self.gate_weights,
+            self.item_content,
+        ) = arrays
 
     # ----------------------------------------------------------------- inference
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         item_vectors = self.item_final if items is None else self.item_final[items]
         scores = (self.user_final[users] @ item_vectors.T) / self._scale
+        offset = self.item_offset()
+        return scores + (offset if items is None else offset[items])
+
+    def item_offset(self) -> np.ndarray:
+        """Per-item score offset: popularity prior, plus the calibrated boost of items
+        without interactions."""
+        offset = np.zeros(len(self.item_final), dtype=np.float32)
         if self.prior_weight and self.prior is not None:
-            scores += self.prior_weight * (self.prior if items is None else self.prior[items])
-        return scores
+            offset += self.prior_weight * self.prior
+        return offset + self.cold_boost * (self.item_degree == 0)
 
     @property
     def _scale(self) -> float:
@@ -405,7 +474,7 @@ class TransferRecommender(Recommender):
         scale = w / np.sqrt(len(items) * np.maximum(self.item_degree[items], 1))
         layers = [scale @ layer[items] for layer in self.item_layers]
         user = self._finish(np.sum(layers, axis=0)[None, :] / (len(layers) + 1))[0]
-        return (self.item_final @ user) / self._scale + self.prior_weight * self.prior
+        return (self.item_final @ user) / self._scale + self.item_offset()
 
     def add_items(self, item_ids: list[str], side: Dataset) -> None:
         """Append new items scored from their text and knowledge-graph views alone."""
@@ -432,6 +501,7 @@ class TransferRecommender(Recommender):
         pad[0] = x_new
         self.item_layers = np.concatenate([self.item_layers, pad], axis=1)
         self.item_final = np.vstack([self.item_final, self._finish(x_new)])
+        self.item_content = np.vstack([self.item_content, self._finish(x_new)])
         self.item_degree = np.concatenate([self.item_degree, np.zeros(len(new))])
         new_content = ItemContent(text, has_text, incidence, c.entity_ids, c.entity_idf)
         self.prior = np.concatenate(
@@ -468,6 +538,8 @@ class TransferRecommender(Recommender):
             entity_names=np.frombuffer(json.dumps(c.entity_ids).encode(), dtype=np.uint8),
             prior=self.prior,
             prior_weight=np.array([self.prior_weight]),
+            cold_boost=np.array([self.cold_boost]),
+            item_content=self.item_content,
             **self.popularity.state(),
         )
         return state
@@ -480,6 +552,8 @@ class TransferRecommender(Recommender):
         self.gate_weights = arrays["gate_weights"]
         self.prior = arrays["prior"]
         self.prior_weight = float(arrays["prior_weight"][0])
+        self.cold_boost = float(arrays["cold_boost"][0])
+        self.item_content = arrays["item_content"]
         self.popularity = PopularityPrior.from_state(arrays)
         n_items = self.item_final.shape[0]
         entities = sp.csr_matrix(
