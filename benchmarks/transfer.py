@@ -42,6 +42,7 @@ ABLATIONS = {
     "- adapter (frozen LM embedding, fixed PCA)": {"text_adapter": "frozen"},
     "- ID dropout": {"id_dropout": 0.0},
     "- popularity prior": {"popularity_prior": False},
+    "- cold-offset calibration": {"cold_calibration": 0.0},
 }
 
 
