@@ -250,41 +250,18 @@ def print_throughput(result: dict, reps: int) -> None:
     console.print(f"load at the end: {meta['load_end']}")
 
 
-def kg_pairs(dataset, max_items: int = 30, max_pairs: int = 5000, seed: int = 0):
-    """Pairs of item rows that share a knowledge-graph neighbour held by at most max_items."""
-    row = {str(i): k for k, i in enumerate(dataset.items["item_id"])}
-    entity_items: dict[str, list[int]] = {}
-    for item, entity in zip(dataset.links["item_id"], dataset.links["entity_id"], strict=True):
-        if str(item) in row:
-            entity_items.setdefault(str(entity), []).append(row[str(item)])
-    groups: dict[str, set[int]] = {}
-    for head, tail in zip(dataset.triples["head"], dataset.triples["tail"], strict=True):
-        for k in entity_items.get(str(head), ()):
-            groups.setdefault(str(tail), set()).add(k)
-    pairs = {
-        (a, b)
-        for members in groups.values()
-        if 2 <= len(members) <= max_items
-        for a in members
-        for b in members
-        if a < b
-    }
-    ordered = sorted(pairs)
-    rng = np.random.default_rng(seed)
-    if len(ordered) > max_pairs:
-        ordered = [ordered[i] for i in sorted(rng.choice(len(ordered), max_pairs, replace=False))]
-    return ordered
-
-
 def adaptation(args: argparse.Namespace) -> dict:
     """LoRA adaptation time on ML-100K item texts (SimCSE; SimCSE + KG pairs) and its cost."""
+    from kinrec.cli.knowledge import kg_positive_pairs
     from kinrec.data.loaders import load_recbole_atomic
     from kinrec.knowledge.adapt import AdaptConfig, adapt
 
     dataset = load_recbole_atomic(DATA / "ml-100k")
-    texts = [t for _, t in render_item_texts(dataset)]
+    rendered = render_item_texts(dataset)
+    texts = [t for _, t in rendered]
     runs = []
-    pairs = kg_pairs(dataset)
+    # The pairs `kinrec adapt --kg-pairs` uses (neighbours shared by at most 30 items).
+    pairs = kg_positive_pairs(dataset, [i for i, _ in rendered], max_items=30, max_pairs=5000)
     with tempfile.TemporaryDirectory() as tmp:
         for label, use_pairs in (("SimCSE", False), ("SimCSE + KG-neighbour pairs", True)):
             if use_pairs and not args.adapt_pairs:

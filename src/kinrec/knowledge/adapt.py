@@ -40,6 +40,7 @@ from kinrec.knowledge.encoder import (
     ADAPTER_META,
     load_sentence_transformer,
     model_id_for,
+    progress_bar,
     resolve_threads,
     torch_threads,
 )
@@ -152,13 +153,9 @@ def simcse_loss(model: Any, texts: Sequence[str], temperature: float) -> Any:
     return _info_nce(z[: len(texts)], z[len(texts) :], temperature)
 
 
-def contrastive_loss(
-    model: Any, texts: Sequence[str], batch_size: int, temperature: float, seed: int = 0
-) -> float:
-    """Mean SimCSE loss over ``texts`` in fixed batches with a fixed dropout seed (no update).
-
-    Comparable before and after training: same batches, same dropout masks.
-    """
+def _fixed_eval(model: Any, batches: Sequence[Any], loss: Any, seed: int) -> float:
+    """Mean of ``loss(batch)`` over batches (weighted by size) with dropout on, no gradients
+    and a fixed dropout seed: comparable before and after training."""
     import torch
 
     was_training = model.training
@@ -166,14 +163,35 @@ def contrastive_loss(
     losses, weights = [], []
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start : start + batch_size]
-            if len(batch) < 2:
-                continue
-            losses.append(float(simcse_loss(model, batch, temperature)))
-            weights.append(len(batch))
+        for batch in batches:
+            if len(batch) >= 2:
+                losses.append(float(loss(batch)))
+                weights.append(len(batch))
     model.train(was_training)
     return float(np.average(losses, weights=weights)) if losses else float("nan")
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def pair_batch_loss(model: Any, pairs: Sequence[tuple[str, str]], temperature: float) -> Any:
+    """In-batch InfoNCE of one batch of related text pairs (the other pairs are negatives)."""
+    za = _embed(model, [a for a, _ in pairs])
+    zb = _embed(model, [b for _, b in pairs])
+    return _info_nce(za, zb, temperature)
+
+
+def contrastive_loss(
+    model: Any, texts: Sequence[str], batch_size: int, temperature: float, seed: int = 0
+) -> float:
+    """Mean SimCSE loss over ``texts`` in fixed batches with a fixed dropout seed (no update)."""
+    return _fixed_eval(
+        model,
+        _chunks(texts, batch_size),
+        lambda batch: simcse_loss(model, batch, temperature),
+        seed,
+    )
 
 
 def pair_loss(
@@ -184,23 +202,12 @@ def pair_loss(
     seed: int = 0,
 ) -> float:
     """Mean in-batch InfoNCE over text pairs in fixed batches with a fixed dropout seed."""
-    import torch
-
-    was_training = model.training
-    model.train()
-    losses, weights = [], []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[start : start + batch_size]
-            if len(batch) < 2:
-                continue
-            za = _embed(model, [a for a, _ in batch])
-            zb = _embed(model, [b for _, b in batch])
-            losses.append(float(_info_nce(za, zb, temperature)))
-            weights.append(len(batch))
-    model.train(was_training)
-    return float(np.average(losses, weights=weights)) if losses else float("nan")
+    return _fixed_eval(
+        model,
+        _chunks(pairs, batch_size),
+        lambda batch: pair_batch_loss(model, batch, temperature),
+        seed,
+    )
 
 
 def _check_pairs(pairs: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
@@ -238,31 +245,6 @@ def _write_atomic(out_dir: Path, write: Any) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _progress(enabled: bool, total: int) -> Any:
-    if not enabled:
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]adapting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    )
-    progress.add_task("adapt", total=total, loss="-")
-    return progress
 
 
 def adapt(
@@ -367,7 +349,7 @@ def adapt(
         stopped_by: Literal["epochs", "max_steps", "time_budget"] = "epochs"
         steps = 0
         model.train()
-        bar = _progress(config.progress, total)
+        bar = progress_bar(config.progress, total, "adapting", loss="-")
         with bar or contextlib.nullcontext():
             for _epoch in range(config.epochs):
                 order = rng.permutation(len(unique))
@@ -384,9 +366,10 @@ def adapt(
                         ]
                         pair_cursor += batch
                         if len(chosen) >= 2:
-                            za = _embed(model, [unique[i] for i, _ in chosen])
-                            zb = _embed(model, [unique[j] for _, j in chosen])
-                            loss = loss + config.pair_weight * _info_nce(za, zb, config.temperature)
+                            texts_ab = [(unique[i], unique[j]) for i, j in chosen]
+                            loss = loss + config.pair_weight * pair_batch_loss(
+                                model, texts_ab, config.temperature
+                            )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

@@ -368,7 +368,12 @@ def torch_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
-def _progress(enabled: bool, total: int, description: str) -> Any:
+def progress_bar(enabled: bool, total: int, description: str, **fields: str) -> Any:
+    """A transient rich progress bar with one task (``None`` when disabled).
+
+    Extra ``fields`` are shown after the count as ``name value`` and can be updated with
+    ``bar.update(bar.task_ids[0], name=...)``.
+    """
     if not enabled:
         return None
     from rich.progress import (
@@ -384,11 +389,12 @@ def _progress(enabled: bool, total: int, description: str) -> Any:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *(TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=True,
     )
-    progress.add_task(description, total=total)
+    progress.add_task(description, total=total, **fields)
     return progress
 
 
@@ -541,7 +547,7 @@ class TextEncoder:
             order = np.arange(n)
         batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)]
         show = config.progress if progress is None else progress
-        bar = _progress(show, n, "encoding")
+        bar = progress_bar(show, n, "encoding")
         autocast = (
             torch.autocast("cpu", dtype=torch.bfloat16)
             if config.precision == "bfloat16"
