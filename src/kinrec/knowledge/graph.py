@@ -485,6 +485,23 @@ class KnowledgeGraph:
         m.data[:] = 1.0
         return m
 
+    def _entity_weights(self, incidence: sp.csr_matrix, idf: bool, max_df: float) -> np.ndarray:
+        """``log(n_items / df)`` per entity (or 1), 0 for entities on one item or > max_df."""
+        df = np.asarray(incidence.sum(axis=0)).ravel()
+        weight = np.log(self.n_items / np.maximum(df, 1)) if idf else np.ones_like(df)
+        weight[(df < 2) | (df > max_df * self.n_items)] = 0.0
+        return weight
+
+    def item_profile_rows(
+        self, relations: Iterable[str] | None = None, idf: bool = True, max_df: float = 1.0
+    ) -> sp.csr_matrix:
+        """Items as L2-normalised, IDF-weighted rows over their 1-hop neighbours (CSR):
+        the dot product of two rows is their shared-neighbour cosine."""
+        incidence = self.item_entity_matrix(relations)
+        x = incidence @ sp.diags(self._entity_weights(incidence, idf, max_df))
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        return (sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ x).tocsr()
+
     def item_similarity_shared_neighbors(
         self,
         relations: Iterable[str] | None = None,
@@ -500,13 +517,9 @@ class KnowledgeGraph:
         weighted Jaccard (shared weight / union weight). Diagonal is zero; float32 CSR.
         """
         incidence = self.item_entity_matrix(relations)
-        df = np.asarray(incidence.sum(axis=0)).ravel()
-        weight = np.log(self.n_items / np.maximum(df, 1)) if idf else np.ones_like(df)
-        weight[(df < 2) | (df > max_df * self.n_items)] = 0.0
+        weight = self._entity_weights(incidence, idf, max_df)
         if measure == "cosine":
-            x = incidence @ sp.diags(weight)
-            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-            x = sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ x
+            x = self.item_profile_rows(relations, idf, max_df)
             sim = (x @ x.T).tocsr()
         elif measure == "jaccard":
             shared = (incidence @ sp.diags(weight) @ incidence.T).tocoo()

@@ -291,13 +291,7 @@ class Catalog:
                 if item in position:
                     node_of[position[item]] = node
             self._node_of = node_of
-            incidence = graph.item_entity_matrix()
-            df = np.asarray(incidence.sum(axis=0)).ravel()
-            weight = np.log(graph.n_items / np.maximum(df, 1))
-            weight[df < 2] = 0.0
-            x = incidence @ sp.diags(weight)
-            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-            self._kg_rows = (sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ x).tocsr()
+            self._kg_rows = graph.item_profile_rows()
         except Exception:  # the graph is an optional view: never fail a request for it
             log.exception("could not build the knowledge graph of %s", self.dataset)
             self._graph = None
