@@ -103,7 +103,7 @@ class _FusionNetwork(nn.Module):
         text = torch.from_numpy(np.asarray(text, dtype=np.float32))
         self.cfg = cfg
         d = cfg.dim
-        self.id_emb = nn.Embedding(n_items, d)
+        self.id_emb = nn.Embedding(n_items if cfg.use_id else 1, d)
         nn.init.normal_(self.id_emb.weight, std=0.1)
         self.text_dim = text.shape[1]
         if cfg.use_text and self.text_dim:
@@ -114,7 +114,8 @@ class _FusionNetwork(nn.Module):
                 self.expert_bias = nn.Parameter(torch.zeros(k, self.text_dim))
                 self.experts = nn.Parameter(torch.randn(k, self.text_dim, d) * self.text_dim**-0.5)
                 self.expert_gate = nn.Linear(self.text_dim, k, bias=False)
-        self.entity_emb = nn.Embedding(max(n_entities, 1), d)
+        # Views switched off keep a one-row table, so parameter counts reflect what trains.
+        self.entity_emb = nn.Embedding(max(n_entities, 1) if cfg.use_kg else 1, d)
         nn.init.normal_(self.entity_emb.weight, std=0.1)
         self.gate = nn.Linear(3 * d, 3)
         self.user_emb = nn.Embedding(n_users, d) if cfg.user_embeddings and n_users else None
