@@ -138,6 +138,13 @@ class Recommender(ABC):
         """
         raise NotImplementedError(f"{self.name} cannot score items it was not trained on")
 
+    def _widen_seen(self) -> None:
+        """Grow the seen matrix to the (extended) catalogue after ``add_items``."""
+        seen = self.seen
+        self.seen = sp.csr_matrix(
+            (seen.data, seen.indices, seen.indptr), shape=(seen.shape[0], len(self.item_map))
+        )
+
     @property
     def supports_new_items(self) -> bool:
         return type(self).add_items is not Recommender.add_items

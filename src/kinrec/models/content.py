@@ -42,8 +42,13 @@ class LMKNN(Recommender):
     Config = LMKNNConfig
     requires_side = True
 
-    def _embed(self):
-        return default_text_embedder(self.config.encoder_path, self.config.adapter_path)
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        """Unit-length text embeddings (zero rows for empty texts)."""
+        embed = default_text_embedder(self.config.encoder_path, self.config.adapter_path)
+        vectors = np.asarray(embed(texts), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors[[not t.strip() for t in texts]] = 0.0
+        return vectors
 
     def _fit(
         self,
@@ -52,10 +57,7 @@ class LMKNN(Recommender):
         validator: Validator | None,
         progress: ProgressCallback | None,
     ) -> None:
-        texts = item_texts(self.side, self.item_map.ids())
-        vectors = np.asarray(self._embed()(texts), dtype=np.float32)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        vectors[[not t.strip() for t in texts]] = 0.0
+        vectors = self._vectors(item_texts(self.side, self.item_map.ids()))
         self.text = vectors
         counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
         self.popularity, self.prior = PopularityPrior.fit(vectors, counts)
@@ -88,14 +90,12 @@ class LMKNN(Recommender):
         new = [i for i in item_ids if i not in self.item_map]
         if not new:
             return
-        texts = item_texts(side, new)
-        vectors = np.asarray(self._embed()(texts), dtype=np.float32)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = self._vectors(item_texts(side, new))
         for i in new:
             self.item_map.add(i)
         self.prior = np.concatenate([self.prior, self.popularity.predict(vectors)])
         self.text = np.vstack([self.text, vectors])
-        self.seen = _widen(self.seen, len(self.item_map))
+        self._widen_seen()
 
     def _state(self) -> dict[str, np.ndarray]:
         return {
@@ -186,7 +186,7 @@ class KGKNN(Recommender):
         self.incidence = sp.vstack([self.incidence, incidence]).tocsr()
         self.prior = np.concatenate([self.prior, self.popularity.predict(incidence)])
         self._build_similarity()
-        self.seen = _widen(self.seen, len(self.item_map))
+        self._widen_seen()
 
     def _state(self) -> dict[str, np.ndarray]:
         import json
@@ -235,7 +235,3 @@ def _top_k_rows(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
         (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
         shape=matrix.shape,
     )
-
-
-def _widen(seen: sp.csr_matrix, n_items: int) -> sp.csr_matrix:
-    return sp.csr_matrix((seen.data, seen.indices, seen.indptr), shape=(seen.shape[0], n_items))

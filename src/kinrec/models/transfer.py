@@ -515,10 +515,7 @@ class TransferRecommender(Recommender):
             c.entity_ids,
             c.entity_idf,
         )
-        self.seen = sp.csr_matrix(
-            (self.seen.data, self.seen.indices, self.seen.indptr),
-            shape=(self.seen.shape[0], len(self.item_map)),
-        )
+        self._widen_seen()
 
     # ----------------------------------------------------------------- persistence
     def _state(self) -> dict[str, np.ndarray]:
