@@ -79,6 +79,9 @@ class TransferConfig(IterativeConfig):
     patience: int = Field(8, ge=1, description="validations (every eval_every epochs) w/o gain")
     eval_every: int = Field(2, ge=1)
     encoder_path: str | None = Field(None, description="local sentence-transformers folder")
+    adapter_path: str | None = Field(
+        None, description="LoRA adapter folder for the encoder (kinrec adapt); swap to compare"
+    )
     popularity_prior: bool = Field(
         True, description="add a content-predicted popularity prior, weight chosen on valid"
     )
@@ -269,7 +272,7 @@ class TransferRecommender(Recommender):
     def _embedder(self):
         from kinrec.knowledge.features import default_text_embedder
 
-        return default_text_embedder(self.config.encoder_path)
+        return default_text_embedder(self.config.encoder_path, self.config.adapter_path)
 
     def _train(self, train, validator, progress, rng: np.random.Generator) -> None:
         cfg: TransferConfig = self.config
