@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -108,54 +109,152 @@ def encode(
     )
 
 
+class PairSource(StrEnum):
+    kg = "kg"
+    interactions = "interactions"
+    none = "none"
+
+
+class Method(StrEnum):
+    lora = "lora"
+    full = "full"
+
+
 def adapt(
     dataset: DatasetArg = "ml-100k",
     db: DbOption = "sqlite:///kinrec.db",
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder.")] = Path(
-        "runs/adapter"
-    ),
+    split_dir: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Read items (and, for --pairs interactions, the TRAIN interactions) from a "
+            "split folder (NAME.train.inter, NAME.item, ...) instead of the store. Valid and "
+            "test rows are never read.",
+        ),
+    ] = None,
+    pairs: Annotated[
+        PairSource,
+        typer.Option(
+            help="Positive pairs next to SimCSE. kg: items sharing a rare knowledge-graph "
+            "neighbour (director, brand, ...); interactions: supervised two-tower pairs, two "
+            "items of one user in the train part of --split-dir (required); none: SimCSE only.",
+        ),
+    ] = PairSource.kg,
+    kg_pairs: Annotated[
+        bool, typer.Option(help="--no-kg-pairs: same as --pairs none (when --pairs is kg).")
+    ] = True,
+    method: Annotated[
+        Method,
+        typer.Option(
+            help="lora: train a LoRA adapter, base frozen (use as adapter_path); full: train "
+            "all encoder weights and write a whole model folder (use as encoder_path).",
+        ),
+    ] = Method.lora,
+    simcse_weight: Annotated[
+        float, typer.Option(min=0.0, help="Weight of SimCSE; 0 = pure pair (two-tower) loss.")
+    ] = 1.0,
+    max_pairs: Annotated[int, typer.Option(min=1, help="Most pairs sampled.")] = 20000,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder (default: runs/adapter for lora, runs/encoder-full for full).",
+        ),
+    ] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 1,
     max_steps: Annotated[int | None, typer.Option(min=1)] = None,
     time_budget: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    kg_pairs: Annotated[
-        bool, typer.Option(help="Also pull together items that share a rare KG neighbour.")
-    ] = True,
+    batch_size: Annotated[int, typer.Option(min=2, help="Texts or pairs per step.")] = 32,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Default: 5e-4 for lora, 2e-5 for full.")
+    ] = None,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 8,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch threads (default: the idle CPUs, at most 2).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of pair sampling, batches and dropout.")] = 0,
 ) -> None:
-    """Self-supervised domain adaptation of the text encoder with LoRA (base weights frozen).
+    """Adapt the text encoder to the catalogue: LoRA adapter (default) or full fine-tuning.
 
-    Objective: SimCSE (two dropout views of each item text) plus, with --kg-pairs, positive
-    pairs of items sharing a specific knowledge-graph neighbour (same director, brand, ...).
+    Objective: SimCSE (two dropout views of each item text, weight --simcse-weight) plus
+    positive pairs (--pairs): items sharing a specific knowledge-graph neighbour, or, with
+    --pairs interactions --split-dir DIR, two items one user had in the split's train part
+    (two-tower: query and candidate share the encoder; in-batch negatives, repeated items
+    masked). Examples:
+
+      kinrec adapt -d ml-100k                              # SimCSE + KG pairs, LoRA
+
+      kinrec adapt --split-dir DIR --pairs interactions --simcse-weight 0 -o runs/two-tower
+
+      kinrec adapt --split-dir DIR --pairs interactions --method full -o runs/encoder-full
     """
-    from kinrec.knowledge.adapt import AdaptConfig
+    from kinrec.knowledge.adapt import AdaptConfig, interaction_pairs
     from kinrec.knowledge.adapt import adapt as run_adapt
     from kinrec.knowledge.encoder import bundled_model_path
+    from kinrec.knowledge.features import item_texts
     from kinrec.knowledge.text import render_item_texts
 
+    source = pairs.value if (pairs != PairSource.kg or kg_pairs) else "none"
+    if out_dir is None:
+        out_dir = Path("runs/adapter" if method == Method.lora else "runs/encoder-full")
     with errors_as_messages():
-        _, ds = _dataset(db, dataset)
-        pairs_text = render_item_texts(ds)
-        texts = [t for _, t in pairs_text]
-        pairs = kg_positive_pairs(ds, [i for i, _ in pairs_text]) if kg_pairs else None
+        if source == "interactions" and split_dir is None:
+            raise ValueError(
+                "--pairs interactions needs --split-dir: pairs come from a split's train part "
+                "only (the store's dataset has no split, so its test rows would leak in)"
+            )
+        if split_dir is not None:
+            from kinrec.pipeline import load_split_folder
+
+            split = load_split_folder(split_dir)
+            if split.dataset is None:
+                raise ValueError(f"{split_dir} has no item file, so no item texts")
+            ds, item_ids = split.dataset, split.train.item_map.ids()
+            texts = item_texts(ds, item_ids)
+        else:
+            _, ds = _dataset(db, dataset)
+            rendered = render_item_texts(ds)
+            item_ids, texts = [i for i, _ in rendered], [t for _, t in rendered]
+        chosen = None
+        if source == "kg":
+            chosen = kg_positive_pairs(ds, item_ids, max_pairs=max_pairs, seed=seed)
+        elif source == "interactions":
+            chosen = interaction_pairs(split.train, max_pairs=max_pairs, seed=seed)
+        options: dict[str, object] = {}
+        if learning_rate is not None:
+            options["learning_rate"] = learning_rate
         cfg = AdaptConfig(
-            epochs=epochs, max_steps=max_steps, time_budget_s=time_budget, rank=rank, progress=True
+            method=method.value,
+            simcse_weight=simcse_weight,
+            epochs=epochs,
+            max_steps=max_steps,
+            time_budget_s=time_budget,
+            batch_size=batch_size,
+            rank=rank,
+            seed=seed,
+            num_threads=threads if threads is not None else "auto",
+            progress=True,
+            **options,
         )
-        info = run_adapt(bundled_model_path(), texts, cfg, out_dir, pairs=pairs)
-    out.print(
-        _stats_table(
-            f"adapter -> {info.path}",
-            {
-                "texts": info.n_texts,
-                "KG pairs": info.n_pairs,
-                "steps": info.steps,
-                "trainable params (LoRA)": info.trainable_params,
-                "frozen base params": info.base_params,
-                "contrastive loss before": info.initial_loss,
-                "contrastive loss after": info.final_loss,
-                "seconds": round(info.seconds, 1),
-            },
-        )
-    )
+        info = run_adapt(bundled_model_path(), texts, cfg, out_dir, pairs=chosen)
+    before, after = info.eval_losses["before"], info.eval_losses["after"]
+    rows: dict[str, object] = {
+        "method": info.method,
+        "texts": info.n_texts,
+        f"pairs ({source})": info.n_pairs,
+        "steps": info.steps,
+        "trainable params": info.trainable_params,
+        "frozen params": info.frozen_params,
+    }
+    for part in ("simcse", "pairs", "total"):
+        if part in before:
+            rows[f"{part} loss before -> after"] = f"{before[part]:.4f} -> {after[part]:.4f}"
+    rows["seconds"] = round(info.seconds, 1)
+    key = "adapter_path" if info.method == "lora" else "encoder_path"
+    out.print(_stats_table(f"{info.method} -> {info.path}", rows))
+    err.print(f'use it: [models.lm-knn] {key} = "{info.path}"')
 
 
 def kg_positive_pairs(
