@@ -128,6 +128,7 @@ TRANSFER_SWITCHES = [
     {"id_dropout": 0.0},
     {"user_embeddings": False, "n_layers": 3},
     {"similarity": "dot"},
+    {"linear_head": False, "cold_neighbours": 0},
 ]
 
 
@@ -203,6 +204,47 @@ def test_transfer_cold_offset_is_chosen_on_validation(data) -> None:
     assert model.cold_boost == float(max(search, key=search.get))
     cold = np.bincount(split.train.items, minlength=split.n_items) == 0
     raw = model.user_final[:3] @ model.item_final.T / model.config.temperature
-    shift = model.score(np.arange(3)) - raw
+    linear = model.linear_weight * (model.seen[:3] @ model.linear)
+    shift = model.score(np.arange(3)) - raw - linear
     expected = model.prior_weight * model.prior + model.cold_boost * cold
     np.testing.assert_allclose(shift, np.tile(expected, (3, 1)), atol=1e-4)
+
+
+def test_sparse_operator_matches_dense_products_and_gradients() -> None:
+    import scipy.sparse as sp
+    import torch
+
+    from kinrec.models.transfer import SparseOperator
+
+    rng = np.random.default_rng(0)
+    matrix = sp.random(7, 5, density=0.4, random_state=1, dtype=np.float32)
+    dense = torch.from_numpy(matrix.toarray())
+    x = torch.from_numpy(rng.normal(size=(5, 3)).astype(np.float32)).requires_grad_()
+    y = torch.from_numpy(rng.normal(size=(7, 3)).astype(np.float32)).requires_grad_()
+    op = SparseOperator(matrix)
+    out = (op @ x).pow(2).sum() + (op.T @ y).pow(3).sum()
+    out.backward()
+    gx, gy = x.grad.clone(), y.grad.clone()
+    x.grad, y.grad = None, None
+    ((dense @ x).pow(2).sum() + (dense.T @ y).pow(3).sum()).backward()
+    torch.testing.assert_close(gx, x.grad)
+    torch.testing.assert_close(gy, y.grad)
+
+
+def test_transfer_new_items_borrow_their_text_neighbours(data) -> None:
+    _, split = data
+    model = _fit("kinformer", split, max_epochs=6, batch_size=64, cold_neighbours=3)
+    cold = np.flatnonzero((model.item_degree == 0) & model.content.has_text)
+    weights = model._neighbour_weights(model.content.text[cold])
+    assert np.allclose(weights.sum(axis=1), 1.0)
+    neighbours = weights.indices.reshape(len(cold), 3)
+    assert (model.item_degree[neighbours] > 0).all()  # only items with interactions lend
+    expected = weights @ model.item_final
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(model.item_final[cold], expected, atol=1e-5)
+    # The linear head scores a new item through its neighbours' columns, never its own.
+    warm = np.flatnonzero(model.item_degree > 0)
+    np.testing.assert_allclose(
+        model.linear[np.ix_(warm, cold)], np.asarray(weights @ model.linear[warm].T).T, atol=1e-5
+    )
+    assert np.abs(model.linear[np.ix_(warm, cold)]).sum() > 0
