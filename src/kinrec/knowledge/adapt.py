@@ -132,8 +132,8 @@ class AdapterInfo(BaseModel):
     """Parameters of the base transformer."""
     initial_loss: float | None
     """The training objective (simcse_weight x SimCSE + pair_weight x pair loss) on fixed eval
-    texts and pairs,
-    with fixed batches and dropout seed, before training; ``None`` when ``eval_texts=0``."""
+    texts and pairs, with fixed batches and dropout seed, before training; ``None`` when
+    ``eval_texts=0``."""
     final_loss: float | None
     eval_losses: dict[str, dict[str, float]]
     """``{"before"|"after": {"simcse": ..., "pairs": ..., "total": ...}}``."""

@@ -146,8 +146,10 @@ class _FusionNetwork(nn.Module):
     def text_view(self, text: torch.Tensor) -> torch.Tensor:
         if self.cfg.text_adapter == "frozen":
             return text @ self.text_proj
-        # (n, k, d): each expert whitens (subtract a learned mean) then projects.
-        experts = torch.einsum("nkt,ktd->nkd", text[:, None, :] - self.expert_bias, self.experts)
+        # (n, k, d): each expert whitens (subtract a learned mean) then projects, computed as
+        # t W_k - b_k W_k so that no (n, k, text_dim) tensor is formed.
+        shift = torch.einsum("kt,ktd->kd", self.expert_bias, self.experts)
+        experts = torch.einsum("nt,ktd->nkd", text, self.experts) - shift
         weights = torch.softmax(self.expert_gate(text), dim=-1)
         return (weights[..., None] * experts).sum(dim=1)
 
