@@ -699,7 +699,15 @@ def test_serves_the_transfer_model_with_new_items(world, tmp_path) -> None:
         pytest.skip(f"transfer model not available: {exc}")
     url = fresh_store(world, tmp_path)
     params = {"max_epochs": 2, "dim": 16, "n_negatives": 16, "batch_size": 256}
-    model_dir = train(tmp_path, url, "kinformer", params)
+    # With its linear (EASE) head the scores are not dot products: exact scoring, same lists.
+    with_head = Engine.open(
+        ServingConfig(model_dir=train(tmp_path / "head", url, "kinformer", params), db=url)
+    )
+    assert with_head.model.linear is not None and not with_head.scorer.dot_model
+    exact = with_head.recommend("1", 5)
+    assert exact["source"] == "exact"
+    assert ids(exact) == [x.item_id for x in with_head.model.recommend("1", 5)]
+    model_dir = train(tmp_path, url, "kinformer", {**params, "linear_head": False})
     engine = Engine.open(ServingConfig(model_dir=model_dir, db=url))
     assert engine.scorer.fold_in == "native" and engine.scorer.dot_model  # dots + item prior
     via_index = engine.recommend("1", 5)
