@@ -238,6 +238,21 @@ def test_split_dir_catalogue_is_item_file_first(tmp_path: Path) -> None:
     assert len(ds.triples) == 2 and ds.text_fields == ["movie_title"]
 
 
+def test_split_dir_reads_declared_new_items(tmp_path: Path) -> None:
+    atomic_fixture(tmp_path, "toy")
+    (tmp_path / "toy.inter").unlink()
+    write(tmp_path / "toy.train.inter", HEADER + "1\ti1\t4\t100\n")
+    write(tmp_path / "toy.valid.inter", HEADER + "1\ti2\t3\t200\n")
+    write(tmp_path / "toy.test.inter", HEADER + "1\ti3\t3\t50\n")
+    assert load_split_dir(tmp_path).dataset.new_items == []
+    write(tmp_path / "toy.cold_items.txt", "i3\n\ni4\n")
+    assert load_split_dir(tmp_path).dataset.new_items == ["i3", "i4"]
+    write(tmp_path / "toy.cold_items.txt", "i3\nnope\n")
+    with pytest.raises(DataError, match="unknown item") as info:
+        load_split_dir(tmp_path)
+    assert (info.value.file, info.value.line) == (str(tmp_path / "toy.cold_items.txt"), 2)
+
+
 def test_split_dir_missing_part(tmp_path: Path) -> None:
     write(tmp_path / "toy.train.inter", HEADER + "1\ti1\t4\t100\n")
     with pytest.raises(DataError, match="file not found") as info:

@@ -193,9 +193,11 @@ def test_reproduces_shared_ml100k_cold_split() -> None:
     ds = load_recbole_atomic(_need(SHARED / "datasets" / "ml-100k"))
     ours = cold_item_split(ds, fraction=0.15, min_count=5, seed=2026)
     bench = _need(SHARED / "benchmarks" / "ml-100k-cold")
-    _same_parts(ours, load_split_dir(bench))
+    loaded = load_split_dir(bench)
+    _same_parts(ours, loaded)
     listed = (bench / "ml-100k.cold_items.txt").read_text().split()
     assert len(listed) == 202
+    assert sorted(ours.dataset.new_items, key=int) == listed == loaded.dataset.new_items
     # the test part ends with all 14,832 rows of the cold items, which have no train row
     assert sorted({i for _, i, _ in rows(ours.test)[-14_832:]}, key=int) == listed
     no_train_row = set(ours.train.item_map.ids(np.flatnonzero(cold_item_mask(ours.train))))

@@ -202,12 +202,30 @@ def test_transfer_cold_offset_is_chosen_on_validation(data) -> None:
     )  # fmt: skip
     search = model.fit_info["cold_boost_search"]
     assert model.cold_boost == float(max(search, key=search.get))
-    cold = np.bincount(split.train.items, minlength=split.n_items) == 0
     raw = model.user_final[:3] @ model.item_final.T / model.config.temperature
     linear = model.linear_weight * (model.seen[:3] @ model.linear)
     shift = model.score(np.arange(3)) - raw - linear
-    expected = model.prior_weight * model.prior + model.cold_boost * cold
+    expected = model.prior_weight * model.prior + model.cold_boost * model.is_new
     np.testing.assert_allclose(shift, np.tile(expected, (3, 1)), atol=1e-4)
+
+
+def test_transfer_offset_applies_to_declared_and_added_new_items_only(data) -> None:
+    import dataclasses
+
+    _, split = data
+    cold = np.flatnonzero(np.bincount(split.train.items, minlength=split.n_items) == 0)
+    ids = split.train.item_map.ids()
+    declared = [ids[i] for i in cold[:2]]
+    side = dataclasses.replace(split.dataset, new_items=declared)
+    model = create_model("kinformer", {"max_epochs": 2, "batch_size": 64})
+    model.fit(split.train, split.valid, side=side)
+    assert sorted(np.flatnonzero(model.is_new)) == sorted(cold[:2])  # not the other cold ones
+    model.cold_boost = 3.0
+    before = model.score(np.arange(2))
+    model.cold_boost = 0.0
+    delta = before - model.score(np.arange(2))
+    np.testing.assert_allclose(delta[:, cold[:2]], 3.0, atol=1e-5)
+    np.testing.assert_allclose(np.delete(delta, cold[:2], axis=1), 0.0, atol=1e-5)
 
 
 def test_sparse_operator_matches_dense_products_and_gradients() -> None:

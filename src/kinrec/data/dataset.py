@@ -52,6 +52,9 @@ class Dataset:
     text_fields: list[str] = field(default_factory=list)
     attribute_fields: list[str] = field(default_factory=list)
     user_attribute_fields: list[str] = field(default_factory=list)
+    new_items: list[str] = field(default_factory=list)
+    """Items published after the training period (a cold-item split's held-out items): models
+    that treat new items specially (kinformer's new-item offset) apply it to these."""
 
     def summary(self) -> dict[str, int]:
         """Row counts per table, and distinct users/items in the interactions."""

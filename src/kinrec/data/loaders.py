@@ -596,13 +596,32 @@ def load_split_dir(
 
     ``NAME.item/.user/.kg/.link`` in the same folder fill ``Split.dataset``; the item
     catalogue is the item file's ids first (full ranking covers all of them), then any item
-    seen only in the interaction files. Options are those of :func:`load_recbole_atomic`.
+    seen only in the interaction files. ``NAME.cold_items.txt`` (one item id per line), when
+    present, lists the items published after training (``Dataset.new_items``). Options are
+    those of :func:`load_recbole_atomic`.
     """
     directory = Path(directory)
     name = name or _find_name(directory, f".{parts[0]}.inter")
     files = [f"{name}.{part}.inter" for part in parts]
     dataset, frames = _atomic_dataset(directory, name, files, options)
-    return Split.from_frames(*frames, item_ids=dataset.all_item_ids(), dataset=dataset)
+    catalogue = dataset.all_item_ids()
+    new_items = directory / f"{name}.cold_items.txt"
+    if new_items.exists():
+        dataset.new_items = _read_item_list(new_items, set(catalogue))
+    return Split.from_frames(*frames, item_ids=catalogue, dataset=dataset)
+
+
+def _read_item_list(path: Path, known: set[str]) -> list[str]:
+    """Item ids, one per line (blank lines skipped); each must be in the catalogue."""
+    ids = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        item = line.strip()
+        if not item:
+            continue
+        if item not in known:
+            raise DataError(f"unknown item {item!r}", file=str(path), line=number, field="item_id")
+        ids.append(item)
+    return ids
 
 
 # --------------------------------------------------------------------------- MovieLens originals

@@ -13,6 +13,7 @@ the Split keeps the dataset) or a bare interactions frame.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -165,6 +166,8 @@ def cold_item_split(
         warm_rows[valid],
         np.concatenate([warm_rows[test], np.flatnonzero(is_cold)]),
     ]
+    if dataset is not None:  # the held-out items are the catalogue's new items
+        dataset = dataclasses.replace(dataset, new_items=[str(i) for i in sorted(cold)])
     return _make_split(frame, parts, catalogue, dataset)
 
 

@@ -109,7 +109,7 @@ class TransferConfig(IterativeConfig):
         lt=1,
         description=(
             "share of warm items (>= 5 interactions) made pseudo-new on validation to choose "
-            "the score offset of items without interactions (0: no offset)"
+            "the score offset of new items: declared in the side data or added later (0: none)"
         ),
     )
 
@@ -267,6 +267,7 @@ class TransferRecommender(Recommender):
         self.prior: np.ndarray | None = None
         self.prior_weight = 0.0
         self.cold_boost = 0.0
+        self.is_new: np.ndarray | None = None  # items the new-item offset applies to
         self.item_content: np.ndarray | None = None  # content-only item vectors
         self.linear: np.ndarray | None = None  # (n_items, n_items) EASE head
         self.linear_weight = 0.0
@@ -281,6 +282,7 @@ class TransferRecommender(Recommender):
     ) -> None:
         cfg: TransferConfig = self.config
         self.content = build_item_content(self.side, self.item_map, self._embedder())
+        self.is_new = np.zeros(train.n_items, dtype=bool)  # set once training is done
         with torch_threads(cfg.threads), seeded(cfg.seed) as rng:
             self._train(train, validator, progress, rng)
             self.linear = self._fit_linear() if self._uses_linear(train.n_items) else None
@@ -289,6 +291,14 @@ class TransferRecommender(Recommender):
             self._prior_features(self.content), counts
         )
         self._impute_new_items(np.flatnonzero(self.item_degree == 0))
+        # The new-item offset is for items published after the training period: the side
+        # data's declared new items now, and items added later. An old item that simply has
+        # no interactions is not new: its neighbours' vectors rank it, without the offset.
+        declared = np.zeros(train.n_items, dtype=bool)
+        for item in getattr(self.side, "new_items", ()):
+            if item in self.item_map:
+                declared[self.item_map.index(item)] = True
+        self.is_new = declared & (self.item_degree == 0)
         self.linear_weight = 0.0
         if self.linear is not None:
             self._choose_linear_weight(validator)
@@ -649,12 +659,12 @@ class TransferRecommender(Recommender):
         return scores + (offset if items is None else offset[items])
 
     def item_offset(self) -> np.ndarray:
-        """Per-item score offset: the popularity prior, plus the calibrated boost of items
-        without interactions."""
+        """Per-item score offset: the popularity prior, plus the calibrated boost of new items
+        (declared new in the side data, or added after training)."""
         offset = np.zeros(len(self.item_final), dtype=np.float32)
         if self.prior_weight and self.prior is not None:
             offset += self.prior_weight * self.prior
-        return offset + self.cold_boost * (self.item_degree == 0)
+        return offset + self.cold_boost * self.is_new
 
     @property
     def _scale(self) -> float:
@@ -709,6 +719,7 @@ class TransferRecommender(Recommender):
         self.item_final = np.vstack([self.item_final, self._finish(x_new)])
         self.item_content = np.vstack([self.item_content, self._finish(x_new)])
         self.item_degree = np.concatenate([self.item_degree, np.zeros(len(new))])
+        self.is_new = np.concatenate([self.is_new, np.ones(len(new), dtype=bool)])
         new_content = ItemContent(text, has_text, incidence, c.entity_ids, c.entity_idf)
         self.prior = np.concatenate(
             [self.prior, self.popularity.predict(self._prior_features(new_content))]
@@ -748,6 +759,7 @@ class TransferRecommender(Recommender):
             prior=self.prior,
             prior_weight=np.array([self.prior_weight]),
             cold_boost=np.array([self.cold_boost]),
+            is_new=self.is_new.astype(np.uint8),
             linear_weight=np.array([self.linear_weight]),
             item_content=self.item_content,
             **self.popularity.state(),
@@ -765,6 +777,7 @@ class TransferRecommender(Recommender):
         self.prior = arrays["prior"]
         self.prior_weight = float(arrays["prior_weight"][0])
         self.cold_boost = float(arrays["cold_boost"][0])
+        self.is_new = arrays["is_new"].astype(bool)
         self.linear = arrays.get("linear")
         self.linear_weight = float(arrays["linear_weight"][0])
         self.item_content = arrays["item_content"]
