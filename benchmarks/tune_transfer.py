@@ -31,14 +31,14 @@ SHARED = Path(os.environ.get("KINREC_SHARED", ROOT.parent / "shared"))
 RESULTS = ROOT / "benchmarks" / "results"
 
 SEARCH: dict[str, list] = {
-    "dim": [32, 128],
-    "temperature": [0.1, 0.5],
-    "n_negatives": [256, 4096],
+    "dim": [128],
+    "temperature": [0.1],
+    "n_negatives": [256],
     "id_dropout": [0.0, 0.3],
-    "align_weight": [0.0, 0.5],
+    "align_weight": [0.5],
     "cl_weight": [0.1],
-    "learning_rate": [3e-3, 3e-2],
-    "n_layers": [1, 3],
+    "learning_rate": [3e-3],
+    "n_layers": [1],
     "cold_neighbours": [5, 50],
 }
 
