@@ -22,12 +22,22 @@ Users have no free embedding: LightGCN-style propagation over the normalised use
 so a new user (or a user with new events) is folded in exactly by the same sums over their
 items, and a new item is scored through its content views alone. Scores are cosine / tau.
 
-A content popularity prior (:mod:`kinrec.models.prior`) is added to the scores with a weight
-chosen on validation: it is how items without interactions get a sense of how much they will
-be watched. Losses: sampled softmax over uniformly drawn negatives of items with interactions
-(keeps popularity information), plus
-(a) an InfoNCE alignment between each item's ID view and its content view, and (b) an
-XSimGCL-style contrast between noise-perturbed layers.
+Losses: sampled softmax over uniformly drawn negatives of items with interactions (keeps
+popularity information), plus (a) an InfoNCE alignment between each item's ID view and its
+content view, and (b) an XSimGCL-style contrast between noise-perturbed layers.
+
+After training, three parts complete the score, each with its weight chosen on validation:
+
+* a linear collaborative head: closed-form EASE item-item weights ``B`` on the user's seen
+  row (``linear_weight * x_u B``), the residual that a low-rank two-tower model misses;
+* a content popularity prior (:mod:`kinrec.models.prior`);
+* for new items (declared in the side data, or added later): an offset chosen on a
+  pseudo-cold validation, where warm items are hidden and their whole interaction history
+  becomes the target, as a new item's future is.
+
+Items without interactions borrow a collaborative representation: the similarity-weighted
+mean of the final vectors, propagated layers and ``B`` rows/columns of their nearest warm
+items in the language-model space (``cold_neighbours``), or their content view alone.
 """
 
 from __future__ import annotations
