@@ -44,8 +44,11 @@ class LMKNN(Recommender):
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         """Unit-length text embeddings (zero rows for empty texts)."""
-        embed = default_text_embedder(self.config.encoder_path, self.config.adapter_path)
-        vectors = np.asarray(embed(texts), dtype=np.float32)
+        if getattr(self, "_text_embedder", None) is None:  # loaded once per model object
+            self._text_embedder = default_text_embedder(
+                self.config.encoder_path, self.config.adapter_path
+            )
+        vectors = np.asarray(self._text_embedder(texts), dtype=np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         vectors[[not t.strip() for t in texts]] = 0.0
         return vectors

@@ -481,9 +481,14 @@ class TransferRecommender(Recommender):
         return sp.hstack([sp.csr_matrix(content.text), content.entities]).tocsr()
 
     def _embedder(self):
-        from kinrec.knowledge.features import default_text_embedder
+        """The text encoder, loaded once per model object (new items reuse it)."""
+        if getattr(self, "_text_embedder", None) is None:
+            from kinrec.knowledge.features import default_text_embedder
 
-        return default_text_embedder(self.config.encoder_path, self.config.adapter_path)
+            self._text_embedder = default_text_embedder(
+                self.config.encoder_path, self.config.adapter_path
+            )
+        return self._text_embedder
 
     def _train(self, train, validator, progress, rng: np.random.Generator) -> None:
         cfg: TransferConfig = self.config
