@@ -1,9 +1,9 @@
 """Load, freshness and crash benchmark of the recommendation service on ml-1m.
 
 1. Ingests ml-1m into a temporary SQLite store (``kinrec ingest DIR --format ml-1m``, the
-   original files with their knowledge graph) and trains EASE on the
+   original files with their knowledge graph) and trains kinformer on the
    shared benchmark split (``kinrec train --split-dir``), unless ``--work`` already has them.
-   (``--model NAME`` trains and serves another registered model.)
+   (``--model NAME`` trains and serves another registered model, e.g. ``ease``.)
 2. Starts ``kinrec serve`` (as ``python -m kinrec.serving serve``) with API keys on, and drives
    it from a bounded asynchronous httpx client on loopback: open-loop arrivals at 100, 200,
    500 and 1000 requests/s (90% recommendation GETs for random ml-1m users, 10% event POSTs),
@@ -142,7 +142,7 @@ def run(cmd: list[str], **kw) -> None:
     subprocess.run(cmd, check=True, **kw)
 
 
-def prepare(work: Path, model: str = "ease") -> dict:
+def prepare(work: Path, model: str = "kinformer") -> dict:
     work.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{work / 'ml-1m.db'}"
     model_dir = work / f"{model}-ml-1m"
@@ -720,7 +720,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="reuse store and models here")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per load level")
-    parser.add_argument("--model", default="ease", help="model to train and serve")
+    parser.add_argument("--model", default="kinformer", help="model to train and serve")
     parser.add_argument("--rates", default="100,200,500,1000")
     parser.add_argument(
         "--httpx-rates", default="200", help="levels also run with an httpx client (comparison)"
