@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from kinrec.models.base import Recommender, Validator
+from kinrec.training.loop import choose_on_validation
 
 PRIOR_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
@@ -80,13 +81,4 @@ class PopularityPrior:
 
 def choose_prior_weight(model: Recommender, validator: Validator | None) -> None:
     """Pick the prior's weight on validation NDCG@10 (0 when there is no validation data)."""
-    if validator is None:
-        model.prior_weight = 0.0
-        return
-    scores = {}
-    for weight in PRIOR_GRID:
-        model.prior_weight = weight
-        scores[weight] = validator(model)
-    model.prior_weight = max(scores, key=scores.get)
-    model.fit_info["prior_weight_search"] = {str(k): round(v, 5) for k, v in scores.items()}
-    model.fit_info["prior_weight"] = model.prior_weight
+    choose_on_validation(model, "prior_weight", PRIOR_GRID, validator)

@@ -57,7 +57,13 @@ from kinrec.data.dataset import Dataset, Interactions
 from kinrec.knowledge.features import ItemContent, build_item_content, content_for_new_items
 from kinrec.models.base import ProgressCallback, Recommender, Validator
 from kinrec.models.prior import PopularityPrior, choose_prior_weight
-from kinrec.training.loop import IterativeConfig, seeded, torch_threads, train_epochs
+from kinrec.training.loop import (
+    IterativeConfig,
+    choose_on_validation,
+    seeded,
+    torch_threads,
+    train_epochs,
+)
 
 VIEWS = ("id", "text", "kg")
 
@@ -311,7 +317,7 @@ class TransferRecommender(Recommender):
         self.is_new = declared & (self.item_degree == 0)
         self.linear_weight = 0.0
         if self.linear is not None:
-            self._choose_linear_weight(validator)
+            choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
         if cfg.popularity_prior:
             choose_prior_weight(self, validator)
         self.cold_boost = 0.0
@@ -330,18 +336,6 @@ class TransferRecommender(Recommender):
         return ease_weights((x.T @ x).toarray(), self.config.linear_l2).astype(np.float32)
 
     LINEAR_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-
-    def _choose_linear_weight(self, validator: Validator | None) -> None:
-        """Weight of the linear head on validation NDCG@10 (0 without validation data)."""
-        if validator is None:
-            return
-        results = {}
-        for weight in self.LINEAR_GRID:
-            self.linear_weight = weight
-            results[weight] = validator(self)
-        self.linear_weight = max(results, key=results.get)
-        self.fit_info["linear_weight_search"] = {str(k): round(v, 5) for k, v in results.items()}
-        self.fit_info["linear_weight"] = self.linear_weight
 
     def _linear_scores(self, rows: sp.spmatrix | np.ndarray, linear: np.ndarray) -> np.ndarray:
         return np.asarray(rows @ linear, dtype=np.float32)
@@ -376,13 +370,12 @@ class TransferRecommender(Recommender):
         return weights.astype(np.float32)
 
     def _borrowed(self, weights: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Final vectors, propagated layers and linear-head columns borrowed through
-        ``weights`` (rows without neighbours get their own content vector, zero layers)."""
+        """Final vectors, propagated layers and linear-head columns ``(n_items, rows)``
+        borrowed through ``weights``; rows without neighbours come out zero (callers keep
+        those items' own content vectors)."""
         final = self._finish(np.asarray(weights @ self.item_final))
         layers = np.stack([np.asarray(weights @ layer) for layer in self.item_layers])
-        columns = (
-            np.asarray(weights @ self.linear.T).T if self.linear is not None else None
-        )  # (n_items, rows)
+        columns = np.asarray(weights @ self.linear.T).T if self.linear is not None else None
         return final, layers.astype(np.float32), columns
 
     def _impute_new_items(self, items: np.ndarray) -> None:
@@ -408,7 +401,7 @@ class TransferRecommender(Recommender):
     COLD_BOOSTS = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
     def _calibrate_cold(self, train: Interactions, valid: Interactions) -> None:
-        """Choose the score offset of items without interactions on a pseudo-cold validation.
+        """Choose the score offset of new items on a pseudo-cold validation.
 
         A seeded share of warm items (>= 5 train interactions) is treated as new: they are
         scored as new items are (borrowed neighbour vectors or content alone, no linear-head

@@ -211,3 +211,24 @@ def validate_one_pass(
         start = time.perf_counter()
         model.fit_info["best_valid_ndcg@10"] = float(validator(model))
         model.fit_info["validate_seconds"] = time.perf_counter() - start
+
+
+def choose_on_validation(
+    model: Any,
+    attribute: str,
+    grid: Iterable[float],
+    validator: Callable[[Any], float] | None,
+) -> None:
+    """Set ``model.<attribute>`` to the grid value with the best validation score (the first
+    one without validation data); the search goes to ``fit_info["<attribute>_search"]``."""
+    grid = tuple(grid)
+    if validator is None:
+        setattr(model, attribute, grid[0])
+        return
+    scores = {}
+    for value in grid:
+        setattr(model, attribute, value)
+        scores[value] = validator(model)
+    setattr(model, attribute, max(scores, key=scores.get))
+    model.fit_info[f"{attribute}_search"] = {str(k): round(v, 5) for k, v in scores.items()}
+    model.fit_info[attribute] = getattr(model, attribute)
