@@ -59,7 +59,7 @@ def run(split, params: dict) -> dict:
     start = time.perf_counter()
     model = fit_with_validation(create_model("kinformer", {"seed": 2026, **params}), split)
     info = model.fit_info
-    boosts = info.get("cold_boost_search", {})
+    boosts = info.get("cold_search", {})
     return {
         "params": params,
         "two_tower_valid_ndcg@10": info.get("best_valid_ndcg@10"),

@@ -191,7 +191,7 @@ def test_transfer_fold_in_and_new_items(data) -> None:
     assert scores[-1] > np.median(food_scores)
 
 
-def test_transfer_cold_offset_is_chosen_on_validation(data) -> None:
+def test_transfer_cold_offset_and_temperature_are_chosen_on_validation(data) -> None:
     from kinrec.evaluation.protocol import ndcg_validator
 
     _, split = data
@@ -200,8 +200,10 @@ def test_transfer_cold_offset_is_chosen_on_validation(data) -> None:
         split.train, split.valid, validator=ndcg_validator(split.train, split.valid),
         side=split.dataset,
     )  # fmt: skip
-    search = model.fit_info["cold_boost_search"]
-    assert model.cold_boost == float(max(search, key=search.get))
+    search = model.fit_info["cold_search"]
+    assert len(search) == len(model.COLD_BOOSTS) * len(model.NEIGHBOUR_TEMPERATURES)
+    best = max(search, key=search.get)
+    assert best == f"temperature={model.neighbour_temperature:g} offset={model.cold_boost:g}"
     raw = model.user_final[:3] @ model.item_final.T / model.config.temperature
     linear = model.linear_weight * (model.seen[:3] @ model.linear)
     shift = model.score(np.arange(3)) - raw - linear
@@ -266,3 +268,17 @@ def test_transfer_new_items_borrow_their_text_neighbours(data) -> None:
         model.linear[np.ix_(warm, cold)], np.asarray(weights @ model.linear[warm].T).T, atol=1e-5
     )
     assert np.abs(model.linear[np.ix_(warm, cold)]).sum() > 0
+
+
+def test_transfer_neighbour_temperature_sharpens_towards_the_closest_item(data) -> None:
+    _, split = data
+    model = _fit("kinformer", split, max_epochs=2, batch_size=64, cold_neighbours=5)
+    warm = np.flatnonzero(model.item_degree > 0)[:10]
+    text = model.content.text[warm]  # a new item with exactly a warm item's text
+    shares = {}
+    for temperature in (1.0, 0.02):
+        weights = model._neighbour_weights(text, temperature=temperature).toarray()
+        assert np.allclose(weights.sum(axis=1), 1.0)
+        shares[temperature] = weights[np.arange(len(warm)), warm]
+    assert (shares[0.02] >= shares[1.0]).all()
+    assert (shares[0.02] > 0.5).all() and (shares[1.0] < 0.5).all()
