@@ -7,7 +7,8 @@
 2. Starts ``kinrec serve`` (as ``python -m kinrec.serving serve``) with API keys on, and drives
    it from a bounded asynchronous httpx client on loopback: open-loop arrivals at 100, 200,
    500 and 1000 requests/s (90% recommendation GETs for random ml-1m users, 10% event POSTs),
-   then a closed loop to find where it saturates.
+   each level in --repeats consecutive windows (medians reported), then a closed loop to
+   find where it saturates.
 3. Event-to-effect: POST an event, then the next GET must reflect it (the item leaves the
    list); the time from the POST's response to that GET's response.
 4. New-item-to-recommendable, on the served model when it takes new items (kinformer does),
@@ -17,6 +18,7 @@
    must be stored and reflected (history, exclusion, and lists identical to a fresh engine).
 
     python benchmarks/serving.py [--work DIR] [--seconds 20] [--rates 100,200,500,1000]
+        [--repeats 3]
 
 Prints a table and writes benchmarks/results/serving.{md,json}. The client shares the machine's
 two cores with the server, so the latencies include its load; the load average is recorded.
@@ -541,6 +543,8 @@ def new_item_latency(setup: dict, work: Path, trials: int = 20, served: str | No
                     if new_id in listed or time.perf_counter() - t1 > 5:
                         break
                 t2 = time.perf_counter()
+                # Retire it again: a later run in the same work directory starts without it.
+                assert c.delete(f"/v1/items/{new_id}").status_code == 200
                 posts.append(t1 - t0)
                 until.append(t2 - t1)
                 ranks.append(listed.index(new_id) + 1 if new_id in listed else None)
@@ -665,13 +669,35 @@ def write_report(result: dict) -> None:
         "`cache hits`: share of recommendation requests answered from the list cache (users "
         "are drawn uniformly from all 6,040, so the cache warms up as the levels go on).",
         "",
-        "| client | target req/s | achieved | requests | errors | p50 ms | p95 ms | p99 ms | "
-        "GET p99 | POST p99 | p99 from schedule | server p99 <= | cache hits | load avg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Each level runs in consecutive windows of the same length; the summary gives the "
+        "median over its windows and the worst window, every window is listed below it.",
+        "",
+        "| client | target req/s | windows | errors | median p50 ms | median p99 ms | "
+        "worst p99 ms | median server p99 <= |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    levels: dict[tuple[str, float], list[dict]] = {}
+    for r in result["load"]:
+        levels.setdefault((r["client"], r["target_rps"]), []).append(r)
+    for (client, rate), rows in levels.items():
+        lines.append(
+            f"| {client} | {rate:.0f} | {len(rows)} | {sum(r['errors'] for r in rows)} | "
+            f"{np.median([r['p50_ms'] for r in rows]):.2f} | "
+            f"{np.median([r['p99_ms'] for r in rows]):.2f} | "
+            f"{max(r['p99_ms'] for r in rows):.2f} | "
+            f"{np.median([r['server_p99_le_ms'] for r in rows]):g} |"
+        )
+    lines += [
+        "",
+        "| client | target req/s | window | achieved | requests | errors | p50 ms | p95 ms | "
+        "p99 ms | GET p99 | POST p99 | p99 from schedule | server p99 <= | cache hits | "
+        "load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["load"]:
         lines.append(
-            f"| {r['client']} | {r['target_rps']:.0f} | {r['achieved_rps']} | {r['requests']} | "
+            f"| {r['client']} | {r['target_rps']:.0f} | {r['window']} | {r['achieved_rps']} | "
+            f"{r['requests']} | "
             f"{r['errors']} | "
             f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['get_p99_ms']:.2f} | "
             f"{r['post_p99_ms']:.2f} | {r['p99_from_schedule_ms']:.2f} | "
@@ -723,6 +749,9 @@ def main() -> None:
     parser.add_argument("--model", default="kinformer", help="model to train and serve")
     parser.add_argument("--rates", default="100,200,500,1000")
     parser.add_argument(
+        "--repeats", type=int, default=3, help="windows of --seconds per load level (medians)"
+    )
+    parser.add_argument(
         "--httpx-rates", default="200", help="levels also run with an httpx client (comparison)"
     )
     parser.add_argument("--serve-content", action="store_true", help=argparse.SUPPRESS)
@@ -756,20 +785,26 @@ def main() -> None:
         users = model.user_map.ids()  # all 6,040
         load = []
         for i, rate in enumerate(float(r) for r in args.rates.split(",")):
-            before = server_buckets(port)
-            level = asyncio.run(load_level(port, key, users, items, rate, args.seconds, seed=i))
-            after = server_buckets(port)
-            level["server_p50_le_ms"] = server_quantile(before, after, 50)
-            level["server_p99_le_ms"] = server_quantile(before, after, 99)
-            level["cache_hit_ratio"] = cache_hit_ratio(before, after)
-            print(json.dumps(level), flush=True)
-            load.append(level)
+            for window in range(args.repeats):
+                before = server_buckets(port)
+                seed = 100 * i + window
+                level = asyncio.run(
+                    load_level(port, key, users, items, rate, args.seconds, seed=seed)
+                )
+                after = server_buckets(port)
+                level["window"] = window + 1
+                level["server_p50_le_ms"] = server_quantile(before, after, 50)
+                level["server_p99_le_ms"] = server_quantile(before, after, 99)
+                level["cache_hit_ratio"] = cache_hit_ratio(before, after)
+                print(json.dumps(level), flush=True)
+                load.append(level)
         for rate in (float(r) for r in args.httpx_rates.split(",") if r):
             before = server_buckets(port)
             level = asyncio.run(
                 load_level(port, key, users, items, rate, args.seconds, seed=7, client="httpx")
             )
             after = server_buckets(port)
+            level["window"] = 1
             level["server_p50_le_ms"] = server_quantile(before, after, 50)
             level["server_p99_le_ms"] = server_quantile(before, after, 99)
             level["cache_hit_ratio"] = cache_hit_ratio(before, after)

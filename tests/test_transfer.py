@@ -184,6 +184,7 @@ def test_transfer_fold_in_and_new_items(data) -> None:
     n_before = len(model.item_map)
     model.add_items(["space9"], new)
     assert len(model.item_map) == n_before + 1
+    assert "space9" not in split.train.item_map  # the split's vocabulary is not the model's
     scores = model.score_history(space)
     assert np.isfinite(scores[-1])
     ids = model.item_map.ids()

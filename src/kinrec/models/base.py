@@ -97,7 +97,8 @@ class Recommender(ABC):
         if self.requires_side and side is None:
             raise ValueError(f"{self.name} needs side information (item text / knowledge graph)")
         self.side = side
-        self.user_map, self.item_map = train.user_map, train.item_map
+        # Own copies: items added after fitting (``add_items``) must not grow the caller's maps.
+        self.user_map, self.item_map = train.user_map.copy(), train.item_map.copy()
         self.seen = train.matrix()
         start = time.perf_counter()
         self._fit(train, valid, validator, progress)
