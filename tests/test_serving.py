@@ -709,6 +709,7 @@ def test_serves_the_transfer_model_with_new_items(world, tmp_path) -> None:
     assert ids(exact) == [x.item_id for x in with_head.model.recommend("1", 5)]
     model_dir = train(tmp_path, url, "kinformer", {**params, "linear_head": False})
     engine = Engine.open(ServingConfig(model_dir=model_dir, db=url))
+    assert engine.model._text_embedder is not None  # loaded at start, not on the first item
     assert engine.scorer.fold_in == "native" and engine.scorer.dot_model  # dots + item prior
     via_index = engine.recommend("1", 5)
     assert via_index["source"] == "index"

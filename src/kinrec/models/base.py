@@ -139,6 +139,11 @@ class Recommender(ABC):
         """
         raise NotImplementedError(f"{self.name} cannot score items it was not trained on")
 
+    def warm_up(self) -> None:
+        """Load now what :meth:`add_items` needs lazily (a text encoder), so that the first
+        new item is not slow; a no-op for models without one."""
+        return None
+
     def _widen_seen(self) -> None:
         """Grow the seen matrix to the (extended) catalogue after ``add_items``."""
         seen = self.seen

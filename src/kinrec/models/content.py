@@ -42,6 +42,9 @@ class LMKNN(Recommender):
     Config = LMKNNConfig
     requires_side = True
 
+    def warm_up(self) -> None:
+        self._vectors(["warm-up"])
+
     def _vectors(self, texts: list[str]) -> np.ndarray:
         """Unit-length text embeddings (zero rows for empty texts)."""
         if getattr(self, "_text_embedder", None) is None:  # loaded once per model object

@@ -535,6 +535,10 @@ class TransferRecommender(Recommender):
     def _prior_features(content: ItemContent) -> sp.csr_matrix:
         return sp.hstack([sp.csr_matrix(content.text), content.entities]).tocsr()
 
+    def warm_up(self) -> None:
+        if self.config.use_text:
+            self._embedder()(["warm-up"])
+
     def _embedder(self):
         """The text encoder, loaded once per model object (new items reuse it)."""
         if getattr(self, "_text_embedder", None) is None:

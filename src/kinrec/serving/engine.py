@@ -136,6 +136,8 @@ class Engine:
         self._build_neighbours()
         restored = self._restore_events()
         self.catalog.warm()  # content views now, not on the first request that needs them
+        if self.model.supports_new_items:
+            self.model.warm_up()  # the text encoder now, not on the first POST /v1/items
         self._update_gauges()
         self.started_at = time.time()
         log.info(
