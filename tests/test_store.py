@@ -468,3 +468,49 @@ def test_postgresql_round_trip() -> None:
     assert st.ingest(toy("toy-pg")).added == 0
     assert_same_dataset(st.load_dataset("toy-pg"), toy("toy-pg"))
     st.delete_dataset("toy-pg")
+
+
+def test_writers_of_one_process_queue_for_the_sqlite_write_lock(tmp_path, monkeypatch) -> None:
+    """A second writer waits on the in-process lock, never on SQLite's sleeping busy handler:
+    with the busy timeout at 0 it would fail at once with "database is locked" otherwise."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kinrec.store import engine as store_engine
+    from kinrec.store.engine import write_transaction
+
+    monkeypatch.setitem(store_engine.SQLITE_PRAGMAS, "busy_timeout", "0")
+    store = Store(f"sqlite:///{tmp_path / 'kinrec.db'}")
+    store.ingest(toy())
+    inside, release, order = threading.Event(), threading.Event(), []
+
+    def first() -> None:
+        with write_transaction(store.engine):
+            order.append("first in")
+            inside.set()
+            release.wait(5)
+            order.append("first out")
+
+    def second() -> None:
+        with write_transaction(store.engine):
+            order.append("second in")
+
+    a = threading.Thread(target=first)
+    a.start()
+    inside.wait(5)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.3)
+    assert b.is_alive() and order == ["first in"]  # queued behind the open transaction
+    release.set()
+    a.join(5), b.join(5)
+    assert order == ["first in", "first out", "second in"]
+
+    def post(i: int) -> list[int]:
+        return store.add_events("toy", [{"user_id": f"p{i}", "item_id": "i1", "type": "view"}])
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = [i for got in pool.map(post, range(64)) for i in got]
+    assert len(set(ids)) == 64
+    assert all(len(store.events_for_user("toy", f"p{i}")) == 1 for i in range(64))
+    store.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ SQLITE_PRAGMAS = {
 }
 
 _BEGIN_OPTION = "kinrec_begin"
+# One writer at a time per SQLite engine, queued in-process: SQLite's own busy handler makes a
+# waiting writer poll with sleeps of up to 100 ms, which under concurrent event posts turns
+# into long, unfair waits (and a full thread pool).
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str) -> Engine:
@@ -38,6 +44,7 @@ def make_engine(url: str) -> Engine:
     else:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **kwargs)
+    _WRITE_LOCKS[engine] = threading.RLock()
     pragmas = {k: v for k, v in SQLITE_PRAGMAS.items() if not (in_memory and k == "journal_mode")}
 
     @event.listens_for(engine, "connect")
@@ -60,10 +67,12 @@ def make_engine(url: str) -> Engine:
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A connection inside one transaction that is committed on success, rolled back on error.
 
-    On SQLite it starts with ``BEGIN IMMEDIATE``: the write lock is taken up front, so a
-    transaction that reads before it writes cannot fail half-way on a lock upgrade.
+    On SQLite, writers of this process queue on an in-process lock, then start with
+    ``BEGIN IMMEDIATE``: the database's write lock is taken up front, so a transaction that
+    reads before it writes cannot fail half-way on a lock upgrade.
     """
-    with engine.connect() as conn:
+    lock = _WRITE_LOCKS.get(engine)
+    with lock if lock is not None else nullcontext(), engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn = conn.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         with conn.begin():
