@@ -752,7 +752,13 @@ def main() -> None:
         "--repeats", type=int, default=3, help="windows of --seconds per load level (medians)"
     )
     parser.add_argument(
-        "--httpx-rates", default="200", help="levels also run with an httpx client (comparison)"
+        "--httpx-rates",
+        default="",
+        help=(
+            "levels also run with an httpx client, for comparison (off by default: httpx costs "
+            "~1 ms of CPU per request and its pool falls behind under an open-loop backlog on a "
+            "shared 2-core machine, so it measures itself)"
+        ),
     )
     parser.add_argument("--serve-content", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)

@@ -514,3 +514,25 @@ def test_writers_of_one_process_queue_for_the_sqlite_write_lock(tmp_path, monkey
     assert len(set(ids)) == 64
     assert all(len(store.events_for_user("toy", f"p{i}")) == 1 for i in range(64))
     store.close()
+
+
+def test_background_checkpoints_replace_the_ones_on_commit(tmp_path) -> None:
+    """With ``checkpoint_every`` no commit copies the log back itself (SQLite's threshold is
+    off); a background thread does, and what was committed stays readable throughout."""
+    import time
+
+    url = f"sqlite:///{tmp_path / 'kinrec.db'}"
+    store = Store(url, checkpoint_every=0.05)
+    store.ingest(toy())
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    ids = store.add_events("toy", [{"user_id": "u9", "item_id": "i1", "type": "view"}] * 20)
+    deadline = time.monotonic() + 5
+    while store.checkpoints < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.checkpoints >= 2
+    store.close()
+    with Store(url) as plain:
+        with plain.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+        assert [e.id for e in plain.events_for_user("toy", "u9")] == ids

@@ -158,7 +158,7 @@ class Engine:
         """Load the model directory and open the store named by ``config``."""
         model = model_cls.load(config.model_dir)
         dataset = config.dataset or dataset_of_model_dir(config.model_dir)
-        store = Store(config.db)
+        store = Store(config.db, checkpoint_every=1.0)
         if dataset not in store.dataset_names():
             raise LookupError(f"dataset {dataset!r} is not in {config.db}: ingest it first")
         return cls(model, store, dataset, config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from kinrec.data.dataset import Dataset
 from kinrec.data.errors import DataError
 from kinrec.store import read
 from kinrec.store import schema as s
-from kinrec.store.engine import insert_ignore, make_engine, write_transaction
+from kinrec.store.engine import checkpoint, insert_ignore, make_engine, write_transaction
 from kinrec.store.ingest import IngestProgress, IngestReport, prepare, write
 
 DEFAULT_URL = "sqlite:///kinrec.db"
@@ -50,11 +51,20 @@ class Store:
     """Datasets, events and caches on the database at ``url`` (SQLAlchemy URL).
 
     ``sqlite:///path.db`` (the default, WAL mode) or ``postgresql+psycopg://...``; the schema
-    is created on first use.
+    is created on first use. ``checkpoint_every`` (seconds): a background thread moves the
+    SQLite write-ahead log into the database file that often, instead of the commit that
+    crosses SQLite's threshold (what a service wants: no write pauses on the request path).
     """
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str = DEFAULT_URL, *, checkpoint_every: float | None = None) -> None:
+        self.engine = make_engine(url, autocheckpoint=checkpoint_every is None)
+        self.checkpoints = 0
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if checkpoint_every is not None and self.engine.dialect.name == "sqlite":
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, args=(checkpoint_every,), daemon=True
+            )
         with write_transaction(self.engine) as conn:
             s.metadata.create_all(conn)
             version = conn.execute(
@@ -71,11 +81,22 @@ class Store:
                     f"{self.engine.url!r} has store schema version {version}, this kinrec "
                     f"reads version {s.SCHEMA_VERSION}"
                 )
+        if self._checkpointer is not None:
+            self._checkpointer.start()
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url!r})"  # URL repr hides any password
 
+    def _checkpoint_loop(self, every: float) -> None:
+        while not self._stop.wait(every):
+            checkpoint(self.engine)
+            self.checkpoints += 1
+
     def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            checkpoint(self.engine)
         self.engine.dispose()
 
     def __enter__(self) -> Store:
