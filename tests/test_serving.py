@@ -140,7 +140,9 @@ def test_category_filter_and_cold_start(svc: Service) -> None:
     assert all(x["reason"] == "popular with everyone" for x in cold["items"])
 
 
-def test_event_is_reflected_by_the_very_next_call(svc: Service) -> None:
+@pytest.mark.parametrize("local_store", [True, False], ids=["inline-write", "thread-write"])
+def test_event_is_reflected_by_the_very_next_call(svc: Service, local_store: bool) -> None:
+    svc.engine.local_store = local_store  # a networked store commits from a worker thread
     r = svc.post("/v1/events", {"user_id": "newcomer", "item_id": "25", "type": "like"})
     assert r.status_code == 201, r.text
     assert r.json()["accepted"] == 1

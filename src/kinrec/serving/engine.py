@@ -113,6 +113,9 @@ class Engine:
         started = time.perf_counter()
         self.config = config
         self.store = store
+        # An embedded SQLite store commits an event in well under a millisecond (the WAL is
+        # checkpointed in the background): the event loop writes it itself.
+        self.local_store = store.engine.dialect.name == "sqlite"
         self.dataset = dataset
         self.model = model
         self.metrics = metrics or Metrics()
