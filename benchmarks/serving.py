@@ -654,8 +654,8 @@ def write_report(result: dict) -> None:
         "",
         f"`python benchmarks/serving.py` on {m['cpus']} cores ({m['platform']}), "
         f"{result['date']}; client and server on the same machine (loopback). Load average "
-        f"(1 min) before: {m['load_avg_before']}, after: {m['load_avg_after']} (other jobs "
-        "share the cores).",
+        f"(1 min) before: {m['load_avg_before']}, after: {m['load_avg_after']} (the load client "
+        "runs on the same cores).",
         "",
         "## Latency under load (90% GET recommendations, 10% POST events)",
         "",
