@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,6 +65,16 @@ def default_text_embedder(
     cache = StoreEmbeddingCache(os.environ["KINREC_DB"]) if os.environ.get("KINREC_DB") else None
     encoder = TextEncoder(EncoderConfig(**options), cache=cache)
     return lambda texts: encoder.encode(list(texts))
+
+
+def model_text_embedder(model: Any) -> TextEmbedder:
+    """The text encoder named by ``model.config`` (``encoder_path``, ``adapter_path``), loaded
+    once per model object and kept on it (new items reuse it)."""
+    if getattr(model, "_text_embedder", None) is None:
+        model._text_embedder = default_text_embedder(
+            model.config.encoder_path, model.config.adapter_path
+        )
+    return model._text_embedder
 
 
 def _normalise_rows(matrix: np.ndarray) -> np.ndarray:

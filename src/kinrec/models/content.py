@@ -22,8 +22,8 @@ from kinrec.data.dataset import Dataset, Interactions
 from kinrec.knowledge.features import (
     build_item_content,
     content_for_new_items,
-    default_text_embedder,
     item_texts,
+    model_text_embedder,
 )
 from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Validator
 from kinrec.models.prior import PopularityPrior, choose_prior_weight
@@ -43,15 +43,11 @@ class LMKNN(Recommender):
     requires_side = True
 
     def warm_up(self) -> None:
-        self._vectors(["warm-up"])
+        model_text_embedder(self)(["warm-up"])
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         """Unit-length text embeddings (zero rows for empty texts)."""
-        if getattr(self, "_text_embedder", None) is None:  # loaded once per model object
-            self._text_embedder = default_text_embedder(
-                self.config.encoder_path, self.config.adapter_path
-            )
-        vectors = np.asarray(self._text_embedder(texts), dtype=np.float32)
+        vectors = np.asarray(model_text_embedder(self)(texts), dtype=np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         vectors[[not t.strip() for t in texts]] = 0.0
         return vectors

@@ -54,7 +54,12 @@ from pydantic import Field
 from torch import nn
 
 from kinrec.data.dataset import Dataset, Interactions
-from kinrec.knowledge.features import ItemContent, build_item_content, content_for_new_items
+from kinrec.knowledge.features import (
+    ItemContent,
+    build_item_content,
+    content_for_new_items,
+    model_text_embedder,
+)
 from kinrec.models.base import ProgressCallback, Recommender, Validator
 from kinrec.models.prior import PopularityPrior, choose_prior_weight
 from kinrec.training.loop import (
@@ -316,7 +321,7 @@ class TransferRecommender(Recommender):
         progress: ProgressCallback | None,
     ) -> None:
         cfg: TransferConfig = self.config
-        self.content = build_item_content(self.side, self.item_map, self._embedder())
+        self.content = build_item_content(self.side, self.item_map, model_text_embedder(self))
         self.is_new = np.zeros(train.n_items, dtype=bool)  # set once training is done
         with torch_threads(cfg.threads), seeded(cfg.seed) as rng:
             self._train(train, validator, progress, rng)
@@ -537,17 +542,7 @@ class TransferRecommender(Recommender):
 
     def warm_up(self) -> None:
         if self.config.use_text:
-            self._embedder()(["warm-up"])
-
-    def _embedder(self):
-        """The text encoder, loaded once per model object (new items reuse it)."""
-        if getattr(self, "_text_embedder", None) is None:
-            from kinrec.knowledge.features import default_text_embedder
-
-            self._text_embedder = default_text_embedder(
-                self.config.encoder_path, self.config.adapter_path
-            )
-        return self._text_embedder
+            model_text_embedder(self)(["warm-up"])
 
     def _train(self, train, validator, progress, rng: np.random.Generator) -> None:
         cfg: TransferConfig = self.config
@@ -774,7 +769,7 @@ class TransferRecommender(Recommender):
             return
         c = self.content
         text, has_text, incidence = content_for_new_items(
-            side, new, c.entity_ids, c.entity_idf, self._embedder()
+            side, new, c.entity_ids, c.entity_idf, model_text_embedder(self)
         )
         available = np.stack([np.zeros(len(new), bool), has_text, incidence.getnnz(1) > 0], 1)
         available &= np.array([False, self.config.use_text, self.config.use_kg])[None, :]
