@@ -185,6 +185,7 @@ def test_transfer_fold_in_and_new_items(data) -> None:
     model.add_items(["space9"], new)
     assert len(model.item_map) == n_before + 1
     assert "space9" not in split.train.item_map  # the split's vocabulary is not the model's
+    assert model.is_new[-1] and not model.is_dormant[-1]
     scores = model.score_history(space)
     assert np.isfinite(scores[-1])
     ids = model.item_map.ids()
@@ -208,8 +209,51 @@ def test_transfer_cold_offset_and_temperature_are_chosen_on_validation(data) -> 
     raw = model.user_final[:3] @ model.item_final.T / model.config.temperature
     linear = model.linear_weight * (model.seen[:3] @ model.linear)
     shift = model.score(np.arange(3)) - raw - linear
-    expected = model.prior_weight * model.prior + model.cold_boost * model.is_new
+    expected = (
+        model.prior_weight * model.prior
+        + model.cold_boost * model.is_new
+        + model.dormant_offset * model.is_dormant
+    )
     np.testing.assert_allclose(shift, np.tile(expected, (3, 1)), atol=1e-4)
+
+
+def test_transfer_dormant_items_offset_is_chosen_on_validation_and_saved(data, tmp_path) -> None:
+    import dataclasses
+
+    from kinrec.evaluation.protocol import ndcg_validator
+
+    _, split = data
+    cold = np.flatnonzero(np.bincount(split.train.items, minlength=split.n_items) == 0)
+    ids = split.train.item_map.ids()
+    side = dataclasses.replace(split.dataset, new_items=[ids[i] for i in cold[:2]])
+    model = create_model("kinformer", {"max_epochs": 4, "batch_size": 64})
+    model.fit(
+        split.train, split.valid, validator=ndcg_validator(split.train, split.valid), side=side
+    )
+    # Items without training interactions that are not declared new are dormant.
+    assert sorted(np.flatnonzero(model.is_dormant)) == sorted(cold[2:])
+    search = model.fit_info["dormant_offset_search"]
+    assert set(search) == {str(o) for o in model.DORMANT_OFFSETS}
+    assert model.dormant_offset == float(max(search, key=search.get))
+    # Validation rows never name a dormant item here: pushing them down cannot lose a hit.
+    assert search[str(min(model.DORMANT_OFFSETS))] >= search["0.0"]
+    model.dormant_offset = -2.0
+    shifted = model.score(np.arange(3))
+    model.dormant_offset = 0.0
+    delta = model.score(np.arange(3)) - shifted
+    np.testing.assert_allclose(delta[:, cold[2:]], 2.0, atol=1e-5)
+    np.testing.assert_allclose(np.delete(delta, cold[2:], axis=1), 0.0, atol=1e-5)
+    model.dormant_offset = -2.0
+    model.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    assert loaded.dormant_offset == -2.0
+    np.testing.assert_allclose(loaded.score(np.arange(3)), shifted, rtol=1e-6)
+    # A configured offset is used as given, without a search.
+    fixed = create_model("kinformer", {"max_epochs": 2, "batch_size": 64, "dormant_offset": -1})
+    fixed.fit(
+        split.train, split.valid, validator=ndcg_validator(split.train, split.valid), side=side
+    )
+    assert fixed.dormant_offset == -1.0 and "dormant_offset_search" not in fixed.fit_info
 
 
 def test_transfer_offset_applies_to_declared_and_added_new_items_only(data) -> None:

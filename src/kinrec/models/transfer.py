@@ -33,7 +33,9 @@ After training, three parts complete the score, each with its weight chosen on v
 * a content popularity prior (:mod:`kinrec.models.prior`);
 * for new items (declared in the side data, or added later): an offset chosen on a
   pseudo-cold validation, where warm items are hidden and their whole interaction history
-  becomes the target, as a new item's future is.
+  becomes the target, as a new item's future is;
+* for dormant items (in the catalogue during training, never interacted with, not declared
+  new): an offset chosen on validation, since their empty history is evidence in itself.
 
 Items without interactions borrow a collaborative representation: the similarity-weighted
 mean of the final vectors, propagated layers and ``B`` rows/columns of their nearest warm
@@ -141,6 +143,14 @@ class TransferConfig(IterativeConfig):
     )
     popularity_prior: bool = Field(
         True, description="add a content-predicted popularity prior, weight chosen on valid"
+    )
+    dormant_offset: float | None = Field(
+        None,
+        le=0,
+        description=(
+            "score offset of dormant items: in the catalogue during training yet never "
+            "interacted with (not declared new); None: chosen on validation"
+        ),
     )
     cold_calibration: float = Field(
         0.15,
@@ -306,6 +316,7 @@ class TransferRecommender(Recommender):
         self.prior: np.ndarray | None = None
         self.prior_weight = 0.0
         self.cold_boost = 0.0
+        self.dormant_offset = 0.0
         self.neighbour_temperature = self.config.neighbour_temperature or 0.1
         self.is_new: np.ndarray | None = None  # items the new-item offset applies to
         self.item_content: np.ndarray | None = None  # content-only item vectors
@@ -344,6 +355,7 @@ class TransferRecommender(Recommender):
             self._choose_linear(validator)
         if cfg.popularity_prior:
             choose_prior_weight(self, validator)
+        self._choose_dormant_offset(validator)
         self.cold_boost = 0.0
         if cfg.cold_calibration > 0 and valid is not None and len(valid):
             self._calibrate_cold(train, valid)
@@ -381,6 +393,24 @@ class TransferRecommender(Recommender):
 
     def _linear_scores(self, rows: sp.spmatrix | np.ndarray, linear: np.ndarray) -> np.ndarray:
         return np.asarray(rows @ linear, dtype=np.float32)
+
+    # ------------------------------------------------------------- dormant items
+    DORMANT_OFFSETS = (0.0, -1.0, -2.0, -4.0, -8.0)
+
+    @property
+    def is_dormant(self) -> np.ndarray:
+        """Items known during training that nobody interacted with, and not declared new.
+
+        They borrow their text neighbours' collaborative vectors like new items, but their
+        empty history is itself evidence (they had their chance), which the offset weighs."""
+        return (self.item_degree == 0) & ~self.is_new
+
+    def _choose_dormant_offset(self, validator: Validator | None) -> None:
+        configured = self.config.dormant_offset
+        if configured is not None or not self.is_dormant.any():
+            self.dormant_offset = configured or 0.0
+            return
+        choose_on_validation(self, "dormant_offset", self.DORMANT_OFFSETS, validator)
 
     # ------------------------------------------------------------- new items
     def _neighbour_weights(
@@ -728,11 +758,14 @@ class TransferRecommender(Recommender):
         return scores + (offset if items is None else offset[items])
 
     def item_offset(self) -> np.ndarray:
-        """Per-item score offset: the popularity prior, plus the calibrated boost of new items
-        (declared new in the side data, or added after training)."""
+        """Per-item score offset: the popularity prior, the calibrated boost of new items
+        (declared new in the side data, or added after training) and the offset of dormant
+        items, each chosen on validation."""
         offset = np.zeros(len(self.item_final), dtype=np.float32)
         if self.prior_weight and self.prior is not None:
             offset += self.prior_weight * self.prior
+        if self.dormant_offset:
+            offset += self.dormant_offset * self.is_dormant
         return offset + self.cold_boost * self.is_new
 
     @property
@@ -828,6 +861,7 @@ class TransferRecommender(Recommender):
             prior=self.prior,
             prior_weight=np.array([self.prior_weight]),
             cold_boost=np.array([self.cold_boost]),
+            dormant_offset=np.array([self.dormant_offset]),
             neighbour_temperature=np.array([self.neighbour_temperature]),
             is_new=self.is_new.astype(np.uint8),
             linear_weight=np.array([self.linear_weight]),
@@ -847,6 +881,7 @@ class TransferRecommender(Recommender):
         self.prior = arrays["prior"]
         self.prior_weight = float(arrays["prior_weight"][0])
         self.cold_boost = float(arrays["cold_boost"][0])
+        self.dormant_offset = float(arrays.get("dormant_offset", [0.0])[0])
         # Models saved before the temperature was chosen keep the constructor's default.
         saved = arrays.get("neighbour_temperature", [self.neighbour_temperature])
         self.neighbour_temperature = float(saved[0])
