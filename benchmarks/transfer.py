@@ -48,7 +48,7 @@ ABLATIONS = {
     "- new items borrow LM-space neighbours": {"cold_neighbours": 0},
     "- cold-offset calibration": {"cold_calibration": 0.0},
 }
-OFFSETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+OFFSETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 SLOTS = (0, 1, 2, 3, 4, 5, 6, 8)
 
 

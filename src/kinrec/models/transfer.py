@@ -481,7 +481,7 @@ class TransferRecommender(Recommender):
             self.linear[target, target] = 0.0
 
     # ------------------------------------------------------------- cold calibration
-    COLD_BOOSTS = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+    COLD_BOOSTS = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
     NEIGHBOUR_TEMPERATURES = (0.2, 0.1, 0.05, 0.02)
 
     def _calibrate_cold(self, train: Interactions, valid: Interactions) -> None:
