@@ -327,3 +327,12 @@ def test_transfer_neighbour_temperature_sharpens_towards_the_closest_item(data) 
         shares[temperature] = weights[np.arange(len(warm)), warm]
     assert (shares[0.02] >= shares[1.0]).all()
     assert (shares[0.02] > 0.5).all() and (shares[1.0] < 0.5).all()
+
+
+def test_transfer_is_seeded_and_deterministic(data) -> None:
+    _, split = data
+    params = {"max_epochs": 4, "batch_size": 64, "seed": 7}
+    first, second = (_fit("kinformer", split, **params) for _ in range(2))
+    np.testing.assert_array_equal(first.score(np.arange(8)), second.score(np.arange(8)))
+    other = _fit("kinformer", split, **{**params, "seed": 8})
+    assert not np.array_equal(first.score(np.arange(8)), other.score(np.arange(8)))

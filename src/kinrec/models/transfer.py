@@ -26,7 +26,7 @@ Losses: sampled softmax over uniformly drawn negatives of items with interaction
 popularity information), plus (a) an InfoNCE alignment between each item's ID view and its
 content view, and (b) an XSimGCL-style contrast between noise-perturbed layers.
 
-After training, three parts complete the score, each with its weight chosen on validation:
+After training, four parts complete the score, each with its weight chosen on validation:
 
 * a linear collaborative head: closed-form EASE item-item weights ``B`` on the user's seen
   row (``linear_weight * x_u B``), the residual that a low-rank two-tower model misses;
