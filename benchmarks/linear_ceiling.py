@@ -32,13 +32,10 @@ BLEND = (0.25, 0.5, 1.0)
 
 
 def edlae_weights(gram: np.ndarray, dropout: float, l2: float) -> np.ndarray:
-    """EASE with the diagonal penalty ``l2 + p / (1 - p) * G_ii`` (zero diagonal kept)."""
-    g = np.array(gram, dtype=np.float64)
-    g[np.diag_indices_from(g)] += l2 + dropout / (1 - dropout) * np.diag(gram)
-    p = np.linalg.inv(g)
-    b = p / (-np.diag(p))
-    b[np.diag_indices_from(b)] = 0.0
-    return b
+    """EASE with the per-item L2 ``l2 + p / (1 - p) * G_ii`` (zero diagonal kept)."""
+    from kinrec.models.ease import ease_weights
+
+    return ease_weights(gram, l2 + dropout / (1 - dropout) * np.diag(gram))
 
 
 def standardise(scores: np.ndarray) -> np.ndarray:

@@ -18,8 +18,9 @@ class EASEConfig(ModelConfig):
     reg_weight: float = Field(250.0, gt=0.0)
 
 
-def ease_weights(gram: np.ndarray, reg_weight: float) -> np.ndarray:
-    """``B = I - P diag(1/diag(P))`` with ``P = (G + reg I)^-1``, i.e. ``B_ii = 0``."""
+def ease_weights(gram: np.ndarray, reg_weight: float | np.ndarray) -> np.ndarray:
+    """``B = I - P diag(1/diag(P))`` with ``P = (G + diag(reg))^-1``, i.e. ``B_ii = 0``;
+    ``reg`` is one L2 weight for every item, or one per item (as EDLAE's)."""
     g = np.array(gram, dtype=np.float64)
     g[np.diag_indices_from(g)] += reg_weight
     p = np.linalg.inv(g)
