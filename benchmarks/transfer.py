@@ -4,12 +4,13 @@ Every row is a `kinrec benchmark --json` process on the shared split files (peak
 process). Sections:
   warm   ml-100k: kinformer (several seeds, mean ± sd) vs ease / lightgcn vs RecBole numbers
   cold   ml-100k-cold: COLD and WARM segments, kinformer vs ease, lightgcn, lm-knn, LightFM
-         numbers, and the COLD/WARM trade-off of kinformer's new-item offset (one model)
+         numbers, the COLD/WARM trade-off of kinformer's new-item offset (one model), and a
+         slot budget: top-20 lists of k new items by kinformer and 20 - k warm items by EASE
   ablate ml-100k-cold: kinformer with one component switched off per row
-  ml-1m  kinformer vs RecBole's best (EASE) with training time and peak memory
+  ml-1m  kinformer (--ml1m-seeds) vs RecBole's best (EASE) with training time and peak memory
 Writes benchmarks/results/transfer-<sections>.{md,json}.
 
-    python benchmarks/transfer.py --sections warm,cold,ablate,ml-1m --seeds 3
+    python benchmarks/transfer.py --sections warm,cold,ablate,ml-1m --seeds 3 --ml1m-seeds 2
 """
 
 from __future__ import annotations
