@@ -3,7 +3,7 @@
 Each model runs in its own `kinrec benchmark` process so that peak memory is per model.
 Prints a table and writes benchmarks/results/baselines-<split>.{md,json}.
 
-    python benchmarks/baselines.py                       # ml-100k, all five baselines
+    python benchmarks/baselines.py                       # ml-100k, all six baselines
     python benchmarks/baselines.py --split ml-1m --seeds 1
 """
 
@@ -33,6 +33,7 @@ RECBOLE = {
         "ease": (0.2762, 0.3268, 0.5311, 0.8240, 0.3935, 0.3440, 0.2),
         "bpr": (0.2445, 0.2881, 0.4708, 0.7837, 0.3688, 0.3105, 17.1),
         "lightgcn": (0.2489, 0.2942, 0.4835, 0.7784, 0.3704, 0.3152, 279.2),
+        "multvae": (0.2666, 0.3065, 0.4946, 0.8038, 0.3877, 0.3292, 48.3),
     },
     "ml-1m": {
         "pop": (0.0740, 0.1272, 0.2505, 0.5012, 0.1203, 0.1285, 2.4),
@@ -40,8 +41,10 @@ RECBOLE = {
         "ease": (0.2043, 0.3009, 0.5048, 0.8060, 0.2976, 0.3067, 2.9),
         "bpr": (0.1643, 0.2561, 0.4453, 0.7462, 0.2517, 0.2622, 152.8),
         "lightgcn": (0.0843, 0.1442, 0.2761, 0.5387, 0.1324, 0.1447, 697.6),
+        "multvae": (0.1858, 0.2559, 0.4372, 0.7874, 0.2793, 0.2712, 479.5),
     },
 }
+ITERATIVE = ("bpr", "lightgcn", "multvae")
 KEYS = ("recall@10", "ndcg@10", "mrr@10", "hit@10", "recall@20", "ndcg@20")
 
 
@@ -69,14 +72,14 @@ def summarise(records: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default="ml-100k", choices=sorted(RECBOLE))
-    parser.add_argument("--models", default="pop,itemknn,ease,bpr,lightgcn")
+    parser.add_argument("--models", default="pop,itemknn,ease,bpr,lightgcn,multvae")
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the iterative models")
     args = parser.parse_args()
     split_dir = SHARED / "benchmarks" / args.split
     console = Console(width=200)
     rows, raw = [], {}
     for model in args.models.split(","):
-        seeds = args.seeds if model in ("bpr", "lightgcn") else 1
+        seeds = args.seeds if model in ITERATIVE else 1
         console.print(f"[bold]{model}[/] on {split_dir} ({seeds} seed(s)) ...")
         records = run_model(split_dir, model, seeds)
         raw[model] = records
@@ -107,10 +110,10 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     cmd = f"python benchmarks/baselines.py --split {args.split} --seeds {args.seeds}"
     note = (
-        f"Command: `{cmd}`. Mean ± sd over seeds (BPR/LightGCN); ratio = kinrec NDCG@10 / RecBole "
-        "NDCG@10. RecBole's Pop counts items per training batch (REFERENCE.md caveat); kinrec's "
-        "pop is true popularity. Train seconds: kinrec BPR/LightGCN on 1 torch thread (their "
-        "default), validation included; RecBole: 1 thread, other "
+        f"Command: `{cmd}`. Mean ± sd over seeds (BPR/LightGCN/MultVAE); ratio = kinrec "
+        "NDCG@10 / RecBole NDCG@10. RecBole's Pop counts items per training batch (REFERENCE.md "
+        "caveat); kinrec's pop is true popularity. Train seconds: kinrec's iterative models on "
+        "1 torch thread (their default), validation included; RecBole: 1 thread, other "
         "core busy (compare ratios, not absolutes).\n"
     )
     (RESULTS / f"baselines-{args.split}.md").write_text(

@@ -1,4 +1,4 @@
-"""The five baselines on a tiny two-cluster dataset, plus the RecBole bars on ml-100k."""
+"""The six baselines on a tiny two-cluster dataset, plus the RecBole bars on ml-100k."""
 
 from __future__ import annotations
 
@@ -19,7 +19,12 @@ N_USERS, N_ITEMS = 40, 24  # users 0-19 and items 0-11 form cluster A, the rest 
 # Small, regularised embeddings: on 11 items per user a free 64-d model would memorise the train
 # items instead of learning the clusters.
 TINY = {"embedding_size": 8, "weight_decay": 0.01, "batch_size": 64, "learning_rate": 0.05}
-ITERATIVE = {"bpr": {**TINY, "max_epochs": 30}, "lightgcn": {**TINY, "max_epochs": 30}}
+VAE = {"hidden_size": 16, "latent_size": 4, "batch_size": 8, "learning_rate": 0.01}
+ITERATIVE = {
+    "bpr": {**TINY, "max_epochs": 30},
+    "lightgcn": {**TINY, "max_epochs": 30},
+    "multvae": {**VAE, "max_epochs": 40},
+}
 PARAMS = {"pop": {}, "itemknn": {"k": 8}, "ease": {"reg_weight": 5.0}, **ITERATIVE}
 ALL = list(PARAMS)
 
@@ -104,7 +109,7 @@ def test_score_shapes_and_item_subsets(name: str, fitted) -> None:
     np.testing.assert_allclose(model.score(users, items), full[:, items], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["pop", "itemknn", "ease"])
+@pytest.mark.parametrize("name", ["pop", "itemknn", "ease", "multvae"])
 def test_fold_in_matches_scores_of_a_known_user(name: str, fitted, split: Split) -> None:
     model = fitted[name]
     assert model.supports_fold_in

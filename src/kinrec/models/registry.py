@@ -14,6 +14,7 @@ _MODELS: dict[str, str] = {
     "ease": "kinrec.models.ease:EASE",
     "bpr": "kinrec.models.bpr:BPRMF",
     "lightgcn": "kinrec.models.lightgcn:LightGCN",
+    "multvae": "kinrec.models.vae:MultVAE",
     "lm-knn": "kinrec.models.content:LMKNN",
     "kg-knn": "kinrec.models.content:KGKNN",
     "kinformer": "kinrec.models.transfer:TransferRecommender",
