@@ -18,12 +18,10 @@ from kinrec.data.dataset import Interactions
 from kinrec.models.base import ProgressCallback, Recommender, Validator
 from kinrec.training.loop import (
     IterativeConfig,
-    TrainingResult,
-    module_snapshot,
     optimize_epoch,
     seeded,
     torch_threads,
-    train_epochs,
+    train_module,
 )
 from kinrec.training.losses import bpr_loss
 from kinrec.training.sampling import TripletBatch, UniformNegativeSampler
@@ -81,22 +79,9 @@ class PairwiseEmbeddingRecommender(Recommender):
                     sampler.epoch(), lambda b: self._batch_loss(module, b), optimizer
                 )
 
-            def validate() -> float:
-                self._sync(module)
-                return validator(self)
-
-            result: TrainingResult = train_epochs(
-                run_epoch,
-                cfg.max_epochs,
-                validate=validate if validator is not None else None,
-                snapshot=lambda: module_snapshot(module),
-                restore=module.load_state_dict,
-                patience=cfg.patience,
-                eval_every=cfg.eval_every,
-                progress=progress,
-                phase=self.name,
+            result = train_module(
+                self, module, run_epoch, lambda: self._sync(module), validator, cfg, progress
             )
-            self._sync(module)
         self.fit_info.update(result.fit_info())
 
     def _sync(self, module: nn.Module) -> None:

@@ -23,11 +23,10 @@ from kinrec.data.dataset import Interactions
 from kinrec.models.base import ProgressCallback, Recommender, Validator
 from kinrec.training.loop import (
     IterativeConfig,
-    module_snapshot,
     optimize_epoch,
     seeded,
     torch_threads,
-    train_epochs,
+    train_module,
 )
 
 SCORE_CHUNK = 4096  # users scored per numpy pass
@@ -127,22 +126,9 @@ class MultVAE(Recommender):
                 )
                 return optimize_epoch(batches, batch_loss, optimizer)
 
-            def validate() -> float:
-                self._sync(module)
-                return validator(self)
-
-            result = train_epochs(
-                run_epoch,
-                cfg.max_epochs,
-                validate=validate if validator is not None else None,
-                snapshot=lambda: module_snapshot(module),
-                restore=module.load_state_dict,
-                patience=cfg.patience,
-                eval_every=cfg.eval_every,
-                progress=progress,
-                phase=self.name,
+            result = train_module(
+                self, module, run_epoch, lambda: self._sync(module), validator, cfg, progress
             )
-            self._sync(module)
         self.fit_info.update(result.fit_info())
         self.fit_info["trainable_parameters"] = sum(p.numel() for p in module.parameters())
 

@@ -168,6 +168,41 @@ def train_epochs(
     return result
 
 
+def train_module(
+    model: Any,
+    module: torch.nn.Module,
+    run_epoch: Callable[[int], float],
+    sync: Callable[[], None],
+    validator: Callable[[Any], float] | None,
+    config: IterativeConfig,
+    progress: ProgressCallback | None,
+) -> TrainingResult:
+    """:func:`train_epochs` for a model backed by one torch ``module``.
+
+    Before each validation ``sync()`` exports the module's weights into ``model`` (which
+    ``validator(model)`` then scores); the best module state is restored at the end and
+    synced once more.
+    """
+
+    def validate() -> float:
+        sync()
+        return validator(model)
+
+    result = train_epochs(
+        run_epoch,
+        config.max_epochs,
+        validate=validate if validator is not None else None,
+        snapshot=lambda: module_snapshot(module),
+        restore=module.load_state_dict,
+        patience=config.patience,
+        eval_every=config.eval_every,
+        progress=progress,
+        phase=model.name,
+    )
+    sync()
+    return result
+
+
 def module_snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of a module's parameters and buffers."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
