@@ -33,14 +33,17 @@ SCORE_CHUNK = 4096  # users scored per numpy pass
 
 
 class MultVAEConfig(IterativeConfig):
-    """Mult-VAE settings; the defaults are RecBole 1.2.1's.
+    """Mult-VAE settings; the defaults are RecBole 1.2.1's except ``batch_size``.
 
     RecBole's ``latent_dimension`` (128) is the encoder's output, split into the mean and the
     log-variance halves, so the code has ``latent_size`` = 64 dimensions. Each epoch visits
-    every user once in batches of ``batch_size`` users (on ml-100k: one step per epoch).
+    every user once in batches of ``batch_size`` users. RecBole batches 2,048 *interactions*
+    (about 40 steps per epoch on ml-100k); 2,048 users would be one step per epoch there, and
+    a patience of 10 such epochs stops one seed in three on an early plateau (test NDCG@10
+    0.248 against 0.300), so the default is 256 users per step.
     """
 
-    batch_size: int = Field(2048, ge=1, description="users per gradient step")
+    batch_size: int = Field(256, ge=1, description="users per gradient step")
     hidden_size: int = Field(600, ge=1, description="width of the encoder and decoder layer")
     latent_size: int = Field(64, ge=1, description="dimensions of the latent code")
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="input dropout on the user row")
