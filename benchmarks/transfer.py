@@ -5,7 +5,7 @@ process). Sections:
   warm   ml-100k: kinformer (several seeds, mean ± sd) vs ease / lightgcn vs RecBole numbers
   cold   ml-100k-cold: COLD and WARM segments, kinformer vs ease, lightgcn, lm-knn, LightFM
          numbers, the COLD/WARM trade-off of kinformer's new-item offset (one model), and a
-         slot budget: top-20 lists of k new items by kinformer and 20 - k warm items by EASE
+         slot budget: top-20 lists with k new-item slots (EASE + kinformer, kinformer alone)
   ablate ml-100k-cold: kinformer with one component switched off per row
   ml-1m  kinformer (--ml1m-seeds) vs RecBole's best (EASE) with training time and peak memory
 Writes benchmarks/results/transfer-<sections>.{md,json}.
@@ -87,16 +87,20 @@ def offset_sweep(split, model) -> tuple[float, list[tuple[float, ...]]]:
     return chosen, rows
 
 
-def slot_budget(split, model) -> list[tuple[int, float, float]]:
-    """COLD/WARM Recall@20 of top-20 lists made of the 20 - k best warm items by EASE (the
-    best warm ranker measured here) and the k best new items by kinformer, for each k.
+def slot_budget(split, model) -> list[tuple[int, float, float, float, float]]:
+    """For each number k of new-item slots, COLD/WARM Recall@20 of two kinds of top-20 list:
+    the 20 - k best warm items by EASE (the best warm ranker measured here) with the k best
+    new items by kinformer, and kinformer alone with k reserved slots (what `kinrec serve
+    --new-item-slots k` serves, through `kinrec.serving.ranking.top_with_reserved`).
 
     A feasibility check of the cold target's warm condition, on test (diagnostic only): if no
     k keeps WARM at LightGCN's level while COLD reaches the target, no ranking built from
-    these two scorers can meet both."""
+    these scorers can meet both. Rows: (k, COLD mix, WARM mix, COLD kinformer, WARM
+    kinformer)."""
     from kinrec.evaluation.benchmark import fit_with_validation
     from kinrec.evaluation.protocol import cold_item_mask, evaluate_scores
     from kinrec.models.registry import create_model
+    from kinrec.serving.ranking import top_with_reserved
 
     ease = fit_with_validation(create_model("ease", {"seed": 2026}), split)
     cold = cold_item_mask(split.train)
@@ -106,20 +110,28 @@ def slot_budget(split, model) -> list[tuple[int, float, float]]:
         scores = np.where(allowed[None, :] & ~seen[users].toarray(), scores, -np.inf)
         return np.argsort(-scores, axis=1, kind="stable")[:, :n]
 
-    rows = []
-    for k in SLOTS:
+    def mixed(users: np.ndarray, k: int) -> np.ndarray:
+        return np.hstack([top(ease.score(users), ~cold, users, 20 - k),
+                          top(model.score(users), cold, users, k)])  # fmt: skip
 
-        def scorer(users: np.ndarray, k: int = k) -> np.ndarray:
+    def reserved(users: np.ndarray, k: int) -> np.ndarray:
+        scores = np.where(seen[users].toarray(), -np.inf, model.score(users))
+        return np.vstack([top_with_reserved(row, cold, 20, k) for row in scores])
+
+    def recalls(pick) -> tuple[float, float]:
+        def scorer(users: np.ndarray) -> np.ndarray:
             out = np.zeros((len(users), split.train.n_items), dtype=np.float32)
-            picks = np.hstack([top(ease.score(users), ~cold, users, 20 - k),
-                               top(model.score(users), cold, users, k)])  # fmt: skip
-            np.put_along_axis(out, picks, 1.0, axis=1)
+            np.put_along_axis(out, pick(users), 1.0, axis=1)
             return out
 
         r = evaluate_scores(scorer, split.test, [split.train, split.valid], ks=(20,),
                             item_segments={"cold": cold, "warm": ~cold})  # fmt: skip
-        rows.append((k, r.segments["cold"]["recall@20"], r.segments["warm"]["recall@20"]))
-    return rows
+        return r.segments["cold"]["recall@20"], r.segments["warm"]["recall@20"]
+
+    return [
+        (k, *recalls(lambda u, k=k: mixed(u, k)), *recalls(lambda u, k=k: reserved(u, k)))
+        for k in SLOTS
+    ]
 
 
 def mean_sd(records: list[dict], key: str, segment: str | None = None) -> str:
@@ -202,15 +214,20 @@ def main() -> None:
         md += [
             "### Slot budget: can any top-20 list meet both cold conditions?",
             "",
-            "Lists of the 20 - k best warm items by EASE and the k best new items by "
-            "kinformer (test, diagnostic). The warm condition asks WARM R@20 >= "
-            f"{lightgcn_warm:.4f} (LightGCN, above); the cold target COLD R@20 >= 0.23.",
+            "Top-20 lists with k new-item slots (test, diagnostic): the 20 - k best warm items "
+            "by EASE with the k best new items by kinformer ('EASE + kinformer'), and "
+            "kinformer alone with k reserved slots (`kinrec serve --new-item-slots k`). The "
+            f"warm condition asks WARM R@20 >= {lightgcn_warm:.4f} (LightGCN, above); the cold "
+            "target COLD R@20 >= 0.23.",
             "",
         ]
-        md += table(["new-item slots k", "COLD R@20", "WARM R@20", "both met"],
+        md += table(["new-item slots k", "EASE + kinformer COLD R@20", "WARM R@20", "both met",
+                     "kinformer alone COLD R@20", "WARM R@20", "both met"],
                     [[str(k), f"{c:.4f}", f"{w:.4f}",
-                      "yes" if c >= 0.23 and w >= lightgcn_warm else "no"]
-                     for k, c, w in budget])  # fmt: skip
+                      "yes" if c >= 0.23 and w >= lightgcn_warm else "no",
+                      f"{c2:.4f}", f"{w2:.4f}",
+                      "yes" if c2 >= 0.23 and w2 >= lightgcn_warm else "no"]
+                     for k, c, w, c2, w2 in budget])  # fmt: skip
         md += [""]
     if "ablate" in sections:
         console.rule("ablations on ml-100k-cold")

@@ -38,6 +38,7 @@ from kinrec.serving.cli import app as serving_cli
 from kinrec.serving.config import ServingConfig
 from kinrec.serving.engine import Engine
 from kinrec.serving.keys import KeyRing, create_key, list_keys, revoke_key
+from kinrec.serving.ranking import top_with_reserved
 from kinrec.store import Store
 
 COMEDY = {str(i) for i in range(1, 21)}
@@ -737,3 +738,43 @@ def test_serves_the_transfer_model_with_new_items(world, tmp_path) -> None:
     assert "k-new" in ids(svc.recs("fan", k=50))  # scored and ranked with the rest
     restarted = Engine.open(ServingConfig(model_dir=model_dir, db=url))
     assert restarted.recommend("fan", 10) == engine.recommend("fan", 10)
+    # reserved slots: the best new item joins the index-retrieved list of user 2 (a drama
+    # fan: the new comedy is not in their plain top 5), the warm items keep their order, and
+    # the request's parameter overrides the server's setting
+    new = engine.new_items()
+    new_ids = {engine.catalog.ids[i] for i in np.flatnonzero(new)}
+    assert "k-new" in new_ids and "1" not in new_ids
+    plain = svc.recs("2", k=5)
+    slotted = svc.recs("2", k=5, new_item_slots=1)
+    assert plain["source"] == slotted["source"] == "index"
+    fresh = [i for i in ids(slotted) if i in new_ids]
+    assert len(fresh) == 1 and not set(ids(plain)) & new_ids
+    assert [i for i in ids(slotted) if i not in new_ids] == ids(plain)[:4]
+    scores = engine.model.score(np.array([engine.model.user_map.index("2")]))[0]
+    seen = set(engine.model.seen[engine.model.user_map.index("2")].indices)
+    best_new = max((i for i in np.flatnonzero(new) if i not in seen), key=lambda i: scores[i])
+    assert fresh == [engine.catalog.ids[best_new]]
+    assert [x["score"] for x in slotted["items"]] == sorted(
+        (x["score"] for x in slotted["items"]), reverse=True
+    )
+    server_side = Engine.open(ServingConfig(model_dir=model_dir, db=url, new_item_slots=1))
+    assert ids(server_side.recommend("2", 5)) == ids(slotted)
+    assert ids(server_side.recommend("2", 5, new_item_slots=0)) == ids(plain)
+    info = server_side.info()
+    assert info["new_item_slots"] == 1 and info["n_new_items"] == len(new_ids)
+
+
+# ------------------------------------------------------------------------ reserved slots
+def test_reserved_slots_hold_the_best_new_items_and_fill_when_short() -> None:
+    scores = np.array([9.0, 8.0, 7.0, 1.0, 3.0, 2.0, -np.inf])
+    new = np.array([False, False, False, True, True, True, True])
+    assert top_with_reserved(scores, new, 3, 0).tolist() == [0, 1, 2]
+    assert top_with_reserved(scores, new, 3, 1).tolist() == [0, 1, 4]  # best new: 3.0
+    assert top_with_reserved(scores, new, 4, 2).tolist() == [0, 1, 4, 5]
+    # more slots than usable new items: warm items fill; -inf is never picked
+    assert top_with_reserved(scores, new, 6, 5).tolist() == [0, 1, 2, 4, 5, 3]
+    # too few warm items: new ones fill the list
+    assert top_with_reserved(scores, ~new, 5, 1).tolist() == [0, 1, 4, 5, 3]
+    assert len(top_with_reserved(scores, new, 50, 2)) == 6
+    with pytest.raises(ValueError, match="same length"):
+        top_with_reserved(scores, new[:3], 3, 1)

@@ -37,6 +37,18 @@ def serve(
     cache_users: Annotated[
         int, typer.Option(min=0, help="Users whose recommendation lists are cached.")
     ] = 50_000,
+    new_item_slots: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=200,
+            help=(
+                "Positions of each list reserved for the best new items (no training "
+                "interactions); 0 ranks them with the rest. See benchmarks/transfer.py for "
+                "what each slot costs warm items."
+            ),
+        ),
+    ] = 0,
     access_log: Annotated[bool, typer.Option(help="One JSON log line per request.")] = True,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
 ) -> None:
@@ -54,6 +66,7 @@ def serve(
         insecure_no_auth=insecure_no_auth,
         hnsw_threshold=hnsw_threshold,
         cache_users=cache_users,
+        new_item_slots=new_item_slots,
         log_requests=access_log,
     )
     if insecure_no_auth:

@@ -38,4 +38,13 @@ class ServingConfig(BaseModel):
     neighbours: int = Field(30, ge=1, le=500, description="neighbours per item kept for reasons")
     key_refresh_seconds: float = Field(2.0, ge=0.0, description="API keys re-read this often")
     foldin_l2: float = Field(1.0, gt=0.0, description="ridge weight of the vector fold-in")
+    new_item_slots: int = Field(
+        0,
+        ge=0,
+        le=200,
+        description=(
+            "positions of each list reserved for the best new items (no training "
+            "interactions); a request's new_item_slots overrides it (0: one ranking)"
+        ),
+    )
     log_requests: bool = True

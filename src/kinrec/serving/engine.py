@@ -36,6 +36,7 @@ from kinrec.serving.config import ServingConfig
 from kinrec.serving.foldin import ModelScorer
 from kinrec.serving.index import ItemIndex
 from kinrec.serving.metrics import Metrics
+from kinrec.serving.ranking import top_k, top_with_reserved
 from kinrec.store import Event, Store
 
 log = logging.getLogger("kinrec.serving")
@@ -316,8 +317,10 @@ class Engine:
         weights: np.ndarray,
         allowed: np.ndarray,
         k: int,
+        include: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, str]:
-        """Candidate item indices, their scores and how they were found."""
+        """Candidate item indices, their scores and how they were found; an index search's
+        candidates are joined by the allowed items of ``include`` (reserved new items)."""
         scorer = self.scorer
         query = search = None
         if self.index is not None:
@@ -335,6 +338,8 @@ class Engine:
                 want = int(want * len(allowed) / max(n_allowed, 1))
             cand, _ = self.index.search(search, want)
             cand = cand[allowed[cand]]
+            if include is not None:
+                cand = np.union1d(cand, include[allowed[include]])
             if len(cand) >= min(k, n_allowed):
                 if user is not None and not len(items):
                     return cand, scorer.known_scores(user, cand), "index"
@@ -358,9 +363,11 @@ class Engine:
         k: int = 10,
         exclude_seen: bool = True,
         category: str | None = None,
+        new_item_slots: int | None = None,
     ) -> dict[str, Any]:
-        """Top-``k`` items for a user, with a reason each."""
-        return json.loads(self.recommend_json(user_id, k, exclude_seen, category))
+        """Top-``k`` items for a user, with a reason each; ``new_item_slots`` positions go to
+        the best new items (default: the configured number; :mod:`kinrec.serving.ranking`)."""
+        return json.loads(self.recommend_json(user_id, k, exclude_seen, category, new_item_slots))
 
     def recommend_json(
         self,
@@ -368,23 +375,26 @@ class Engine:
         k: int = 10,
         exclude_seen: bool = True,
         category: str | None = None,
+        new_item_slots: int | None = None,
     ) -> bytes:
         """:meth:`recommend` as a JSON document, cached until the user or the catalogue
         changes (as bytes: one object per entry for the garbage collector, no re-encoding)."""
-        key = (k, exclude_seen, category)
+        if new_item_slots is None:
+            new_item_slots = self.config.new_item_slots
+        key = (k, exclude_seen, category, new_item_slots)
         cached = self.cache.get(user_id, key)
         if cached is not None:
             self.metrics.cache.labels("hit").inc()
             return cached
         self.metrics.cache.labels("miss").inc()
         with self.lock:
-            result = self._recommend(user_id, k, exclude_seen, category)
+            result = self._recommend(user_id, k, exclude_seen, category, new_item_slots)
             body = json.dumps(result, ensure_ascii=False).encode("utf-8")
             self.cache.put(user_id, key, body)
         return body
 
     def _recommend(
-        self, user_id: str, k: int, exclude_seen: bool, category: str | None
+        self, user_id: str, k: int, exclude_seen: bool, category: str | None, new_slots: int = 0
     ) -> dict[str, Any]:
         user, train, items, weights = self._history(user_id)
         allowed = self._allowed(category)
@@ -392,11 +402,16 @@ class Engine:
             allowed = allowed.copy()
             allowed[train] = False
             allowed[items] = False
-        cand, scores, source = self._scores(user, train, items, weights, allowed, k)
+        new = self.new_items() if new_slots else None
+        include = np.flatnonzero(new) if new is not None else None
+        cand, scores, source = self._scores(user, train, items, weights, allowed, k, include)
         scores = np.asarray(scores, dtype=np.float64)
         finite = np.isfinite(scores)
         cand, scores = cand[finite], scores[finite]
-        top = self._top(scores, k)
+        if new is not None and source != "popular":
+            top = top_with_reserved(scores, new[cand], k, new_slots)
+        else:  # popularity ranks new items last by construction: no slots to reserve
+            top = top_k(scores, k)
         reasons = self._reasons(cand[top], train, items, self.users.get(user_id), source)
         ids, title = self.catalog.ids, self.catalog.title
         out = [
@@ -412,13 +427,13 @@ class Engine:
             "source": source,
         }
 
-    @staticmethod
-    def _top(scores: np.ndarray, k: int) -> np.ndarray:
-        k = min(k, len(scores))
-        if k <= 0:
-            return np.zeros(0, dtype=np.int64)
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        return top[np.argsort(-scores[top], kind="stable")]
+    def new_items(self) -> np.ndarray:
+        """Catalogue mask of new items: no interaction in the model's training data (added
+        after training, or declared but never used)."""
+        new = np.ones(len(self.catalog), dtype=bool)
+        trained = self.scorer.popularity[: len(new)]
+        new[: len(trained)] = trained == 0
+        return new
 
     def _history_mask(self, train: np.ndarray, items: np.ndarray) -> np.ndarray:
         mask = np.zeros(len(self.catalog), dtype=bool)
@@ -479,7 +494,7 @@ class Engine:
                 scores = np.asarray(raw, dtype=np.float64)
             scores = np.where(allowed, scores, -np.inf)
             cand = np.flatnonzero(np.isfinite(scores) & (scores > 0))
-            top = cand[self._top(scores[cand], k)]
+            top = cand[top_k(scores[cand], k)]
             return {
                 "item_id": item_id,
                 "by": by,
@@ -869,6 +884,8 @@ class Engine:
             "n_online_users": len(self.users),
             "fold_in": self.scorer.fold_in,
             "supports_new_items": self.model.supports_new_items,
+            "n_new_items": int((self.new_items() & alive).sum()),
+            "new_item_slots": self.config.new_item_slots,
             "index": self.index.kind if self.index is not None else "exact",
             "similar_views": [
                 v

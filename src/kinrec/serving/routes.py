@@ -125,9 +125,17 @@ async def recommendations(
             description='an attribute token ("Comedy") or field:token ("genre:Comedy")',
         ),
     ] = None,
+    new_item_slots: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=200,
+            description="positions reserved for the best new items (default: the server's)",
+        ),
+    ] = None,
 ) -> Response:
     """The user's top-k items, ranked, each with a reason. Unknown users get popular items."""
-    body = engine.recommend_json(user_id, k, exclude_seen, category)
+    body = engine.recommend_json(user_id, k, exclude_seen, category, new_item_slots)
     return Response(body, media_type="application/json")
 
 

@@ -197,6 +197,8 @@ class Info(BaseModel):
     n_online_users: int
     fold_in: str
     supports_new_items: bool
+    n_new_items: int = Field(description="recommendable items without training interactions")
+    new_item_slots: int = Field(description="positions of each list reserved for new items")
     index: str
     similar_views: list[str]
     text_fields: list[str]
