@@ -23,6 +23,7 @@ from test_serving_support import (
     DATASET,
     ToyContent,
     admin_key,
+    make_dataset,
     make_store,
     train,
     train_content,
@@ -80,8 +81,10 @@ def open_engine(world: dict, url: str, kind: str = "ease", **overrides) -> Engin
 class Service:
     """An app over an engine, with one key per role."""
 
-    def __init__(self, world: dict, tmp_path: Path, kind: str = "ease", **overrides) -> None:
-        self.url = fresh_store(world, tmp_path)
+    def __init__(
+        self, world: dict, tmp_path: Path, kind: str = "ease", url: str | None = None, **overrides
+    ) -> None:
+        self.url = url or fresh_store(world, tmp_path)
         self.engine = open_engine(world, self.url, kind, **overrides)
         with Store(self.url) as store:
             self.keys = {r: create_key(store, f"k-{r}", r)[1] for r in ("read", "write", "admin")}
@@ -573,7 +576,19 @@ def test_fold_in_strategies_and_faiss_index(world, tmp_path) -> None:
 
 # ------------------------------------------------------------------------ restart recovery
 def test_restart_restores_events_items_retirements_and_erasures(world, tmp_path) -> None:
-    svc = Service(world, tmp_path, "content")
+    restart_scenario(Service(world, tmp_path, "content"), world)
+
+
+def test_serving_on_postgresql(world, tmp_path, postgres_url) -> None:
+    """The same events, new item, retirement, erasure and restart on a PostgreSQL store."""
+    with Store(postgres_url) as store:
+        if DATASET in store.dataset_names():
+            store.delete_dataset(DATASET)
+        store.ingest(make_dataset())
+    restart_scenario(Service(world, tmp_path, "content", url=postgres_url), world)
+
+
+def restart_scenario(svc: Service, world: dict) -> None:
     for body in (
         {"user_id": "x", "item_id": "7", "type": "like"},
         {"user_id": "3", "item_id": "9", "type": "rating", "value": 5},

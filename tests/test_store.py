@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -105,9 +105,16 @@ def table_counts(store: Store) -> dict[str, int]:
         }
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    with Store(f"sqlite:///{tmp_path / 'kinrec.db'}") as st:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path: Path) -> Store:
+    """An empty store on each backend (PostgreSQL: the ``postgres_url`` server, wiped)."""
+    url = f"sqlite:///{tmp_path / 'kinrec.db'}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        engine = create_engine(url)
+        s.metadata.drop_all(engine)
+        engine.dispose()
+    with Store(url) as st:
         yield st
 
 
@@ -412,8 +419,8 @@ def test_artifacts_put_replace_get(store: Store) -> None:
 
 
 # ---------------------------------------------------------------------- the database
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(store: Store) -> None:
-    with store.engine.connect() as conn:
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    with Store(f"sqlite:///{tmp_path / 'kinrec.db'}") as store, store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
@@ -454,20 +461,6 @@ def test_ml100k_round_trip_is_exact(tmp_path: Path) -> None:
         pd.testing.assert_frame_equal(getattr(back, table), getattr(ds, table), obj=table)
     assert back.attribute_fields == ds.attribute_fields
     assert back.user_attribute_fields == ds.user_attribute_fields
-
-
-@pytest.mark.skipif(
-    not os.environ.get("KINREC_TEST_POSTGRES_URL"),
-    reason="set KINREC_TEST_POSTGRES_URL to run the store against PostgreSQL",
-)
-def test_postgresql_round_trip() -> None:
-    st = Store(os.environ["KINREC_TEST_POSTGRES_URL"])
-    if "toy-pg" in st.dataset_names():
-        st.delete_dataset("toy-pg")
-    st.ingest(toy("toy-pg"))
-    assert st.ingest(toy("toy-pg")).added == 0
-    assert_same_dataset(st.load_dataset("toy-pg"), toy("toy-pg"))
-    st.delete_dataset("toy-pg")
 
 
 def test_writers_of_one_process_queue_for_the_sqlite_write_lock(tmp_path, monkeypatch) -> None:
