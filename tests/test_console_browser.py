@@ -109,6 +109,8 @@ def test_console_end_to_end(server: dict, tmp_path: Path) -> None:
         page.wait_for_selector("#message:has-text('added')")
         page.wait_for_selector("#recs li[data-item='console-new']")
         assert page.locator("#recs li").first.get_attribute("data-item") == "console-new"
+        assert page.locator("#recs li[data-item='console-new'] .badge").inner_text() == "new"
+        assert page.locator("#recs li .badge").count() == 1  # the toy's own items are trained
         page.locator("#recs li .title").first.click()
         page.wait_for_selector("#similar li")
         page.screenshot(path=str(tmp_path / "console.png"), full_page=True)

@@ -338,6 +338,7 @@ def test_new_item_is_recommendable_on_the_next_call(world, tmp_path) -> None:
     assert created["recommendable"] and created["entity_id"] == "item:new-1"
     after = svc.recs("fan", k=3)
     assert "new-1" not in ids(before) and ids(after)[0] == "new-1"
+    assert [x["new"] for x in after["items"]] == [True, False, False]  # toy items all trained
     assert after["items"][0]["reason"] == "because you liked The laugh story 5"
     assert "new-1" in ids(svc.get("/v1/items/5/similar?by=cf&k=3").json())
     assert "new-1" in ids(svc.get("/v1/items/5/similar?by=text&k=5").json())
@@ -763,6 +764,7 @@ def test_serves_the_transfer_model_with_new_items(world, tmp_path) -> None:
     slotted = svc.recs("2", k=5, new_item_slots=1)
     assert plain["source"] == slotted["source"] == "index"
     fresh = [i for i in ids(slotted) if i in new_ids]
+    assert [x["item_id"] for x in slotted["items"] if x["new"]] == fresh
     assert len(fresh) == 1 and not set(ids(plain)) & new_ids
     assert [i for i in ids(slotted) if i not in new_ids] == ids(plain)[:4]
     scores = engine.model.score(np.array([engine.model.user_map.index("2")]))[0]

@@ -412,14 +412,17 @@ class Engine:
             top = top_with_reserved(scores, new[cand], k, new_slots)
         else:  # popularity ranks new items last by construction: no slots to reserve
             top = top_k(scores, k)
-        reasons = self._reasons(cand[top], train, items, self.users.get(user_id), source)
+        picked = cand[top]
+        reasons = self._reasons(picked, train, items, self.users.get(user_id), source)
+        is_new = new[picked] if new is not None else self.new_items(picked)
         ids, title = self.catalog.ids, self.catalog.title
         out = [
-            {"item_id": ids[i], "title": title(ids[i]), "score": score, "reason": reason}
-            for i, score, reason in zip(
-                cand[top].tolist(), scores[top].tolist(), reasons, strict=True
+            {"item_id": ids[i], "title": title(ids[i]), "score": score, "reason": reason,
+             "new": fresh}
+            for i, score, reason, fresh in zip(
+                picked.tolist(), scores[top].tolist(), reasons, is_new.tolist(), strict=True
             )
-        ]
+        ]  # fmt: skip
         return {
             "user_id": user_id,
             "items": out,
@@ -427,12 +430,15 @@ class Engine:
             "source": source,
         }
 
-    def new_items(self) -> np.ndarray:
-        """Catalogue mask of new items: no interaction in the model's training data (added
-        after training, or declared but never used)."""
-        new = np.ones(len(self.catalog), dtype=bool)
-        trained = self.scorer.popularity[: len(new)]
-        new[: len(trained)] = trained == 0
+    def new_items(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """Whether catalogue items (``idx``, default all) are new: no interaction in the
+        model's training data (added after training, or declared but never used)."""
+        if idx is None:
+            idx = np.arange(len(self.catalog))
+        trained = self.scorer.popularity
+        known = idx < len(trained)
+        new = np.ones(len(idx), dtype=bool)
+        new[known] = trained[idx[known]] == 0
         return new
 
     def _history_mask(self, train: np.ndarray, items: np.ndarray) -> np.ndarray:

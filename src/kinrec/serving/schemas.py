@@ -109,6 +109,7 @@ class RecommendedItem(BaseModel):
     title: str | None
     score: float
     reason: str
+    new: bool = Field(description="a new item: no interaction in the model's training data")
 
 
 class RecommendationList(BaseModel):

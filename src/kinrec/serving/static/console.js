@@ -67,6 +67,8 @@ async function showRecs() {
   const params = new URLSearchParams({ k: "10" });
   const category = $("category").value.trim();
   if (category) params.set("category", category);
+  const slots = $("new-slots").value.trim();
+  if (slots) params.set("new_item_slots", slots);
   const path = `/v1/users/${encodeURIComponent(state.user)}/recommendations?${params}`;
   let data;
   try { data = await api("GET", path); } catch (e) { say(e.message, true); return; }
@@ -78,6 +80,7 @@ async function showRecs() {
     if (state.last.length && !before.has(it.item_id)) li.classList.add("changed");
     const title = el("span", it.title || it.item_id, "title");
     title.addEventListener("click", () => showSimilar(it.item_id));
+    if (it.new) li.append(el("span", "new", "badge"), " ");
     li.append(title, el("span", it.score.toFixed(3), "score"), el("br"),
       el("span", it.reason, "reason"), el("br"));
     const like = el("button", "like", "small like-btn");
