@@ -5,10 +5,11 @@ validation). Each model is fitted on the other users (early stopping on their va
 rows), then every held-out user is scored through the model's fold-in (``score_history``,
 what the service does for a new user) from n of their interactions; the targets are all
 their other interactions, with the n history items masked. The n events are taken in two
-orders: ``time`` (their first n by timestamp, what a service sees of a new user) and
-``random`` (n drawn at random, seeded). Popularity is the floor every recommender falls
-back to without history. The same held-out users, histories and targets for every model, in
-one run. Prints a table and writes benchmarks/results/new-users-<split>.{md,json}.
+orders: ``time`` (their first n by timestamp, what a service sees of a new user; file order
+when the split has no timestamps) and ``random`` (n drawn at random, seeded). Popularity is
+the floor every recommender falls back to without history. The same held-out users,
+histories and targets for every model, in one run. Prints a table and writes
+benchmarks/results/new-users-<split>.{md,json}.
 
     python benchmarks/new_users.py [--split ml-100k] [--models pop,ease,multvae,kinformer]
         [--histories 1,3,5,10,20] [--held-out 0.2] [--seed 2026]
