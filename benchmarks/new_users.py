@@ -7,9 +7,11 @@ what the service does for a new user) from n of their interactions; the targets 
 their other interactions, with the n history items masked. The n events are taken in two
 orders: ``time`` (their first n by timestamp, what a service sees of a new user; file order
 when the split has no timestamps) and ``random`` (n drawn at random, seeded). Popularity is
-the floor every recommender falls back to without history. The same held-out users,
-histories and targets for every model, in one run. Prints a table and writes
-benchmarks/results/new-users-<split>.{md,json}.
+the floor every recommender falls back to without history. A model whose fit chose a
+popularity prior for short histories on validation (``history_prior``, chosen on the kept
+users only) is shown twice: raw fold-in, and ``+ prior (c=...)``, what the service serves.
+The same held-out users, histories and targets for every model, in one run. Prints a table
+and writes benchmarks/results/new-users-<split>.{md,json}.
 
     python benchmarks/new_users.py [--split ml-100k] [--models pop,ease,multvae,kinformer]
         [--histories 1,3,5,10,20] [--held-out 0.2] [--seed 2026]
@@ -74,7 +76,8 @@ def first_events(rows, held: np.ndarray, n: int, key: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from kinrec.evaluation.protocol import evaluate_scores, ndcg_validator
+    from kinrec.evaluation.benchmark import fit_with_validation
+    from kinrec.evaluation.protocol import evaluate_scores
     from kinrec.models.registry import create_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,21 +103,34 @@ def main() -> None:
     for name in args.models.split(","):
         model = create_model(name, {"seed": args.seed})
         start = time.perf_counter()
-        validator = ndcg_validator(kept.train, kept.valid)
-        model.fit(kept.train, kept.valid, validator=validator, side=split.dataset)
+        fit_with_validation(model, kept)  # chooses the history prior on kept users' valid rows
         fit_s = time.perf_counter() - start
-        results[name] = {"fit_seconds": round(fit_s, 1), "histories": {}}
-        for (order, n), first in firsts.items():
-            history, targets = rows.subset(first), rows.subset(~first)
-            seen = history.matrix().tocsr()
+        strength = model.history_prior_strength
+        variants = {name: 0.0}
+        if strength > 0:
+            variants[f"{name} + prior (c={strength:g})"] = strength
+        for label, c in variants.items():
+            model.history_prior_strength = c
+            results[label] = {
+                "fit_seconds": round(fit_s, 1),
+                "strength": c,
+                "search": model.fit_info.get("history_prior"),
+                "histories": {},
+            }
+            for (order, n), first in firsts.items():
+                history, targets = rows.subset(first), rows.subset(~first)
+                seen = history.matrix().tocsr()
 
-            def scorer(users: np.ndarray, seen=seen, model=model) -> np.ndarray:
-                return np.vstack([model.score_history(seen[u].indices) for u in users])
+                def scorer(users: np.ndarray, seen=seen, model=model) -> np.ndarray:
+                    rows_ = [seen[u].indices for u in users]
+                    return np.vstack(
+                        [model.blend_history_prior(model.score_history(r), len(r)) for r in rows_]
+                    )
 
-            r = evaluate_scores(scorer, targets, [history], ks=(10, 20)).metrics
-            metrics = {k: round(r[k], 4) for k in ("ndcg@10", "recall@20")}
-            results[name]["histories"][f"{order} n={n}"] = metrics
-        console.print(f"{name}: fitted in {fit_s:.1f} s; {results[name]['histories']}")
+                r = evaluate_scores(scorer, targets, [history], ks=(10, 20)).metrics
+                metrics = {k: round(r[k], 4) for k in ("ndcg@10", "recall@20")}
+                results[label]["histories"][f"{order} n={n}"] = metrics
+            console.print(f"{label}: fitted in {fit_s:.1f} s; {results[label]['histories']}")
 
     headers = ["model", "history", *(f"n={n} NDCG@10 / R@20" for n in histories), "fit s"]
     table = Table(title=f"New users on {args.split}: n events -> the rest (full ranking)")
@@ -128,7 +144,9 @@ def main() -> None:
         f"{len(held)} users held out of training ({len(rows)} rows); each is scored through "
         "the model's fold-in from n of their interactions (`time`: their first n by "
         "timestamp; `random`: n drawn at random), against all their other interactions "
-        "(history masked, full ranking over all items). Seed "
+        "(history masked, full ranking over all items). `+ prior (c)`: the same fold-in "
+        "shrunk towards popularity with weight c / (c + n), c chosen on the kept users' "
+        "validation rows (what `kinrec serve` does). Seed "
         f"{args.seed} for the held-out draw, the random order and every model.",
         "",
         "| " + " | ".join(headers) + " |",

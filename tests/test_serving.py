@@ -144,6 +144,20 @@ def test_category_filter_and_cold_start(svc: Service) -> None:
     assert all(x["reason"] == "popular with everyone" for x in cold["items"])
 
 
+def test_a_short_history_leans_on_popularity_as_the_model_says(svc: Service) -> None:
+    model = svc.engine.model
+    model.history_prior_strength = 1e6  # one event: popularity all but decides
+    assert svc.get("/v1/info").json()["history_prior"] == 1e6
+    assert (
+        svc.post("/v1/events", {"user_id": "fresh", "item_id": "25", "type": "like"}).status_code
+        == 201
+    )
+    got = model.item_map.indices(ids(svc.recs("fresh", k=5)))
+    counts = np.asarray(model.seen.sum(axis=0)).ravel()
+    others = np.delete(counts, model.item_map.index("25"))
+    assert sorted(counts[got], reverse=True) == sorted(others, reverse=True)[:5]
+
+
 @pytest.mark.parametrize("local_store", [True, False], ids=["inline-write", "thread-write"])
 def test_event_is_reflected_by_the_very_next_call(svc: Service, local_store: bool) -> None:
     svc.engine.local_store = local_store  # a networked store commits from a worker thread

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kinrec.data.dataset import Split
+from kinrec.evaluation.history_prior import choose_history_prior
 from kinrec.evaluation.protocol import DEFAULT_KS, evaluate, ndcg_validator
 from kinrec.models.base import ProgressCallback, Recommender
 from kinrec.models.registry import create_model
@@ -23,11 +24,14 @@ def peak_rss_mb() -> float:
 def fit_with_validation(
     model: Recommender, split: Split, progress: ProgressCallback | None = None
 ) -> Recommender:
-    """Fit on ``split.train``, early-stopping on validation NDCG@10 when valid rows exist."""
+    """Fit on ``split.train``, early-stopping on validation NDCG@10 when valid rows exist;
+    then choose the fold-in's popularity prior for short histories on validation (models
+    that fold in and whose config asks for it: ``history_prior``)."""
     validator = ndcg_validator(split.train, split.valid) if len(split.valid) else None
-    return model.fit(
-        split.train, split.valid, validator=validator, progress=progress, side=split.dataset
-    )
+    model.fit(split.train, split.valid, validator=validator, progress=progress, side=split.dataset)
+    if getattr(model.config, "history_prior", False):
+        choose_history_prior(model, split.train, split.valid)
+    return model
 
 
 def run_one(

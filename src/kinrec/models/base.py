@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors.numpy import load_file, save_file
 
 from kinrec.data.dataset import Dataset, IdMap, Interactions
@@ -50,6 +50,11 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = 2026
+    history_prior: bool = Field(
+        True,
+        description="shrink fold-in scores of short histories towards popularity, "
+        "strength chosen on validation (models that fold in)",
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class Recommender(ABC):
         self.seen: sp.csr_matrix | None = None
         self.fit_info: dict[str, Any] = {}
         self.side: Dataset | None = None
+        self.history_prior_strength = 0.0
+        self._popularity: tuple[tuple[int, int], np.ndarray] | None = None
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -131,6 +138,40 @@ class Recommender(ABC):
     @property
     def supports_fold_in(self) -> bool:
         return type(self).score_history is not Recommender.score_history
+
+    def blend_history_prior(self, scores: np.ndarray, n_events: int) -> np.ndarray:
+        """Fold-in ``scores`` of a user with ``n_events`` events, shrunk towards popularity.
+
+        ``n / (n + c) * z(scores) + c / (n + c) * z(log(1 + train count))``, both standardised
+        over the items with finite scores, where ``c`` is :attr:`history_prior_strength`
+        (chosen on validation by :func:`kinrec.evaluation.history_prior.choose_history_prior`):
+        a user with one event leans on what is popular, one with many on the model.
+        ``c = 0`` returns ``scores`` unchanged; ``-inf`` stays ``-inf``.
+        """
+        c = self.history_prior_strength
+        if c <= 0:
+            return scores
+        scores = np.asarray(scores, dtype=np.float64)
+        finite = np.isfinite(scores)
+        if not finite.any():
+            return scores
+        popularity = self._popularity_z()
+        pop = np.zeros(len(scores))
+        known = min(len(scores), len(popularity))
+        pop[:known] = popularity[:known]
+        own = scores[finite]
+        share = c / (c + max(n_events, 0))
+        out = np.full(len(scores), -np.inf)
+        out[finite] = (1 - share) * (own - own.mean()) / (own.std() + 1e-12) + share * pop[finite]
+        return out
+
+    def _popularity_z(self) -> np.ndarray:
+        """Standardised ``log(1 + train count)`` of every item (cached per seen matrix)."""
+        key = (self.seen.shape[1], self.seen.nnz)
+        if self._popularity is None or self._popularity[0] != key:
+            counts = np.log1p(np.asarray(self.seen.sum(axis=0), dtype=np.float64).ravel())
+            self._popularity = (key, (counts - counts.mean()) / (counts.std() + 1e-12))
+        return self._popularity[1]
 
     def add_items(self, item_ids: list[str], side: Dataset) -> None:
         """Make new items (described in ``side``: text, attributes, KG links) recommendable.
@@ -221,6 +262,7 @@ class Recommender(ABC):
             seen = self.seen.tocsr()
             arrays["seen.indptr"] = seen.indptr.astype(np.int64)
             arrays["seen.indices"] = seen.indices.astype(np.int64)
+            arrays["history_prior"] = np.array([self.history_prior_strength], dtype=np.float64)
             save_file(arrays, str(tmp / WEIGHTS))
             (tmp / "users.json").write_text(json.dumps(self.user_map.ids()))
             (tmp / "items.json").write_text(json.dumps(self.item_map.ids()))
@@ -279,6 +321,7 @@ class Recommender(ABC):
         model.item_map = IdMap(json.loads((path / "items.json").read_text()))
         n_users, n_items = len(model.user_map), len(model.item_map)
         indptr, indices = arrays.pop("seen.indptr"), arrays.pop("seen.indices")
+        model.history_prior_strength = float(arrays.pop("history_prior", np.zeros(1))[0])
         data = np.ones(len(indices), dtype=np.float32)
         model.seen = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
         model.fit_info = manifest.get("fit_info", {})

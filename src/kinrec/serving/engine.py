@@ -889,6 +889,7 @@ class Engine:
             "n_trained_users": self.scorer.n_users,
             "n_online_users": len(self.users),
             "fold_in": self.scorer.fold_in,
+            "history_prior": self.model.history_prior_strength,
             "supports_new_items": self.model.supports_new_items,
             "n_new_items": int((self.new_items() & alive).sum()),
             "new_item_slots": self.config.new_item_slots,

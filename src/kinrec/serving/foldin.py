@@ -8,6 +8,9 @@ assumed:
   Used only when, for a probe user, it reproduces the model's own scores exactly; it is the
   model's own ``score()`` on a sparse row, usually cheaper than a dense ``score_history``.
 * ``native``: the model's :meth:`~kinrec.models.base.Recommender.score_history`.
+
+Both shrink a short history's scores towards popularity as much as the model's validated
+``history_prior_strength`` says (:meth:`~kinrec.models.base.Recommender.blend_history_prior`).
 * ``vector``: models with item vectors (``item_vectors()``): a ridge fold-in of the user's
   vector from the vectors of the items in their history; when the model also exposes user
   vectors whose dot products are its scores (``user_vectors()`` or ``user_factors``), a known
@@ -263,10 +266,13 @@ class ModelScorer:
             return None
         if self.fold_in == "native":
             scores = self.model.score_history(all_items, all_weights)
-            return self._pad(np.asarray(scores, dtype=np.float32).ravel())
-        if self.fold_in == "row":
-            return self._row_scores(all_items, all_weights)
-        return None
+            scores = self._pad(np.asarray(scores, dtype=np.float32).ravel())
+        elif self.fold_in == "row":
+            scores = self._row_scores(all_items, all_weights)
+        else:
+            return None
+        blended = self.model.blend_history_prior(scores, len(all_items))
+        return np.asarray(blended, dtype=np.float32)
 
 
 def combine(

@@ -197,6 +197,9 @@ class Info(BaseModel):
     n_trained_users: int
     n_online_users: int
     fold_in: str
+    history_prior: float = Field(
+        description="c: a history of n events leans c / (c + n) on popularity (0: never)"
+    )
     supports_new_items: bool
     n_new_items: int = Field(description="recommendable items without training interactions")
     new_item_slots: int = Field(description="positions of each list reserved for new items")
