@@ -148,5 +148,11 @@ def test_service_fold_in_applies_the_models_prior(ease_on_zipf) -> None:
         got = scorer.history_scores(None, history, none, none.astype(np.float32))
         np.testing.assert_allclose(got, model.blend_history_prior(raw, 1), rtol=1e-5, atol=1e-5)
         assert not np.array_equal(np.argsort(-got), np.argsort(-raw))
+        # a trained user's fold-in keeps the model's own scores, in line with their trained ones
+        train = model.seen[0].indices
+        known = scorer.history_scores(0, train, history, np.ones(1, np.float32))
+        model.history_prior_strength = 0.0
+        plain = scorer.history_scores(0, train, history, np.ones(1, np.float32))
+        assert np.array_equal(known, plain)
     finally:
         model.history_prior_strength = 0.0

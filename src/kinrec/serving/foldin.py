@@ -9,8 +9,10 @@ assumed:
   model's own ``score()`` on a sparse row, usually cheaper than a dense ``score_history``.
 * ``native``: the model's :meth:`~kinrec.models.base.Recommender.score_history`.
 
-Both shrink a short history's scores towards popularity as much as the model's validated
-``history_prior_strength`` says (:meth:`~kinrec.models.base.Recommender.blend_history_prior`).
+For a user the model never trained on, both shrink the history's scores towards popularity
+as much as the model's validated ``history_prior_strength`` says for its length
+(:meth:`~kinrec.models.base.Recommender.blend_history_prior`); trained users' fold-in stays
+as it is, in line with their trained scores.
 * ``vector``: models with item vectors (``item_vectors()``): a ridge fold-in of the user's
   vector from the vectors of the items in their history; when the model also exposes user
   vectors whose dot products are its scores (``user_vectors()`` or ``user_factors``), a known
@@ -257,7 +259,9 @@ class ModelScorer:
         self, user: int | None, train: np.ndarray, items: np.ndarray, weights: np.ndarray
     ) -> np.ndarray | None:
         """Scores over all items for a user with trained items ``train`` and new events on
-        ``items`` (weighted), or None when the model cannot fold in."""
+        ``items`` (weighted), or None when the model cannot fold in; for a user the model
+        never trained on (``user`` None), with the model's popularity prior for the history's
+        length."""
         if self.fold_in == "vector":
             q = self.query(user, train, items, weights)
             return None if q is None else self.item_vectors @ q
@@ -271,6 +275,8 @@ class ModelScorer:
             scores = self._row_scores(all_items, all_weights)
         else:
             return None
+        if user is not None:  # a trained user: no prior, as in their trained scores
+            return scores
         blended = self.model.blend_history_prior(scores, len(all_items))
         return np.asarray(blended, dtype=np.float32)
 
