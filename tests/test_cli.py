@@ -69,6 +69,9 @@ def test_ingest_train_evaluate_recommend(toy: Path, tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert (out_dir / "manifest.json").exists()
+    prior = json.loads((out_dir / "manifest.json").read_text())["fit_info"]["history_prior"]
+    assert f"c = {prior['strength']:g}" in res.output  # item kNN folds in: a prior was chosen
+    assert set(prior["search"]) == {"0", "0.5", "1", "2", "4", "8", "16", "32", "64"}
     res = runner.invoke(app, ["evaluate", "--model-dir", str(out_dir), "--json"])
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.output)["metrics"]

@@ -226,12 +226,23 @@ def train(
         data = None if cfg.split.method == "predefined" else stored_dataset(cfg)
         with EpochProgress() as progress:
             outcome = train_and_evaluate(cfg, data, out_dir, progress)
-    seconds = outcome.model.fit_info["train_seconds"]
-    err.print(f"trained {cfg.model.name} in {seconds:.1f} s -> {out_dir}")
+    _print_trained(outcome.model, out_dir)
     rows = _segment_rows(outcome.test)
     if outcome.valid is not None:
         rows = {"valid": outcome.valid.metrics, **rows}
     out.print(_metrics_table(f"{cfg.model.name}", rows, MAIN_KEYS))
+
+
+def _print_trained(model, out_dir: Path) -> None:
+    """What training chose that a user should know: time, where, the new-user prior."""
+    err.print(f"trained {model.name} in {model.fit_info['train_seconds']:.1f} s -> {out_dir}")
+    prior = model.fit_info.get("history_prior")
+    if prior:
+        c = prior["strength"]
+        err.print(
+            f"new users: a history of n events leans c / (c + n) on popularity, c = {c:g} "
+            f"(chosen on validation in {prior['seconds']:.1f} s; 0 = never)"
+        )
 
 
 @app.command("evaluate")
@@ -393,7 +404,7 @@ def demo(
         err.rule(f"3. train {model} (split: {cfg.split.method} {list(cfg.split.ratios)})")
         with EpochProgress() as progress:
             outcome = train_and_evaluate(cfg, stored_dataset(cfg), out_dir, progress)
-        err.print(f"trained in {outcome.model.fit_info['train_seconds']:.1f} s -> {out_dir}")
+        _print_trained(outcome.model, out_dir)
     err.rule("4. evaluate (full ranking, train+valid masked)")
     out.print(_metrics_table(f"{model} on {dataset}", _segment_rows(outcome.test), MAIN_KEYS))
     err.rule("5. recommend")
