@@ -46,9 +46,11 @@ ABLATIONS = {
     "- ID dropout": {"id_dropout": 0.0},
     "- popularity prior": {"popularity_prior": False},
     "- linear (EASE) head": {"linear_head": False},
+    "- LM neighbours in the linear head": {"linear_text_neighbours": 0},
     "- new items borrow LM-space neighbours": {"cold_neighbours": 0},
     "- cold-offset calibration": {"cold_calibration": 0.0},
 }
+NO_TEXT_HEAD = "kinformer - LM neighbours in the linear head"
 OFFSETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 SLOTS = (0, 1, 2, 3, 4, 5, 6, 8)
 
@@ -163,6 +165,9 @@ def main() -> None:
     if "warm" in sections:
         console.rule("ml-100k (warm)")
         runs = {"kinformer": bench("ml-100k", "kinformer", args.seeds)}
+        runs[NO_TEXT_HEAD] = bench(
+            "ml-100k", "kinformer", args.seeds, {"kinformer": {"linear_text_neighbours": 0}}
+        )
         for name in ("ease", "lightgcn"):
             runs[name] = bench("ml-100k", name)
         raw["warm"] = runs

@@ -11,7 +11,7 @@ import pytest
 from kinrec.data.dataset import Split
 from kinrec.evaluation.protocol import evaluate, ndcg_validator
 from kinrec.models.base import Recommender
-from kinrec.models.ease import EASE, ease_weights
+from kinrec.models.ease import EASE, ease_weights, neighbour_graph
 from kinrec.models.itemknn import ItemKNN, cosine_topk
 from kinrec.models.registry import create_model, get_model_class
 
@@ -242,3 +242,25 @@ def test_one_pass_models_reach_recbole_on_ml100k() -> None:
         model = create_model(name).fit(split.train)
         result = evaluate(model, split.test, exclude=[split.train, split.valid], ks=(10,))
         assert result.metrics["ndcg@10"] >= 0.97 * bar, (name, result.metrics["ndcg@10"])
+
+
+def test_neighbour_graph_links_each_row_to_its_most_similar_rows() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.eye(4, 16) * 5
+    vectors = np.vstack([centres[i % 4] + rng.normal(size=16) * 0.3 for i in range(40)])
+    vectors[7] = 0.0  # an item without text: no edges
+    graph = neighbour_graph(vectors, k=3, block=16)  # several row blocks
+    dense = graph.toarray()
+    np.testing.assert_allclose(dense, dense.T)
+    assert np.all(np.diag(dense) == 0) and not dense[7].any()
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, -np.inf)
+    nearest = {i: set(np.argsort(-cosine[i])[:3]) for i in range(40) if i != 7}
+    for i, own in nearest.items():
+        linked = set(np.flatnonzero(dense[i]))
+        assert all(j % 4 == i % 4 for j in linked), (i, linked)  # same centre
+        assert own <= linked
+        for j in own:  # half of each direction's cosine in which j is a nearest neighbour
+            want = cosine[i, j] / 2 + (cosine[i, j] / 2 if i in nearest.get(j, ()) else 0.0)
+            np.testing.assert_allclose(dense[i, j], want, rtol=1e-5)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from kinrec.data.dataset import Dataset, Split
+from kinrec.evaluation.benchmark import fit_with_validation
 from kinrec.evaluation.protocol import evaluate
 from kinrec.models.base import Recommender
 from kinrec.models.registry import create_model
@@ -129,6 +130,7 @@ TRANSFER_SWITCHES = [
     {"user_embeddings": False, "n_layers": 3},
     {"similarity": "dot"},
     {"linear_head": False, "cold_neighbours": 0},
+    {"linear_text_neighbours": 0},
 ]
 
 
@@ -140,6 +142,24 @@ def test_every_transfer_switch_trains_and_lowers_the_loss(switch, data) -> None:
     model.fit(split.train, side=split.dataset, progress=lambda *a: losses.append(a[3]["loss"]))
     assert len(losses) == 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_linear_head_strength_of_the_text_graph_is_chosen_on_validation(data) -> None:
+    _, split = data
+    model = create_model("kinformer", {"max_epochs": 6, "batch_size": 64, "linear_l2": 5.0})
+    fit_with_validation(model, split)
+    search = model.fit_info["linear_search"]
+    alone = {k: v for k, v in search.items() if k.endswith("head alone")}
+    assert len(alone) == len(model.LINEAR_TEXT_GRID)
+    best = max(alone, key=alone.get)
+    assert best == f"l2=5 text={model.fit_info['linear_text_strength']:g} head alone"
+    off = create_model(
+        "kinformer",
+        {"max_epochs": 6, "batch_size": 64, "linear_l2": 5.0, "linear_text_neighbours": 0},
+    )
+    fit_with_validation(off, split)
+    assert off.fit_info["linear_text_strength"] == 0.0
+    assert not any(k.endswith("head alone") for k in off.fit_info["linear_search"])
 
 
 def test_transfer_cold_items_scores_and_round_trip(data, tmp_path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 
 from kinrec.data.dataset import Interactions
@@ -27,6 +28,31 @@ def ease_weights(gram: np.ndarray, reg_weight: float | np.ndarray) -> np.ndarray
     b = p / (-np.diag(p))
     b[np.diag_indices_from(b)] = 0.0
     return b
+
+
+def neighbour_graph(vectors: np.ndarray, k: int, block: int = 2048) -> sp.csr_matrix:
+    """Symmetrised graph of each row's ``k`` most cosine-similar other rows, weighted by the
+    (positive part of the) cosine; all-zero rows have no edges. Computed in row blocks."""
+    n = len(vectors)
+    k = min(k, n - 1)
+    if k <= 0:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1)
+    unit = (vectors / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
+    rows, cols, vals = [], [], []
+    for start in range(0, n, block):
+        sims = unit[start : start + block] @ unit.T
+        local = np.arange(len(sims))
+        sims[local, start + local] = -np.inf  # no self-edges
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        rows.append(np.repeat(start + local, k))
+        cols.append(top.ravel())
+        vals.append(np.maximum(np.take_along_axis(sims, top, axis=1), 0.0).ravel())
+    rows, cols, vals = (np.concatenate(x) for x in (rows, cols, vals))
+    graph = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+    graph = ((graph + graph.T) / 2).tocsr()
+    graph.eliminate_zeros()
+    return graph
 
 
 class EASE(Recommender):

@@ -29,7 +29,11 @@ content view, and (b) an XSimGCL-style contrast between noise-perturbed layers.
 After training, four parts complete the score, each with its weight chosen on validation:
 
 * a linear collaborative head: closed-form EASE item-item weights ``B`` on the user's seen
-  row (``linear_weight * x_u B``), the residual that a low-rank two-tower model misses;
+  row (``linear_weight * x_u B``), the residual that a low-rank two-tower model misses. Its
+  Gram matrix ``X^T X`` also gets the items' language-model neighbour graph (each item's
+  ``linear_text_neighbours`` nearest items by text cosine, at a strength chosen on
+  validation): a collective EASE that regresses an item on what users do with it and on
+  what it is, so that two films that read alike share weights even when few users had both;
 * a content popularity prior (:mod:`kinrec.models.prior`);
 * for new items (declared in the side data, or added later): an offset chosen on a
   pseudo-cold validation, where warm items are hidden and their whole interaction history
@@ -125,6 +129,15 @@ class TransferConfig(IterativeConfig):
         None, gt=0, description="L2 weight of the linear head; None: chosen on validation"
     )
     max_linear_items: int = Field(30000, ge=0, description="catalogue size cap of the head")
+    linear_text_neighbours: int = Field(
+        10,
+        ge=0,
+        description=(
+            "the linear head also regresses each item on its k nearest items in the "
+            "language-model space (their cosines added to its Gram matrix), with a strength "
+            "chosen on validation (0 among the choices); 0: interactions only"
+        ),
+    )
     cold_neighbours: int = Field(
         20,
         ge=0,
@@ -298,6 +311,16 @@ def _info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(logits, torch.arange(len(a)))
 
 
+def _plus(gram: np.ndarray, graph: sp.spmatrix | None, strength: float) -> np.ndarray:
+    """``gram + strength * graph`` as a new dense array (``gram`` itself when 0)."""
+    if not strength or graph is None:
+        return gram
+    out = gram.copy()
+    coo = graph.tocoo()
+    out[coo.row, coo.col] += strength * coo.data
+    return out
+
+
 class TransferRecommender(Recommender):
     """Language-model + knowledge-graph + collaborative transfer model (``kinformer``)."""
 
@@ -367,29 +390,69 @@ class TransferRecommender(Recommender):
 
     LINEAR_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
     LINEAR_L2_GRID = (250.0, 500.0, 1000.0)
+    LINEAR_TEXT_GRID = (0.0, 1.0, 2.0, 4.0)
 
     def _choose_linear(self, validator: Validator | None) -> None:
         """Fit the head for each L2 (the configured one, or each of ``LINEAR_L2_GRID``), choose
-        its weight on validation, and keep the best pair (the first L2 without validation)."""
-        from kinrec.models.ease import ease_weights
+        its weight on validation, and keep the best pair (the first L2 without validation).
+
+        For each L2, the strength of the language-model neighbour graph in the head's Gram
+        matrix (``LINEAR_TEXT_GRID``, in units of the mean item count) is chosen first, by
+        the validation score of the head alone."""
+        from kinrec.models.ease import EASE, ease_weights
 
         x = self.seen.astype(np.float64)
         gram = (x.T @ x).toarray()
+        alone = EASE()  # the head by itself, to validate its strength of the text graph
+        alone.user_map, alone.item_map, alone.seen = self.user_map, self.item_map, self.seen
+        graph, strengths = self._text_graph(gram), (0.0,)
+        if graph is not None and validator is not None:
+            strengths = self.LINEAR_TEXT_GRID
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
         if validator is None:
             grid = grid[:1]
         best, searches = None, {}
         for l2 in grid:
-            self.linear = ease_weights(gram, l2).astype(np.float32)
+            head = None
+            for strength in strengths:
+                alone.weights = ease_weights(_plus(gram, graph, strength), l2)
+                score = 0.0
+                if len(strengths) > 1:
+                    score = validator(alone)
+                    searches[f"l2={l2:g} text={strength:g} head alone"] = round(score, 5)
+                if head is None or score > head[0]:
+                    head = (score, strength, alone.weights)
+            _, strength, weights = head
+            self.linear = weights.astype(np.float32)
             self._impute_new_items(np.flatnonzero(self.item_degree == 0))
             choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
             search = self.fit_info.pop("linear_weight_search", {})
-            searches.update({f"l2={l2:g} weight={w}": v for w, v in search.items()})
+            tag = f"l2={l2:g} text={strength:g}"
+            searches.update({f"{tag} weight={w}": v for w, v in search.items()})
             score = max(search.values(), default=0.0)
             if best is None or score > best[0]:
-                best = (score, l2, self.linear, self.linear_weight)
-        _, l2, self.linear, self.linear_weight = best
-        self.fit_info.update(linear_search=searches, linear_l2=l2, linear_weight=self.linear_weight)
+                best = (score, l2, strength, self.linear, self.linear_weight)
+        _, l2, strength, self.linear, self.linear_weight = best
+        self.fit_info.update(
+            linear_search=searches,
+            linear_l2=l2,
+            linear_text_strength=strength,
+            linear_weight=self.linear_weight,
+        )
+
+    def _text_graph(self, gram: np.ndarray) -> sp.csr_matrix | None:
+        """The language-model neighbour graph of the items, scaled so that strength 1 adds
+        to an item's Gram row, on average, what its own interaction count is (None: off)."""
+        from kinrec.models.ease import neighbour_graph
+
+        k = self.config.linear_text_neighbours
+        if not k or not self.content.text.shape[1] or not self.content.has_text.any():
+            return None
+        graph = neighbour_graph(self.content.text, k)
+        mass = float(graph.sum(axis=1).mean())
+        if mass <= 0:
+            return None
+        return (graph * (float(np.mean(np.diag(gram))) / mass)).tocsr()
 
     def _linear_scores(self, rows: sp.spmatrix | np.ndarray, linear: np.ndarray) -> np.ndarray:
         return np.asarray(rows @ linear, dtype=np.float32)
