@@ -11,7 +11,13 @@ import pytest
 from kinrec.data.dataset import Split
 from kinrec.evaluation.protocol import evaluate, ndcg_validator
 from kinrec.models.base import Recommender
-from kinrec.models.ease import EASE, ease_weights, neighbour_graph
+from kinrec.models.ease import (
+    EASE,
+    collective_gram,
+    ease_weights,
+    neighbour_graph,
+    scaled_neighbour_graph,
+)
 from kinrec.models.itemknn import ItemKNN, cosine_topk
 from kinrec.models.registry import create_model, get_model_class
 
@@ -264,3 +270,15 @@ def test_neighbour_graph_links_each_row_to_its_most_similar_rows() -> None:
         for j in own:  # half of each direction's cosine in which j is a nearest neighbour
             want = cosine[i, j] / 2 + (cosine[i, j] / 2 if i in nearest.get(j, ()) else 0.0)
             np.testing.assert_allclose(dense[i, j], want, rtol=1e-5)
+
+
+def test_collective_gram_adds_the_scaled_graph() -> None:
+    rng = np.random.default_rng(1)
+    x = (rng.random((30, 12)) < 0.3).astype(np.float64)
+    gram = x.T @ x
+    graph = scaled_neighbour_graph(rng.normal(size=(12, 5)), gram, k=2)
+    # strength 1 adds, on average over items, one mean item count to each Gram row
+    np.testing.assert_allclose(graph.sum(axis=1).mean(), np.diag(gram).mean())
+    assert collective_gram(gram, graph, 0.0) is gram
+    np.testing.assert_allclose(collective_gram(gram, graph, 2.0), gram + 2.0 * graph.toarray())
+    assert scaled_neighbour_graph(np.zeros((12, 5)), gram, k=2) is None  # no text: no graph

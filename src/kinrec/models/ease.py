@@ -55,6 +55,28 @@ def neighbour_graph(vectors: np.ndarray, k: int, block: int = 2048) -> sp.csr_ma
     return graph
 
 
+def scaled_neighbour_graph(vectors: np.ndarray, gram: np.ndarray, k: int) -> sp.csr_matrix | None:
+    """:func:`neighbour_graph` scaled to a Gram matrix: at strength 1 it adds to an item's
+    row, on average, what the item's own interaction count is (None: no edges)."""
+    graph = neighbour_graph(vectors, k)
+    mass = float(graph.sum(axis=1).mean()) if graph.shape[0] else 0.0
+    if mass <= 0:
+        return None
+    return (graph * (float(np.mean(np.diag(gram))) / mass)).tocsr()
+
+
+def collective_gram(gram: np.ndarray, graph: sp.spmatrix | None, strength: float) -> np.ndarray:
+    """``gram + strength * graph`` as a new dense array (``gram`` itself at strength 0): the
+    Gram matrix of a collective EASE, which regresses each item on its co-interactions and on
+    its neighbours in ``graph`` (e.g. by text)."""
+    if not strength or graph is None:
+        return gram
+    out = gram.copy()
+    coo = graph.tocoo()
+    out[coo.row, coo.col] += strength * coo.data
+    return out
+
+
 class EASE(Recommender):
     """Scores are the user's binary train row times the learned item-item matrix ``B``."""
 

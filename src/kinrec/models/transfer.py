@@ -311,16 +311,6 @@ def _info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(logits, torch.arange(len(a)))
 
 
-def _plus(gram: np.ndarray, graph: sp.spmatrix | None, strength: float) -> np.ndarray:
-    """``gram + strength * graph`` as a new dense array (``gram`` itself when 0)."""
-    if not strength or graph is None:
-        return gram
-    out = gram.copy()
-    coo = graph.tocoo()
-    out[coo.row, coo.col] += strength * coo.data
-    return out
-
-
 class TransferRecommender(Recommender):
     """Language-model + knowledge-graph + collaborative transfer model (``kinformer``)."""
 
@@ -399,7 +389,7 @@ class TransferRecommender(Recommender):
         For each L2, the strength of the language-model neighbour graph in the head's Gram
         matrix (``LINEAR_TEXT_GRID``, in units of the mean item count) is chosen first, by
         the validation score of the head alone."""
-        from kinrec.models.ease import EASE, ease_weights
+        from kinrec.models.ease import EASE, collective_gram, ease_weights
 
         x = self.seen.astype(np.float64)
         gram = (x.T @ x).toarray()
@@ -415,7 +405,7 @@ class TransferRecommender(Recommender):
         for l2 in grid:
             head = None
             for strength in strengths:
-                alone.weights = ease_weights(_plus(gram, graph, strength), l2)
+                alone.weights = ease_weights(collective_gram(gram, graph, strength), l2)
                 score = 0.0
                 if len(strengths) > 1:
                     score = validator(alone)
@@ -441,18 +431,13 @@ class TransferRecommender(Recommender):
         )
 
     def _text_graph(self, gram: np.ndarray) -> sp.csr_matrix | None:
-        """The language-model neighbour graph of the items, scaled so that strength 1 adds
-        to an item's Gram row, on average, what its own interaction count is (None: off)."""
-        from kinrec.models.ease import neighbour_graph
+        """The items' language-model neighbour graph on the Gram matrix's scale (None: off)."""
+        from kinrec.models.ease import scaled_neighbour_graph
 
         k = self.config.linear_text_neighbours
         if not k or not self.content.text.shape[1] or not self.content.has_text.any():
             return None
-        graph = neighbour_graph(self.content.text, k)
-        mass = float(graph.sum(axis=1).mean())
-        if mass <= 0:
-            return None
-        return (graph * (float(np.mean(np.diag(gram))) / mass)).tocsr()
+        return scaled_neighbour_graph(self.content.text, gram, k)
 
     def _linear_scores(self, rows: sp.spmatrix | np.ndarray, linear: np.ndarray) -> np.ndarray:
         return np.asarray(rows @ linear, dtype=np.float32)
