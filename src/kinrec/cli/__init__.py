@@ -376,7 +376,12 @@ def benchmark(
 @app.command()
 def demo(
     dataset: Annotated[str, typer.Option(help="Registry dataset.")] = "ml-100k",
-    model: Annotated[str, typer.Option("--model", "-m")] = "ease",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="Registered model (kinrec models); kinformer uses MiniLM + KG."
+        ),
+    ] = "kinformer",
     db: DbOption = "sqlite:///runs/demo.db",
     out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/demo-model"),
     users: Annotated[int, typer.Option(help="Users to show recommendations for.")] = 3,
