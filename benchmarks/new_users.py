@@ -122,9 +122,9 @@ def main() -> None:
                 seen = history.matrix().tocsr()
 
                 def scorer(users: np.ndarray, seen=seen, model=model) -> np.ndarray:
-                    rows_ = [seen[u].indices for u in users]
+                    own = (seen[u].indices for u in users)  # what the service does
                     return np.vstack(
-                        [model.blend_history_prior(model.score_history(r), len(r)) for r in rows_]
+                        [model.blend_history_prior(model.score_history(h), len(h)) for h in own]
                     )
 
                 r = evaluate_scores(scorer, targets, [history], ks=(10, 20)).metrics
