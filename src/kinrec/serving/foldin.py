@@ -8,11 +8,6 @@ assumed:
   Used only when, for a probe user, it reproduces the model's own scores exactly; it is the
   model's own ``score()`` on a sparse row, usually cheaper than a dense ``score_history``.
 * ``native``: the model's :meth:`~kinrec.models.base.Recommender.score_history`.
-
-For a user the model never trained on, both shrink the history's scores towards popularity
-as much as the model's validated ``history_prior_strength`` says for its length
-(:meth:`~kinrec.models.base.Recommender.blend_history_prior`); trained users' fold-in stays
-as it is, in line with their trained scores.
 * ``vector``: models with item vectors (``item_vectors()``): a ridge fold-in of the user's
   vector from the vectors of the items in their history; when the model also exposes user
   vectors whose dot products are its scores (``user_vectors()`` or ``user_factors``), a known
@@ -20,6 +15,11 @@ as it is, in line with their trained scores.
 
 ``none``: the model can do neither; new events then only mask items and new users get the
 most popular items.
+
+For a user the model never trained on, ``row`` and ``native`` shrink the history's scores
+towards popularity as much as the model's validated ``history_prior_strength`` says for its
+length (:meth:`~kinrec.models.base.Recommender.blend_history_prior`); trained users' fold-in
+stays as it is, in line with their trained scores.
 """
 
 from __future__ import annotations
