@@ -1,63 +1,14 @@
-"""KinFormer-style transfer model: language-model, knowledge-graph and collaborative views fused
-per item, users defined by the items they touched, trained with ranking + self-supervised losses.
-
-Item representation (layer 0), for item ``i``::
-
-    id_i   = E_id[i]                                  collaborative view (trained)
-    text_i = MoE(t_i)                                 frozen LM embedding t_i -> d, through a
-                                                      mixture of whitening-linear experts
-    kg_i   = sum_e A[i, e] * E_ent[e]                 knowledge view: IDF-weighted entity
-                                                      embeddings of the item's KG neighbours
-    x_i    = sum_v softmax(gate([id_i, text_i, kg_i]))_v * view_v   (knowledge fusion)
-
-Views an item lacks (no training interaction -> no ID view; no text; no entity) are masked out
-of the gate. During training the ID view is dropped at random (``id_dropout``), so the content
-views learn to stand in for it, which is what new items need.
-
-Users have no free embedding: LightGCN-style propagation over the normalised user-item graph
-``R~ = D_u^-1/2 R D_i^-1/2`` defines them from their items::
-
-    u1 = R~ x,   i2 = R~^T u1,   u3 = R~ i2,   user = (u1 + u3) / 2,   item = (x + i2) / 2
-
-so a new user (or a user with new events) is folded in exactly by the same sums over their
-items, and a new item is scored through its content views alone. Scores are cosine / tau.
-
-Losses: sampled softmax over uniformly drawn negatives of items with interactions (keeps
-popularity information), plus (a) an InfoNCE alignment between each item's ID view and its
-content view, and (b) an XSimGCL-style contrast between noise-perturbed layers.
-
-After training, four parts complete the score, each with its weight chosen on validation:
-
-* a linear collaborative head: closed-form EASE item-item weights ``B`` on the user's seen
-  row (``linear_weight * x_u B``), the residual that a low-rank two-tower model misses. Its
-  Gram matrix ``X^T X`` also gets the items' language-model neighbour graph (each item's
-  ``linear_text_neighbours`` nearest items by text cosine, at a strength chosen on
-  validation): a collective EASE that regresses an item on what users do with it and on
-  what it is, so that two films that read alike share weights even when few users had both;
-* a content popularity prior (:mod:`kinrec.models.prior`);
-* for new items (declared in the side data, or added later): an offset chosen on a
-  pseudo-cold validation, where warm items are hidden and their whole interaction history
-  becomes the target, as a new item's future is;
-* for dormant items (in the catalogue during training, never interacted with, not declared
-  new): an offset chosen on validation, since their empty history is evidence in itself.
-
-Items without interactions borrow a collaborative representation: the similarity-weighted
-mean of the final vectors, propagated layers and ``B`` rows/columns of their nearest warm
-items in the language-model space (``cold_neighbours``), or their content view alone.
-"""
+"""``kinformer``: training, the completing score parts (linear head, priors, offsets), new
+items and persistence. The package docstring (:mod:`kinrec.models.transfer`) gives the model."""
 
 from __future__ import annotations
 
 import json
-import warnings
-from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from pydantic import Field
-from torch import nn
 
 from kinrec.data.dataset import Dataset, Interactions
 from kinrec.knowledge.features import (
@@ -68,247 +19,14 @@ from kinrec.knowledge.features import (
 )
 from kinrec.models.base import ProgressCallback, Recommender, Validator
 from kinrec.models.prior import PopularityPrior, choose_prior_weight
+from kinrec.models.transfer.config import TransferConfig
+from kinrec.models.transfer.network import VIEWS, FusionNetwork, SparseOperator, info_nce
 from kinrec.training.loop import (
-    IterativeConfig,
     choose_on_validation,
     seeded,
     torch_threads,
     train_epochs,
 )
-
-VIEWS = ("id", "text", "kg")
-
-
-class TransferConfig(IterativeConfig):
-    """Settings of the transfer model; every component can be switched off for ablations."""
-
-    dim: int = Field(64, ge=4, description="embedding size of every view")
-    use_id: bool = Field(True, description="collaborative ID view")
-    use_text: bool = Field(True, description="language-model view")
-    use_kg: bool = Field(True, description="knowledge-graph view")
-    text_adapter: Literal["moe", "linear", "frozen"] = Field(
-        "moe", description="trainable adapter on the frozen LM embedding; 'frozen' = fixed PCA"
-    )
-    n_experts: int = Field(4, ge=1)
-    temperature: float = Field(0.2, gt=0)
-    n_negatives: int = Field(1024, ge=1, description="uniform negatives shared by a batch")
-    id_dropout: float = Field(0.1, ge=0, le=1, description="share of items trained content-only")
-    align_weight: float = Field(0.05, ge=0, description="ID-content InfoNCE alignment")
-    cl_weight: float = Field(0.0, ge=0, description="XSimGCL layer contrast (0: off)")
-    cl_noise: float = Field(0.1, ge=0)
-    cl_temperature: float = Field(0.2, gt=0)
-    weight_decay: float = Field(1e-6, ge=0)
-    n_layers: int = Field(2, ge=1, description="LightGCN propagation layers")
-    user_embeddings: bool = Field(True, description="layer-0 user embeddings (else items only)")
-    similarity: Literal["cosine", "dot"] = "cosine"
-    batch_size: int = Field(4096, ge=1)
-    learning_rate: float = Field(1e-2, gt=0)
-    max_epochs: int = Field(100, ge=1)
-    patience: int = Field(5, ge=1, description="validations (every eval_every epochs) w/o gain")
-    eval_every: int = Field(2, ge=1)
-    threads: int | None = Field(
-        2,
-        ge=1,
-        description=(
-            "torch intra-op threads while fitting; every step propagates over the whole "
-            "graph, which two threads run 1.6x faster than one (same numbers for a given value)"
-        ),
-    )
-    encoder_path: str | None = Field(None, description="local sentence-transformers folder")
-    adapter_path: str | None = Field(
-        None, description="LoRA adapter folder for the encoder (kinrec adapt); swap to compare"
-    )
-    linear_head: bool = Field(
-        True,
-        description=(
-            "add closed-form EASE item-item scores (a linear collaborative residual) with a "
-            "weight chosen on validation; skipped above max_linear_items"
-        ),
-    )
-    linear_l2: float | None = Field(
-        None, gt=0, description="L2 weight of the linear head; None: chosen on validation"
-    )
-    max_linear_items: int = Field(30000, ge=0, description="catalogue size cap of the head")
-    linear_text_neighbours: int = Field(
-        10,
-        ge=0,
-        description=(
-            "the linear head also regresses each item on its k nearest items in the "
-            "language-model space (their cosines added to its Gram matrix), with a strength "
-            "chosen on validation (0 among the choices); 0: interactions only"
-        ),
-    )
-    cold_neighbours: int = Field(
-        20,
-        ge=0,
-        description=(
-            "items without interactions borrow the collaborative vectors of their k nearest "
-            "warm items in the language-model space (0: their own content view only)"
-        ),
-    )
-    neighbour_temperature: float | None = Field(
-        None,
-        gt=0,
-        description=(
-            "softmax temperature of the neighbours' weights over their cosine similarity "
-            "(low: the closest neighbour dominates); None: chosen on the pseudo-cold validation"
-        ),
-    )
-    popularity_prior: bool = Field(
-        True, description="add a content-predicted popularity prior, weight chosen on valid"
-    )
-    dormant_offset: float | None = Field(
-        None,
-        le=0,
-        description=(
-            "score offset of dormant items: in the catalogue during training yet never "
-            "interacted with (not declared new); None: chosen on validation"
-        ),
-    )
-    cold_calibration: float = Field(
-        0.15,
-        ge=0,
-        lt=1,
-        description=(
-            "share of warm items (>= 5 interactions) made pseudo-new on validation to choose "
-            "the score offset of new items: declared in the side data or added later (0: none)"
-        ),
-    )
-
-
-class _FusionNetwork(nn.Module):
-    """Layer-0 item embeddings from the three views and a learned per-item gate."""
-
-    def __init__(
-        self, cfg: TransferConfig, n_items: int, text: np.ndarray, n_entities: int, n_users: int
-    ):
-        super().__init__()
-        text = torch.from_numpy(np.asarray(text, dtype=np.float32))
-        self.cfg = cfg
-        d = cfg.dim
-        self.id_emb = nn.Embedding(n_items if cfg.use_id else 1, d)
-        nn.init.normal_(self.id_emb.weight, std=0.1)
-        self.text_dim = text.shape[1]
-        if cfg.use_text and self.text_dim:
-            if cfg.text_adapter == "frozen":
-                self.register_buffer("text_proj", _pca(text, d))
-            else:
-                k = cfg.n_experts if cfg.text_adapter == "moe" else 1
-                self.expert_bias = nn.Parameter(torch.zeros(k, self.text_dim))
-                self.experts = nn.Parameter(torch.randn(k, self.text_dim, d) * self.text_dim**-0.5)
-                self.expert_gate = nn.Linear(self.text_dim, k, bias=False)
-        # Views switched off keep a one-row table, so parameter counts reflect what trains.
-        self.entity_emb = nn.Embedding(max(n_entities, 1) if cfg.use_kg else 1, d)
-        nn.init.normal_(self.entity_emb.weight, std=0.1)
-        self.gate = nn.Linear(3 * d, 3)
-        self.user_emb = nn.Embedding(n_users, d) if cfg.user_embeddings and n_users else None
-        if self.user_emb is not None:
-            nn.init.normal_(self.user_emb.weight, std=0.1)
-
-    def text_view(self, text: torch.Tensor) -> torch.Tensor:
-        if self.cfg.text_adapter == "frozen":
-            return text @ self.text_proj
-        # (n, k, d): each expert whitens (subtract a learned mean) then projects, computed as
-        # t W_k - b_k W_k so that no (n, k, text_dim) tensor is formed.
-        shift = torch.einsum("kt,ktd->kd", self.expert_bias, self.experts)
-        experts = torch.einsum("nt,ktd->nkd", text, self.experts) - shift
-        weights = torch.softmax(self.expert_gate(text), dim=-1)
-        return (weights[..., None] * experts).sum(dim=1)
-
-    def forward(
-        self,
-        text: torch.Tensor,
-        entities: SparseOperator,
-        available: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Fused layer-0 embeddings of all items and the individual views.
-
-        ``available`` is an ``(n, 3)`` boolean mask of usable views per item.
-        """
-        return self.forward_rows(text, entities, available, self.id_emb.weight)
-
-    def forward_rows(
-        self,
-        text: torch.Tensor,
-        entities: SparseOperator,
-        available: torch.Tensor,
-        ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Fusion for any rows (``ids`` None: rows without an ID view, e.g. new items)."""
-        n = available.shape[0]
-        d = self.cfg.dim
-        zeros = torch.zeros(n, d)
-        views = {
-            "id": ids if self.cfg.use_id and ids is not None else zeros,
-            "text": self.text_view(text) if self.cfg.use_text and self.text_dim else zeros,
-            "kg": entities @ self.entity_emb.weight if self.cfg.use_kg else zeros,
-        }
-        stacked = torch.stack([views[v] for v in VIEWS], dim=1)  # (n, 3, d)
-        logits = self.gate(torch.cat([views[v] for v in VIEWS], dim=1))
-        logits = logits.masked_fill(~available, -1e9)
-        weights = torch.softmax(logits, dim=-1) * available.any(dim=1, keepdim=True)
-        return (weights[..., None] * stacked).sum(dim=1), views
-
-
-def _pca(text: torch.Tensor, d: int) -> torch.Tensor:
-    """A fixed (untrained) projection of the LM space onto its top-``d`` principal axes."""
-    centred = text - text.mean(dim=0, keepdim=True)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    k = min(d, v.shape[0])
-    proj = torch.zeros(text.shape[1], d)
-    proj[:, :k] = v[:k].T
-    return proj
-
-
-def _csr(matrix: sp.spmatrix) -> torch.Tensor:
-    m = sp.csr_matrix(matrix, dtype=np.float32)
-    m.sort_indices()
-    with warnings.catch_warnings():  # torch flags sparse CSR as beta; products are stable
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(np.int64)),
-            torch.from_numpy(m.indices.astype(np.int64)),
-            torch.from_numpy(m.data),
-            size=m.shape,
-            check_invariants=False,
-        )
-
-
-class _SparseMatmul(torch.autograd.Function):
-    """``A @ x`` for a constant sparse ``A``; the backward pass is ``A^T @ grad``."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, a: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
-        ctx.a_t = a_t
-        return a @ x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return ctx.a_t @ grad, None, None
-
-
-class SparseOperator:
-    """A constant sparse matrix kept in CSR both ways, so products and their gradients are
-    row-parallel CSR kernels (an order of magnitude faster on CPU than COO ``sparse.mm``)."""
-
-    def __init__(self, matrix: sp.spmatrix) -> None:
-        self.shape = matrix.shape
-        self.a, self.a_t = _csr(matrix), _csr(matrix.T)
-
-    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        return _SparseMatmul.apply(x, self.a, self.a_t)
-
-    @property
-    def T(self) -> SparseOperator:
-        op = SparseOperator.__new__(SparseOperator)
-        op.shape, op.a, op.a_t = self.shape[::-1], self.a_t, self.a
-        return op
-
-
-def _info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    logits = a @ b.T / temperature
-    return F.cross_entropy(logits, torch.arange(len(a)))
 
 
 class TransferRecommender(Recommender):
@@ -640,7 +358,7 @@ class TransferRecommender(Recommender):
         has_entity = np.diff(content.entities.indptr) > 0
         base_available = np.stack([di > 0, content.has_text, has_entity], axis=1)
         base_available &= np.array([cfg.use_id, cfg.use_text, cfg.use_kg])[None, :]
-        net = _FusionNetwork(cfg, n_items, content.text, content.entities.shape[1], n_users)
+        net = FusionNetwork(cfg, n_items, content.text, content.entities.shape[1], n_users)
         self._net = net
         opt = torch.optim.AdamW(
             net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
@@ -707,15 +425,15 @@ class TransferRecommender(Recommender):
                 if cfg.align_weight > 0 and cfg.use_id and (cfg.use_text or cfg.use_kg):
                     batch_items = torch.from_numpy(np.unique(pairs_i[idx])[: min(1024, len(idx))])
                     content_view = (views["text"] + views["kg"])[batch_items]
-                    loss = loss + cfg.align_weight * _info_nce(
+                    loss = loss + cfg.align_weight * info_nce(
                         views["id"][batch_items], content_view, cfg.temperature
                     )
                 if use_cl:
                     ub = torch.unique(bu)
                     ib = torch.unique(bi)
                     loss = loss + cfg.cl_weight * (
-                        _info_nce(users[ub], u1[ub], cfg.cl_temperature)
-                        + _info_nce(items[ib], x[ib], cfg.cl_temperature)
+                        info_nce(users[ub], u1[ub], cfg.cl_temperature)
+                        + info_nce(items[ib], x[ib], cfg.cl_temperature)
                     )
                 opt.zero_grad()
                 loss.backward()
@@ -958,7 +676,7 @@ class TransferRecommender(Recommender):
             k[4:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("net.")
         }
         n_users = net_state["user_emb.weight"].shape[0] if "user_emb.weight" in net_state else 0
-        self._net = _FusionNetwork(
+        self._net = FusionNetwork(
             self.config, n_items, self.content.text, entities.shape[1], n_users
         )
         self._net.load_state_dict(net_state)

@@ -1,0 +1,106 @@
+"""Typed settings of the transfer model; every component can be switched off for ablations."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kinrec.training.loop import IterativeConfig
+
+
+class TransferConfig(IterativeConfig):
+    """Settings of the transfer model; every component can be switched off for ablations."""
+
+    dim: int = Field(64, ge=4, description="embedding size of every view")
+    use_id: bool = Field(True, description="collaborative ID view")
+    use_text: bool = Field(True, description="language-model view")
+    use_kg: bool = Field(True, description="knowledge-graph view")
+    text_adapter: Literal["moe", "linear", "frozen"] = Field(
+        "moe", description="trainable adapter on the frozen LM embedding; 'frozen' = fixed PCA"
+    )
+    n_experts: int = Field(4, ge=1)
+    temperature: float = Field(0.2, gt=0)
+    n_negatives: int = Field(1024, ge=1, description="uniform negatives shared by a batch")
+    id_dropout: float = Field(0.1, ge=0, le=1, description="share of items trained content-only")
+    align_weight: float = Field(0.05, ge=0, description="ID-content InfoNCE alignment")
+    cl_weight: float = Field(0.0, ge=0, description="XSimGCL layer contrast (0: off)")
+    cl_noise: float = Field(0.1, ge=0)
+    cl_temperature: float = Field(0.2, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    n_layers: int = Field(2, ge=1, description="LightGCN propagation layers")
+    user_embeddings: bool = Field(True, description="layer-0 user embeddings (else items only)")
+    similarity: Literal["cosine", "dot"] = "cosine"
+    batch_size: int = Field(4096, ge=1)
+    learning_rate: float = Field(1e-2, gt=0)
+    max_epochs: int = Field(100, ge=1)
+    patience: int = Field(5, ge=1, description="validations (every eval_every epochs) w/o gain")
+    eval_every: int = Field(2, ge=1)
+    threads: int | None = Field(
+        2,
+        ge=1,
+        description=(
+            "torch intra-op threads while fitting; every step propagates over the whole "
+            "graph, which two threads run 1.6x faster than one (same numbers for a given value)"
+        ),
+    )
+    encoder_path: str | None = Field(None, description="local sentence-transformers folder")
+    adapter_path: str | None = Field(
+        None, description="LoRA adapter folder for the encoder (kinrec adapt); swap to compare"
+    )
+    linear_head: bool = Field(
+        True,
+        description=(
+            "add closed-form EASE item-item scores (a linear collaborative residual) with a "
+            "weight chosen on validation; skipped above max_linear_items"
+        ),
+    )
+    linear_l2: float | None = Field(
+        None, gt=0, description="L2 weight of the linear head; None: chosen on validation"
+    )
+    max_linear_items: int = Field(30000, ge=0, description="catalogue size cap of the head")
+    linear_text_neighbours: int = Field(
+        10,
+        ge=0,
+        description=(
+            "the linear head also regresses each item on its k nearest items in the "
+            "language-model space (their cosines added to its Gram matrix), with a strength "
+            "chosen on validation (0 among the choices); 0: interactions only"
+        ),
+    )
+    cold_neighbours: int = Field(
+        20,
+        ge=0,
+        description=(
+            "items without interactions borrow the collaborative vectors of their k nearest "
+            "warm items in the language-model space (0: their own content view only)"
+        ),
+    )
+    neighbour_temperature: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "softmax temperature of the neighbours' weights over their cosine similarity "
+            "(low: the closest neighbour dominates); None: chosen on the pseudo-cold validation"
+        ),
+    )
+    popularity_prior: bool = Field(
+        True, description="add a content-predicted popularity prior, weight chosen on valid"
+    )
+    dormant_offset: float | None = Field(
+        None,
+        le=0,
+        description=(
+            "score offset of dormant items: in the catalogue during training yet never "
+            "interacted with (not declared new); None: chosen on validation"
+        ),
+    )
+    cold_calibration: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description=(
+            "share of warm items (>= 5 interactions) made pseudo-new on validation to choose "
+            "the score offset of new items: declared in the side data or added later (0: none)"
+        ),
+    )
