@@ -96,7 +96,10 @@ class TransferRecommender(Recommender):
     def _uses_linear(self, n_items: int) -> bool:
         return self.config.linear_head and n_items <= self.config.max_linear_items
 
-    LINEAR_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+    # The head's scores grow with the length of a user's history, the two-tower's do not
+    # (cosine / temperature): sparse data (a few events per user) wants the larger weights,
+    # up to the head ranking alone with the two-tower breaking its ties.
+    LINEAR_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
     LINEAR_L2_GRID = (250.0, 500.0, 1000.0)
     LINEAR_TEXT_GRID = (0.0, 1.0, 2.0, 4.0)
 
