@@ -10,7 +10,7 @@ process). Sections:
   ml-1m  kinformer (--ml1m-seeds) vs RecBole's best (EASE) with training time and peak memory
   amazon amazon-scientific (a shop's catalogue: sparse histories, rich item text; the
          chronological leave-one-out split that ships with it): kinformer (--amazon-seeds),
-         without its language-model view and without LM neighbours in its head, vs pop,
+         without the language model and without LM neighbours in its head, vs pop,
          ease, lightgcn, multvae and lm-knn
 Writes benchmarks/results/transfer-<sections>.{md,json}.
 
@@ -44,7 +44,7 @@ RECBOLE_NDCG10 = {
 LIGHTFM_COLD_R20 = 0.1154
 ABLATIONS = {
     "kinformer (full)": {},
-    "- language-model view": {"use_text": False},
+    "- language model (view, LM neighbours, text in the prior)": {"use_text": False},
     "- knowledge-graph view": {"use_kg": False},
     "- self-supervised losses": {"align_weight": 0.0, "cl_weight": 0.0},
     "- adapter (frozen LM embedding, fixed PCA)": {"text_adapter": "frozen"},
@@ -292,7 +292,7 @@ def main() -> None:
     if "amazon" in sections:
         console.rule("amazon-scientific")
         runs = {"kinformer": bench(AMAZON, "kinformer", args.amazon_seeds)}
-        for name, switch in (("- language-model view", {"use_text": False}),
+        for name, switch in (("- language model", {"use_text": False}),
                              ("- LM neighbours in the linear head",
                               {"linear_text_neighbours": 0})):  # fmt: skip
             runs[f"kinformer {name}"] = bench(AMAZON, "kinformer", 1, {"kinformer": switch})

@@ -213,6 +213,35 @@ def test_transfer_fold_in_and_new_items(data) -> None:
     assert scores[-1] > np.median(food_scores)
 
 
+def test_transfer_without_the_language_model_encodes_no_text(data, monkeypatch) -> None:
+    """``use_text = false`` removes the language model from every part: no text is encoded,
+    the head gets no text graph, new items borrow no neighbours and use their KG view."""
+    import kinrec.models.transfer.model as transfer_model
+
+    def no_encoder(model):
+        raise AssertionError("the text encoder was asked for")
+
+    monkeypatch.setattr(transfer_model, "model_text_embedder", no_encoder)
+    _, split = data
+    model = create_model("kinformer", {"max_epochs": 4, "batch_size": 64, "use_text": False})
+    fit_with_validation(model, split)
+    assert model.content.text.shape[1] == 0
+    assert model.fit_info["linear_text_strength"] == 0.0
+    new = Dataset(
+        "new",
+        pd.DataFrame(columns=["user_id", "item_id", "rating", "timestamp"]),
+        items=pd.DataFrame([{"item_id": "space9", "title": "Comet hunters", "genre": ("SciFi",)}]),
+        triples=pd.DataFrame({"head": ["e_space9"], "relation": ["made_by"],
+                              "tail": ["studio_space"]}),
+        links=pd.DataFrame({"item_id": ["space9"], "entity_id": ["e_space9"]}),
+        text_fields=["title"],
+        attribute_fields=["genre"],
+    )  # fmt: skip
+    model.add_items(["space9"], new)
+    scores = model.score(np.arange(3))
+    assert scores.shape == (3, len(model.item_map)) and np.isfinite(scores).all()
+
+
 def test_transfer_cold_offset_and_temperature_are_chosen_on_validation(data) -> None:
     from kinrec.evaluation.protocol import ndcg_validator
 
@@ -253,10 +282,19 @@ def test_transfer_dormant_items_offset_is_chosen_on_validation_and_saved(data, t
     # Items without training interactions that are not declared new are dormant.
     assert sorted(np.flatnonzero(model.is_dormant)) == sorted(cold[2:])
     search = model.fit_info["dormant_offset_search"]
-    assert set(search) == {str(o) for o in model.DORMANT_OFFSETS}
+    scale = max(1.0, model.linear_weight / 64.0)
+    assert set(search) == {str(o * scale) for o in model.DORMANT_OFFSETS}
     assert model.dormant_offset == float(max(search, key=search.get))
+    # Where the head dominates (weight beyond 64), the offsets' grid grows with its weight.
+    chosen_weight, model.linear_weight = model.linear_weight, 256.0
+    model._choose_dormant_offset(ndcg_validator(split.train, split.valid))
+    assert set(model.fit_info["dormant_offset_search"]) == {
+        str(o * 4.0) for o in model.DORMANT_OFFSETS
+    }
+    model.linear_weight = chosen_weight
+    model._choose_dormant_offset(ndcg_validator(split.train, split.valid))
     # Validation rows never name a dormant item here: pushing them down cannot lose a hit.
-    assert search[str(min(model.DORMANT_OFFSETS))] >= search["0.0"]
+    assert search[str(min(model.DORMANT_OFFSETS) * scale)] >= search["0.0"]
     model.dormant_offset = -2.0
     shifted = model.score(np.arange(3))
     model.dormant_offset = 0.0

@@ -14,7 +14,14 @@ class TransferConfig(IterativeConfig):
 
     dim: int = Field(64, ge=4, description="embedding size of every view")
     use_id: bool = Field(True, description="collaborative ID view")
-    use_text: bool = Field(True, description="language-model view")
+    use_text: bool = Field(
+        True,
+        description=(
+            "the language model: its view, the LM-space neighbours new items borrow from and "
+            "the linear head regresses on, and text in the popularity prior (false: item "
+            "texts are not encoded at all)"
+        ),
+    )
     use_kg: bool = Field(True, description="knowledge-graph view")
     text_adapter: Literal["moe", "linear", "frozen"] = Field(
         "moe", description="trainable adapter on the frozen LM embedding; 'frozen' = fixed PCA"

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from kinrec.data.dataset import Dataset, Interactions
 from kinrec.knowledge.features import (
     ItemContent,
+    TextEmbedder,
     build_item_content,
     content_for_new_items,
     model_text_embedder,
@@ -63,7 +64,7 @@ class TransferRecommender(Recommender):
         progress: ProgressCallback | None,
     ) -> None:
         cfg: TransferConfig = self.config
-        self.content = build_item_content(self.side, self.item_map, model_text_embedder(self))
+        self.content = build_item_content(self.side, self.item_map, self._item_text_embedder())
         self.is_new = np.zeros(train.n_items, dtype=bool)  # set once training is done
         with torch_threads(cfg.threads), seeded(cfg.seed) as rng:
             self._train(train, validator, progress, rng)
@@ -179,7 +180,15 @@ class TransferRecommender(Recommender):
         if configured is not None or not self.is_dormant.any():
             self.dormant_offset = configured or 0.0
             return
-        choose_on_validation(self, "dormant_offset", self.DORMANT_OFFSETS, validator)
+        grid = [offset * self._offset_scale for offset in self.DORMANT_OFFSETS]
+        choose_on_validation(self, "dormant_offset", grid, validator)
+
+    @property
+    def _offset_scale(self) -> float:
+        """Unit of the offset grids (new and dormant items): 1 while the linear head's weight
+        is at most 64, for which they were laid out; beyond, where the head dominates the
+        score, the score's scale and so the offsets' grow with its weight."""
+        return max(1.0, self.linear_weight / 64.0) if self.linear is not None else 1.0
 
     # ------------------------------------------------------------- new items
     def _neighbour_weights(
@@ -318,7 +327,7 @@ class TransferRecommender(Recommender):
                     cache[key] = scores + offset
                 return cache[key]
 
-            for boost in self.COLD_BOOSTS:
+            for boost in (b * self._offset_scale for b in self.COLD_BOOSTS):
 
                 def scorer(users: np.ndarray, boost: float = boost, base=base_scores):
                     scores = base(users).copy()
@@ -342,6 +351,13 @@ class TransferRecommender(Recommender):
     def warm_up(self) -> None:
         if self.config.use_text:
             model_text_embedder(self)(["warm-up"])
+
+    def _item_text_embedder(self) -> TextEmbedder:
+        """The model's text encoder; without the language model (``use_text`` off), zero-width
+        vectors, so that no text is encoded and no text-based part has anything to use."""
+        if self.config.use_text:
+            return model_text_embedder(self)
+        return lambda texts: np.zeros((len(texts), 0), dtype=np.float32)
 
     def _train(self, train, validator, progress, rng: np.random.Generator) -> None:
         cfg: TransferConfig = self.config
@@ -571,7 +587,7 @@ class TransferRecommender(Recommender):
             return
         c = self.content
         text, has_text, incidence = content_for_new_items(
-            side, new, c.entity_ids, c.entity_idf, model_text_embedder(self)
+            side, new, c.entity_ids, c.entity_idf, self._item_text_embedder()
         )
         available = np.stack([np.zeros(len(new), bool), has_text, incidence.getnnz(1) > 0], 1)
         available &= np.array([False, self.config.use_text, self.config.use_kg])[None, :]
