@@ -94,6 +94,35 @@ def test_blend_mixes_standardised_scores_with_popularity(ease_on_zipf) -> None:
         model.history_prior_strength = 0.0
 
 
+def test_blend_keeps_the_model_rank_of_items_without_train_interactions(ease_on_zipf) -> None:
+    """A new item (no train count) is not pushed down by popularity: under any prior it keeps
+    the rank the fold-in gives it among the items with counts."""
+    import scipy.sparse as sp
+
+    model, split = ease_on_zipf
+    seen = model.seen
+    model.seen = sp.hstack([seen, sp.csr_matrix((seen.shape[0], 2))]).tocsr()  # two new items
+    model.history_prior_strength = 1e6
+    try:
+        scores = np.append(model.score_history(np.array([3, 7])).astype(np.float64), [0.0, 0.0])
+        scores[[3, 7]] = -np.inf
+        counted = np.isfinite(scores) & (np.arange(len(scores)) < N_ITEMS)
+        scores[-2] = scores[counted].max() + 1.0  # the model's first choice
+        scores[-1] = np.median(scores[counted])  # mid-list
+        blended = model.blend_history_prior(scores, 1)
+        order = np.argsort(-blended)
+        assert order[0] == N_ITEMS
+        rank_raw = int((scores[counted] > scores[-1]).sum())
+        assert int((blended[counted] > blended[-1]).sum()) == rank_raw
+        # the counted items themselves follow popularity, as without new items
+        pop = np.log1p(counts_of(split).astype(np.float64))
+        assert (np.diff(pop[counted[:N_ITEMS]][np.argsort(-blended[counted])]) <= 1e-9).all()
+    finally:
+        model.seen = seen
+        model._popularity = None
+        model.history_prior_strength = 0.0
+
+
 def test_short_histories_are_each_users_first_events_by_time() -> None:
     split = zipf_split()
     users, history = short_histories(split.train, split.valid, 3, max_users=20, seed=0)

@@ -65,6 +65,20 @@ class Scored:
     score: float
 
 
+def _rank_map(source: np.ndarray, target: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Map ``values`` from the scale of ``source`` to that of ``target`` (paired scores of the
+    same items) so that each lands at the rank it has among ``source``: a monotone,
+    piecewise-linear map through the two sorted score lists; beyond their ends, the
+    distance to the end carries over (scaled by the two lists' spreads)."""
+    xs, ys = np.sort(source), np.sort(target)
+    mapped = np.interp(values, xs, ys)
+    spread = (ys[-1] - ys[0]) / (xs[-1] - xs[0]) if xs[-1] > xs[0] else 1.0
+    above, below = values > xs[-1], values < xs[0]
+    mapped[above] = ys[-1] + (values[above] - xs[-1]) * spread
+    mapped[below] = ys[0] + (values[below] - xs[0]) * spread
+    return mapped
+
+
 class Recommender(ABC):
     """Base class of all kinrec models."""
 
@@ -84,7 +98,7 @@ class Recommender(ABC):
         self.fit_info: dict[str, Any] = {}
         self.side: Dataset | None = None
         self.history_prior_strength = 0.0
-        self._popularity: tuple[tuple[int, int], np.ndarray] | None = None
+        self._popularity: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -146,6 +160,11 @@ class Recommender(ABC):
         over the items with finite scores, where ``c`` is :attr:`history_prior_strength`
         (chosen on validation by :func:`kinrec.evaluation.history_prior.choose_history_prior`):
         a user with one event leans on what is popular, one with many on the model.
+
+        Only items with training interactions have a popularity to shrink towards. Items
+        without (new items, or items nobody chose) keep the rank the model gives them among
+        the others: their scores are mapped through the rank correspondence of the others'
+        fold-in and blended scores, so a new item the model ranks first stays first.
         ``c = 0`` returns ``scores`` unchanged; ``-inf`` stays ``-inf``.
         """
         c = self.history_prior_strength
@@ -155,7 +174,7 @@ class Recommender(ABC):
         finite = np.isfinite(scores)
         if not finite.any():
             return scores
-        popularity = self._popularity_z()
+        popularity = self._popularity_stats()[0]
         pop = np.zeros(len(scores))
         known = min(len(scores), len(popularity))
         pop[:known] = popularity[:known]
@@ -163,15 +182,24 @@ class Recommender(ABC):
         share = c / (c + max(n_events, 0))
         out = np.full(len(scores), -np.inf)
         out[finite] = (1 - share) * (own - own.mean()) / (own.std() + 1e-12) + share * pop[finite]
+        counted = np.zeros(len(scores), dtype=bool)
+        counted[:known] = self._popularity_stats()[1][:known]
+        counted &= finite
+        uncounted = finite & ~counted
+        if uncounted.any() and counted.any():
+            out[uncounted] = _rank_map(scores[counted], out[counted], scores[uncounted])
         return out
 
-    def _popularity_z(self) -> np.ndarray:
-        """Standardised ``log(1 + train count)`` of every item (cached per seen matrix)."""
+    def _popularity_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised ``log(1 + train count)`` of every item, and which items have a train
+        count at all (cached per seen matrix)."""
         key = (self.seen.shape[1], self.seen.nnz)
         if self._popularity is None or self._popularity[0] != key:
-            counts = np.log1p(np.asarray(self.seen.sum(axis=0), dtype=np.float64).ravel())
-            self._popularity = (key, (counts - counts.mean()) / (counts.std() + 1e-12))
-        return self._popularity[1]
+            counts = np.asarray(self.seen.sum(axis=0), dtype=np.float64).ravel()
+            logs = np.log1p(counts)
+            z = (logs - logs.mean()) / (logs.std() + 1e-12)
+            self._popularity = (key, z, counts > 0)
+        return self._popularity[1], self._popularity[2]
 
     def add_items(self, item_ids: list[str], side: Dataset) -> None:
         """Make new items (described in ``side``: text, attributes, KG links) recommendable.
