@@ -171,7 +171,10 @@ def main() -> None:
     raw: dict[str, dict] = {}
     md = [f"# Transfer model\n\nCommand: `python benchmarks/transfer.py --sections "
           f"{args.sections} --seeds {args.seeds} --ml1m-seeds {args.ml1m_seeds} "
-          f"--amazon-seeds {args.amazon_seeds}`.\n"]  # fmt: skip
+          f"--amazon-seeds {args.amazon_seeds}"
+          + (f" --lora-adapter {args.lora_adapter}" if args.lora_adapter else "")
+          + (f" --full-encoder {args.full_encoder}" if args.full_encoder else "")
+          + "`.\n"]  # fmt: skip
     if "warm" in sections:
         console.rule("ml-100k (warm)")
         runs = {"kinformer": bench("ml-100k", "kinformer", args.seeds)}
