@@ -174,7 +174,7 @@ class Recommender(ABC):
         finite = np.isfinite(scores)
         if not finite.any():
             return scores
-        popularity = self._popularity_stats()[0]
+        popularity, has_count = self._popularity_stats()
         pop = np.zeros(len(scores))
         known = min(len(scores), len(popularity))
         pop[:known] = popularity[:known]
@@ -183,7 +183,7 @@ class Recommender(ABC):
         out = np.full(len(scores), -np.inf)
         out[finite] = (1 - share) * (own - own.mean()) / (own.std() + 1e-12) + share * pop[finite]
         counted = np.zeros(len(scores), dtype=bool)
-        counted[:known] = self._popularity_stats()[1][:known]
+        counted[:known] = has_count[:known]
         counted &= finite
         uncounted = finite & ~counted
         if uncounted.any() and counted.any():
