@@ -183,12 +183,14 @@ class TransferRecommender(Recommender):
         grid = [offset * self._offset_scale for offset in self.DORMANT_OFFSETS]
         choose_on_validation(self, "dormant_offset", grid, validator)
 
+    OFFSET_GRID_HEAD_WEIGHT = 64.0
+
     @property
     def _offset_scale(self) -> float:
         """Unit of the offset grids (new and dormant items): 1 while the linear head's weight
-        is at most 64, for which they were laid out; beyond, where the head dominates the
-        score, the score's scale and so the offsets' grow with its weight."""
-        return max(1.0, self.linear_weight / 64.0) if self.linear is not None else 1.0
+        (0 without a head) is at most ``OFFSET_GRID_HEAD_WEIGHT``, for which they were laid
+        out; beyond, where the head dominates the score, the offsets grow with its weight."""
+        return max(1.0, self.linear_weight / self.OFFSET_GRID_HEAD_WEIGHT)
 
     # ------------------------------------------------------------- new items
     def _neighbour_weights(
