@@ -7,16 +7,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
-from kinrec.data.dataset import Split
+from kinrec.data.dataset import IdMap, Interactions, Split
 from kinrec.evaluation.protocol import evaluate, ndcg_validator
 from kinrec.models.base import Recommender
 from kinrec.models.ease import (
     EASE,
     collective_gram,
     ease_weights,
+    mixed_gram,
     neighbour_graph,
     scaled_neighbour_graph,
+    session_gram,
 )
 from kinrec.models.itemknn import ItemKNN, cosine_topk
 from kinrec.models.registry import create_model, get_model_class
@@ -282,3 +285,41 @@ def test_collective_gram_adds_the_scaled_graph() -> None:
     assert collective_gram(gram, graph, 0.0) is gram
     np.testing.assert_allclose(collective_gram(gram, graph, 2.0), gram + 2.0 * graph.toarray())
     assert scaled_neighbour_graph(np.zeros((12, 5)), gram, k=2) is None  # no text: no graph
+
+
+def test_session_gram_weighs_pairs_by_their_distance_in_each_users_time_order() -> None:
+    users, items = IdMap(["a", "b"]), IdMap([str(i) for i in range(5)])
+    # user a's events out of time order in the rows; user b has a tie, kept in row order
+    rows = Interactions(
+        np.array([0, 0, 0, 1, 1, 1]), np.array([2, 0, 1, 3, 4, 0]), users, items,
+        timestamps=np.array([30.0, 10.0, 20.0, 5.0, 5.0, 9.0]),
+    )  # fmt: skip
+    window = 2.0
+    got = session_gram(rows, window, reach=1.0).toarray()  # pairs up to 2 apart
+    near, far = np.exp(-1 / window), np.exp(-2 / window)
+    want = np.zeros((5, 5))
+    for sequence in ([0, 1, 2], [3, 4, 0]):
+        for i, a in enumerate(sequence):
+            for j in range(i + 1, len(sequence)):
+                b = sequence[j]
+                want[a, b] += near if j - i == 1 else far
+                want[b, a] = want[a, b]
+    np.testing.assert_allclose(got, want)
+    assert not np.diag(got).any()
+    untimed = session_gram(Interactions(rows.users, rows.items, users, items), window, 1.0)
+    assert untimed[2, 0] == pytest.approx(near) and untimed[2, 1] == pytest.approx(far)
+    assert got[2, 0] == pytest.approx(far)  # by time, a's order is 0, 1, 2
+
+
+def test_mixed_gram_keeps_the_counts_and_mixes_the_rest() -> None:
+    rng = np.random.default_rng(3)
+    x = (rng.random((40, 8)) < 0.4).astype(np.float64)
+    gram = x.T @ x
+    session = rng.random((8, 8))
+    session = (session + session.T) * (1 - np.eye(8))
+    mixed = mixed_gram(gram, sp.csr_matrix(session), 0.25)
+    np.testing.assert_allclose(np.diag(mixed), np.diag(gram))
+    off = ~np.eye(8, dtype=bool)
+    np.testing.assert_allclose(mixed[off], (0.75 * gram + 0.25 * session)[off])
+    assert mixed_gram(gram, sp.csr_matrix(session), 0.0) is gram
+    assert mixed_gram(gram, None, 0.5) is gram

@@ -131,6 +131,7 @@ TRANSFER_SWITCHES = [
     {"similarity": "dot"},
     {"linear_head": False, "cold_neighbours": 0},
     {"linear_text_neighbours": 0},
+    {"linear_session_window": 0},
 ]
 
 
@@ -144,21 +145,30 @@ def test_every_transfer_switch_trains_and_lowers_the_loss(switch, data) -> None:
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
-def test_linear_head_strength_of_the_text_graph_is_chosen_on_validation(data) -> None:
+def test_linear_head_gram_parts_are_chosen_on_validation(data) -> None:
     _, split = data
     model = create_model("kinformer", {"max_epochs": 6, "batch_size": 64, "linear_l2": 5.0})
     fit_with_validation(model, split)
     search = model.fit_info["linear_search"]
     alone = {k: v for k, v in search.items() if k.endswith("head alone")}
-    assert len(alone) == len(model.LINEAR_TEXT_GRID)
+    # the session share first (text off), then the text strength at the chosen share
+    assert len(alone) == len(model.LINEAR_SESSION_GRID) + len(model.LINEAR_TEXT_GRID) - 1
+    shares = [k for k in alone if k.endswith(" text=0 head alone")]
+    assert len(shares) == len(model.LINEAR_SESSION_GRID)
     best = max(alone, key=alone.get)
-    assert best == f"l2=5 text={model.fit_info['linear_text_strength']:g} head alone"
+    info = model.fit_info
+    assert best == (
+        f"l2=5 session={info['linear_session_share']:g} "
+        f"text={info['linear_text_strength']:g} head alone"
+    )
     off = create_model(
         "kinformer",
-        {"max_epochs": 6, "batch_size": 64, "linear_l2": 5.0, "linear_text_neighbours": 0},
-    )
+        {"max_epochs": 6, "batch_size": 64, "linear_l2": 5.0, "linear_text_neighbours": 0,
+         "linear_session_window": 0},
+    )  # fmt: skip
     fit_with_validation(off, split)
     assert off.fit_info["linear_text_strength"] == 0.0
+    assert off.fit_info["linear_session_share"] == 0.0
     assert not any(k.endswith("head alone") for k in off.fit_info["linear_search"])
 
 

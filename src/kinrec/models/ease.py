@@ -77,6 +77,56 @@ def collective_gram(gram: np.ndarray, graph: sp.spmatrix | None, strength: float
     return out
 
 
+def session_gram(
+    interactions: Interactions, window: float, reach: float = 4.0, chunk: int = 4_000_000
+) -> sp.csr_matrix:
+    """Co-occurrences close in each user's time order, a symmetric sparse ``(n_items,
+    n_items)`` matrix without diagonal: two of a user's events ``d`` positions apart (ordered
+    by timestamp, then by row) add ``exp(-d / window)`` to their pair, up to
+    ``d = reach * window``. Without timestamps the rows' order is the time order.
+
+    Items rated in one sitting were usually shown together (a page, a shelf, a season): a
+    tighter tie than sharing a history, as a context window is in item2vec."""
+    n = interactions.n_items
+    stamps = interactions.timestamps
+    keys = (np.arange(len(interactions)),) if stamps is None else (stamps,)
+    order = np.lexsort((*keys, interactions.users))
+    users, items = interactions.users[order], interactions.items[order]
+    total = sp.csr_matrix((n, n), dtype=np.float64)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def flush() -> sp.csr_matrix:
+        rows, cols, vals = (np.concatenate(x) for x in zip(*parts, strict=True))
+        parts.clear()
+        return total + sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+
+    for d in range(1, int(reach * window) + 1):
+        same = np.flatnonzero(users[d:] == users[:-d])
+        parts.append((items[same], items[same + d], np.full(len(same), np.exp(-d / window))))
+        if sum(len(p[0]) for p in parts) >= chunk:
+            total = flush()
+    if parts:
+        total = flush()
+    total = (total + total.T).tocsr()
+    total.setdiag(0.0)
+    total.eliminate_zeros()
+    return total
+
+
+def mixed_gram(gram: np.ndarray, session: sp.spmatrix | None, share: float) -> np.ndarray:
+    """``gram`` whose off-diagonal part is ``(1 - share) * gram + share * session`` (the
+    diagonal, the items' counts, is kept): a Gram matrix that weighs co-occurrences close in
+    time above co-occurrences anywhere in a history (``gram`` itself at share 0)."""
+    if not share or session is None:
+        return gram
+    diagonal = np.diag(gram).copy()
+    out = (1.0 - share) * gram
+    coo = session.tocoo()
+    out[coo.row, coo.col] += share * coo.data
+    out[np.diag_indices_from(out)] = diagonal
+    return out
+
+
 class EASE(Recommender):
     """Scores are the user's binary train row times the learned item-item matrix ``B``."""
 

@@ -75,6 +75,15 @@ class TransferConfig(IterativeConfig):
             "chosen on validation (0 among the choices); 0: interactions only"
         ),
     )
+    linear_session_window: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "the linear head also counts co-occurrences close in each user's time order: "
+            "events d positions apart weigh exp(-d / window); their share of the head's Gram "
+            "matrix is chosen on validation (0 among the choices); 0: histories as sets"
+        ),
+    )
     cold_neighbours: int = Field(
         20,
         ge=0,

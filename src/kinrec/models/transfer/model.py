@@ -84,7 +84,7 @@ class TransferRecommender(Recommender):
         self.is_new = declared & (self.item_degree == 0)
         self.linear_weight = 0.0
         if self._uses_linear(train.n_items):
-            self._choose_linear(validator)
+            self._choose_linear(train, validator)
         if cfg.popularity_prior:
             choose_prior_weight(self, validator)
         self._choose_dormant_offset(validator)
@@ -101,56 +101,76 @@ class TransferRecommender(Recommender):
     # (cosine / temperature): sparse data (a few events per user) wants the larger weights,
     # up to the head ranking alone with the two-tower breaking its ties.
     LINEAR_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
-    LINEAR_L2_GRID = (250.0, 500.0, 1000.0)
+    LINEAR_L2_GRID = (150.0, 250.0, 500.0, 1000.0)
+    LINEAR_SESSION_GRID = (0.0, 0.5, 0.75)
     LINEAR_TEXT_GRID = (0.0, 1.0, 2.0, 4.0)
 
-    def _choose_linear(self, validator: Validator | None) -> None:
+    def _choose_linear(self, train: Interactions, validator: Validator | None) -> None:
         """Fit the head for each L2 (the configured one, or each of ``LINEAR_L2_GRID``), choose
         its weight on validation, and keep the best pair (the first L2 without validation).
 
-        For each L2, the strength of the language-model neighbour graph in the head's Gram
-        matrix (``LINEAR_TEXT_GRID``, in units of the mean item count) is chosen first, by
-        the validation score of the head alone."""
-        from kinrec.models.ease import EASE, collective_gram, ease_weights
+        For each L2, the head's Gram matrix is chosen first by the validation score of the
+        head alone: the share of co-occurrences close in time (``LINEAR_SESSION_GRID``), then
+        the strength of the language-model neighbour graph (``LINEAR_TEXT_GRID``, in units of
+        the mean item count) added to it."""
+        from kinrec.models.ease import EASE, collective_gram, ease_weights, mixed_gram
 
         x = self.seen.astype(np.float64)
         gram = (x.T @ x).toarray()
-        alone = EASE()  # the head by itself, to validate its strength of the text graph
+        alone = EASE()  # the head by itself, to validate the parts of its Gram matrix
         alone.user_map, alone.item_map, alone.seen = self.user_map, self.item_map, self.seen
-        graph, strengths = self._text_graph(gram), (0.0,)
-        if graph is not None and validator is not None:
-            strengths = self.LINEAR_TEXT_GRID
+        graph, session = self._text_graph(gram), self._session_gram(train)
+        searched = validator is not None
+        shares = self.LINEAR_SESSION_GRID if session is not None and searched else (0.0,)
+        strengths = self.LINEAR_TEXT_GRID if graph is not None and searched else (0.0,)
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
-        if validator is None:
+        if not searched:
             grid = grid[:1]
         best, searches = None, {}
         for l2 in grid:
-            head = None
-            for strength in strengths:
-                alone.weights = ease_weights(collective_gram(gram, graph, strength), l2)
+            head = None  # (validation score, session share, text strength, weights)
+
+            def consider(share: float, strength: float, l2: float = l2) -> None:
+                nonlocal head
+                grams = collective_gram(mixed_gram(gram, session, share), graph, strength)
+                alone.weights = ease_weights(grams, l2)
                 score = 0.0
-                if len(strengths) > 1:
+                if len(shares) > 1 or len(strengths) > 1:
                     score = validator(alone)
-                    searches[f"l2={l2:g} text={strength:g} head alone"] = round(score, 5)
+                    tag = f"l2={l2:g} session={share:g} text={strength:g} head alone"
+                    searches[tag] = round(score, 5)
                 if head is None or score > head[0]:
-                    head = (score, strength, alone.weights)
-            _, strength, weights = head
+                    head = (score, share, strength, alone.weights)
+
+            for share in shares:
+                consider(share, 0.0)
+            for strength in strengths[1:]:
+                consider(head[1], strength)
+            _, share, strength, weights = head
             self.linear = weights.astype(np.float32)
             self._impute_new_items(np.flatnonzero(self.item_degree == 0))
             choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
             search = self.fit_info.pop("linear_weight_search", {})
-            tag = f"l2={l2:g} text={strength:g}"
+            tag = f"l2={l2:g} session={share:g} text={strength:g}"
             searches.update({f"{tag} weight={w}": v for w, v in search.items()})
             score = max(search.values(), default=0.0)
             if best is None or score > best[0]:
-                best = (score, l2, strength, self.linear, self.linear_weight)
-        _, l2, strength, self.linear, self.linear_weight = best
+                best = (score, l2, share, strength, self.linear, self.linear_weight)
+        _, l2, share, strength, self.linear, self.linear_weight = best
         self.fit_info.update(
             linear_search=searches,
             linear_l2=l2,
+            linear_session_share=share,
             linear_text_strength=strength,
             linear_weight=self.linear_weight,
         )
+
+    def _session_gram(self, train: Interactions) -> sp.csr_matrix | None:
+        """Co-occurrences close in the users' time order (None: off)."""
+        from kinrec.models.ease import session_gram
+
+        window = self.config.linear_session_window
+        return session_gram(train, window) if window else None
 
     def _text_graph(self, gram: np.ndarray) -> sp.csr_matrix | None:
         """The items' language-model neighbour graph on the Gram matrix's scale (None: off)."""
