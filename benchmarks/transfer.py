@@ -2,7 +2,9 @@
 
 Every row is a `kinrec benchmark --json` process on the shared split files (peak memory per
 process). Sections:
-  warm   ml-100k: kinformer (several seeds, mean ± sd) vs ease / lightgcn vs RecBole numbers
+  warm   ml-100k: kinformer (several seeds, mean ± sd; also without the LM neighbours and
+         without the co-occurrences close in time in its linear head) vs ease / lightgcn
+         vs RecBole numbers
   cold   ml-100k-cold: COLD and WARM segments, kinformer vs ease, lightgcn, lm-knn, LightFM
          numbers, the COLD/WARM trade-off of kinformer's new-item offset (one model), and a
          slot budget: top-20 lists with k new-item slots (EASE + kinformer, kinformer alone)
@@ -10,7 +12,8 @@ process). Sections:
   ml-1m  kinformer (--ml1m-seeds) vs RecBole's best (EASE) with training time and peak memory
   amazon amazon-scientific (a shop's catalogue: sparse histories, rich item text; the
          chronological leave-one-out split that ships with it): kinformer (--amazon-seeds),
-         without the language model and without LM neighbours in its head, vs pop,
+         without the language model, without LM neighbours and without co-occurrences
+         close in time in its head, vs pop,
          ease, lightgcn, multvae and lm-knn
 Writes benchmarks/results/transfer-<sections>.{md,json}.
 
@@ -52,13 +55,32 @@ ABLATIONS = {
     "- popularity prior": {"popularity_prior": False},
     "- linear (EASE) head": {"linear_head": False},
     "- LM neighbours in the linear head": {"linear_text_neighbours": 0},
+    "- co-occurrences close in time in the linear head": {"linear_session_window": 0},
     "- new items borrow LM-space neighbours": {"cold_neighbours": 0},
     "- cold-offset calibration": {"cold_calibration": 0.0},
 }
-NO_TEXT_HEAD = "kinformer - LM neighbours in the linear head"
+HEAD_ABLATIONS = {
+    "- LM neighbours in the linear head": {"linear_text_neighbours": 0},
+    "- co-occurrences close in time in the linear head": {"linear_session_window": 0},
+}
 AMAZON = SHARED / "datasets" / "amazon-scientific"
 OFFSETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 SLOTS = (0, 1, 2, 3, 4, 5, 6, 8)
+
+
+def each(records: list[dict], key: str, fmt: str) -> str:
+    """One value per record, e.g. per seed."""
+    return " / ".join(format(x[key], fmt) for x in records)
+
+
+def head_choices(records: list[dict]) -> str:
+    """The linear head's choices of each record (L2 / session share / text strength / weight)."""
+    keys = ("linear_l2", "linear_session_share", "linear_text_strength", "linear_weight")
+    return "; ".join(
+        "/".join(f"{r['fit_info'][k]:g}" for k in keys)
+        for r in records
+        if all(k in r.get("fit_info", {}) for k in keys)
+    )
 
 
 def bench(split: str | Path, models: str, seeds: int = 1, params: dict | None = None) -> list[dict]:
@@ -178,21 +200,25 @@ def main() -> None:
     if "warm" in sections:
         console.rule("ml-100k (warm)")
         runs = {"kinformer": bench("ml-100k", "kinformer", args.seeds)}
-        runs[NO_TEXT_HEAD] = bench(
-            "ml-100k", "kinformer", args.seeds, {"kinformer": {"linear_text_neighbours": 0}}
-        )
+        for name, switch in HEAD_ABLATIONS.items():
+            runs[f"kinformer {name}"] = bench(
+                "ml-100k", "kinformer", args.seeds, {"kinformer": switch}
+            )
         for name in ("ease", "lightgcn"):
             runs[name] = bench("ml-100k", name)
         raw["warm"] = runs
-        rows = [[n, str(len(r)), mean_sd(r, "ndcg@10"), mean_sd(r, "recall@10"),
-                 mean_sd(r, "recall@20"), mean_sd(r, "ndcg@20"),
-                 f"{statistics.mean(x['train_seconds'] for x in r):.0f}"]
+        rows = [[n, str(len(r)), mean_sd(r, "ndcg@10"), each(r, "ndcg@10", ".4f"),
+                 mean_sd(r, "recall@10"), mean_sd(r, "recall@20"), mean_sd(r, "ndcg@20"),
+                 head_choices(r), f"{statistics.mean(x['train_seconds'] for x in r):.0f}"]
                 for n, r in runs.items()]  # fmt: skip
-        rows += [[f"RecBole {k}", "-", f"{v:.4f}", "", "", "", ""]
+        rows += [[f"RecBole {k}", "-", f"{v:.4f}", "", "", "", "", "", ""]
                  for k, v in RECBOLE_NDCG10["ml-100k"].items()]  # fmt: skip
         md += ["## ml-100k warm split (test, full ranking, train+valid masked)", "",
-               "Target: NDCG@10 >= 0.343 (EASE + 5%).", ""]  # fmt: skip
-        headers = ["model", "seeds", "NDCG@10", "Recall@10", "Recall@20", "NDCG@20", "train s"]
+               "Target: NDCG@10 >= 0.343 (EASE + 5%). Head: the linear head's choices on "
+               "validation per seed (L2, share of co-occurrences close in time, strength "
+               "of the LM neighbours, weight).", ""]  # fmt: skip
+        headers = ["model", "seeds", "NDCG@10", "per seed", "Recall@10", "Recall@20",
+                   "NDCG@20", "head", "train s"]  # fmt: skip
         md += [*table(headers, rows), ""]
     if "cold" in sections:
         console.rule("ml-100k-cold")
@@ -281,9 +307,6 @@ def main() -> None:
                "encoding, training, the linear head's L2 and weight search, pseudo-cold "
                "calibration).", ""]  # fmt: skip
 
-        def each(records: list[dict], key: str, fmt: str) -> str:
-            return " / ".join(format(x[key], fmt) for x in records)
-
         md += table(["model", "NDCG@10", "NDCG@10 per seed", "Recall@20", "train s",
                      "peak RSS MiB"],
                     [["kinformer", mean_sd(r, "ndcg@10"), each(r, "ndcg@10", ".4f"),
@@ -296,8 +319,7 @@ def main() -> None:
         console.rule("amazon-scientific")
         runs = {"kinformer": bench(AMAZON, "kinformer", args.amazon_seeds)}
         for name, switch in (("- language model", {"use_text": False}),
-                             ("- LM neighbours in the linear head",
-                              {"linear_text_neighbours": 0})):  # fmt: skip
+                             *HEAD_ABLATIONS.items()):  # fmt: skip
             runs[f"kinformer {name}"] = bench(AMAZON, "kinformer", 1, {"kinformer": switch})
         for name in ("ease", "lightgcn", "multvae", "lm-knn", "pop"):
             runs[name] = bench(AMAZON, name)

@@ -14,6 +14,7 @@ from kinrec.evaluation.protocol import evaluate, ndcg_validator
 from kinrec.models.base import Recommender
 from kinrec.models.ease import (
     EASE,
+    NotPositiveDefiniteError,
     collective_gram,
     ease_weights,
     mixed_gram,
@@ -323,3 +324,17 @@ def test_mixed_gram_keeps_the_counts_and_mixes_the_rest() -> None:
     np.testing.assert_allclose(mixed[off], (0.75 * gram + 0.25 * session)[off])
     assert mixed_gram(gram, sp.csr_matrix(session), 0.0) is gram
     assert mixed_gram(gram, None, 0.5) is gram
+
+
+def test_ease_weights_refuse_a_gram_matrix_that_is_not_positive_definite() -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.random((50, 10)) < 0.3).astype(np.float64)
+    gram = x.T @ x
+    weights = ease_weights(gram, 3.0)
+    want = np.linalg.inv(gram + 3.0 * np.eye(10))
+    want = want / -np.diag(want)
+    np.fill_diagonal(want, 0.0)
+    np.testing.assert_allclose(weights, want, atol=1e-12)
+    graph = np.ones((10, 10)) - np.eye(10)  # a dense graph: eigenvalue -1 per unit strength
+    with pytest.raises(NotPositiveDefiniteError, match="not positive definite"):
+        ease_weights(np.diag(np.diag(gram)) + 100.0 * graph, 3.0)

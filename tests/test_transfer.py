@@ -152,7 +152,8 @@ def test_linear_head_gram_parts_are_chosen_on_validation(data) -> None:
     search = model.fit_info["linear_search"]
     alone = {k: v for k, v in search.items() if k.endswith("head alone")}
     # the session share first (text off), then the text strength at the chosen share
-    assert len(alone) == len(model.LINEAR_SESSION_GRID) + len(model.LINEAR_TEXT_GRID) - 1
+    tried = len(alone) + len(model.fit_info["linear_not_positive_definite"])
+    assert tried == len(model.LINEAR_SESSION_GRID) + len(model.LINEAR_TEXT_GRID) - 1
     shares = [k for k in alone if k.endswith(" text=0 head alone")]
     assert len(shares) == len(model.LINEAR_SESSION_GRID)
     best = max(alone, key=alone.get)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
 
@@ -21,13 +22,28 @@ class EASEConfig(ModelConfig):
 
 def ease_weights(gram: np.ndarray, reg_weight: float | np.ndarray) -> np.ndarray:
     """``B = I - P diag(1/diag(P))`` with ``P = (G + diag(reg))^-1``, i.e. ``B_ii = 0``;
-    ``reg`` is one L2 weight for every item, or one per item (as EDLAE's)."""
+    ``reg`` is one L2 weight for every item, or one per item (as EDLAE's).
+
+    ``P`` comes from a Cholesky factorisation: a Gram matrix plus a positive L2 always has
+    one, and a matrix with extra terms that is not positive definite raises
+    :class:`NotPositiveDefiniteError` instead of giving meaningless weights."""
     g = np.array(gram, dtype=np.float64)
     g[np.diag_indices_from(g)] += reg_weight
-    p = np.linalg.inv(g)
+    factor, info = scipy.linalg.lapack.dpotrf(g, lower=0)
+    if info == 0:
+        p, info = scipy.linalg.lapack.dpotri(factor, lower=0)
+    if info != 0:
+        raise NotPositiveDefiniteError(
+            f"EASE: the Gram matrix plus L2 {np.mean(reg_weight):g} is not positive definite"
+        )
+    p = np.triu(p) + np.triu(p, 1).T
     b = p / (-np.diag(p))
     b[np.diag_indices_from(b)] = 0.0
     return b
+
+
+class NotPositiveDefiniteError(np.linalg.LinAlgError):
+    """A Gram matrix (with added terms) that the L2 does not make positive definite."""
 
 
 def neighbour_graph(vectors: np.ndarray, k: int, block: int = 2048) -> sp.csr_matrix:

@@ -113,7 +113,13 @@ class TransferRecommender(Recommender):
         head alone: the share of co-occurrences close in time (``LINEAR_SESSION_GRID``), then
         the strength of the language-model neighbour graph (``LINEAR_TEXT_GRID``, in units of
         the mean item count) added to it."""
-        from kinrec.models.ease import EASE, collective_gram, ease_weights, mixed_gram
+        from kinrec.models.ease import (
+            EASE,
+            NotPositiveDefiniteError,
+            collective_gram,
+            ease_weights,
+            mixed_gram,
+        )
 
         x = self.seen.astype(np.float64)
         gram = (x.T @ x).toarray()
@@ -126,18 +132,22 @@ class TransferRecommender(Recommender):
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
         if not searched:
             grid = grid[:1]
-        best, searches = None, {}
+        best, searches, indefinite = None, {}, []
         for l2 in grid:
             head = None  # (validation score, session share, text strength, weights)
 
             def consider(share: float, strength: float, l2: float = l2) -> None:
                 nonlocal head
                 grams = collective_gram(mixed_gram(gram, session, share), graph, strength)
-                alone.weights = ease_weights(grams, l2)
+                tag = f"l2={l2:g} session={share:g} text={strength:g} head alone"
+                try:
+                    alone.weights = ease_weights(grams, l2)
+                except NotPositiveDefiniteError:  # the text graph outweighs this L2
+                    indefinite.append(tag.removesuffix(" head alone"))
+                    return
                 score = 0.0
                 if len(shares) > 1 or len(strengths) > 1:
                     score = validator(alone)
-                    tag = f"l2={l2:g} session={share:g} text={strength:g} head alone"
                     searches[tag] = round(score, 5)
                 if head is None or score > head[0]:
                     head = (score, share, strength, alone.weights)
@@ -159,6 +169,7 @@ class TransferRecommender(Recommender):
         _, l2, share, strength, self.linear, self.linear_weight = best
         self.fit_info.update(
             linear_search=searches,
+            linear_not_positive_definite=indefinite,
             linear_l2=l2,
             linear_session_share=share,
             linear_text_strength=strength,
