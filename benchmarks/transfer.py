@@ -64,7 +64,6 @@ HEAD_ABLATIONS = {
     "- co-occurrences close in time in the linear head": {"linear_session_window": 0},
 }
 AMAZON = SHARED / "datasets" / "amazon-scientific"
-OFFSETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 SLOTS = (0, 1, 2, 3, 4, 5, 6, 8)
 
 
@@ -103,13 +102,15 @@ def bench(split: str | Path, models: str, seeds: int = 1, params: dict | None = 
 
 
 def offset_sweep(split, model) -> tuple[float, list[tuple[float, ...]]]:
-    """Test metrics of one trained kinformer for several new-item offsets (diagnostic only)."""
+    """Test metrics of one trained kinformer for each non-negative new-item offset of its
+    own validation grid (diagnostic only)."""
     from kinrec.evaluation.protocol import cold_item_mask, evaluate_scores
 
     chosen = model.cold_boost
     cold = cold_item_mask(split.train)
     rows = []
-    for offset in sorted({*OFFSETS, chosen}):
+    grid = [b * model._offset_scale for b in model.COLD_BOOSTS if b >= 0]
+    for offset in sorted({*grid, chosen}):
         model.cold_boost = offset
         r = evaluate_scores(model.score, split.test, [split.train, split.valid], ks=(10, 20),
                             item_segments={"cold": cold, "warm": ~cold})  # fmt: skip

@@ -126,36 +126,34 @@ class TransferRecommender(Recommender):
         alone = EASE()  # the head by itself, to validate the parts of its Gram matrix
         alone.user_map, alone.item_map, alone.seen = self.user_map, self.item_map, self.seen
         graph, session = self._text_graph(gram), self._session_gram(train)
-        searched = validator is not None
-        shares = self.LINEAR_SESSION_GRID if session is not None and searched else (0.0,)
-        strengths = self.LINEAR_TEXT_GRID if graph is not None and searched else (0.0,)
+        validating = validator is not None
+        shares = self.LINEAR_SESSION_GRID if session is not None and validating else (0.0,)
+        strengths = self.LINEAR_TEXT_GRID if graph is not None and validating else (0.0,)
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
-        if not searched:
+        if not validating:
             grid = grid[:1]
+        compare = len(shares) > 1 or len(strengths) > 1  # Gram matrices to choose from
         best, searches, indefinite = None, {}, []
         for l2 in grid:
             head = None  # (validation score, session share, text strength, weights)
-
-            def consider(share: float, strength: float, l2: float = l2) -> None:
-                nonlocal head
-                grams = collective_gram(mixed_gram(gram, session, share), graph, strength)
-                tag = f"l2={l2:g} session={share:g} text={strength:g} head alone"
-                try:
-                    alone.weights = ease_weights(grams, l2)
-                except NotPositiveDefiniteError:  # the text graph outweighs this L2
-                    indefinite.append(tag.removesuffix(" head alone"))
-                    return
-                score = 0.0
-                if len(shares) > 1 or len(strengths) > 1:
-                    score = validator(alone)
-                    searches[tag] = round(score, 5)
-                if head is None or score > head[0]:
-                    head = (score, share, strength, alone.weights)
-
-            for share in shares:
-                consider(share, 0.0)
-            for strength in strengths[1:]:
-                consider(head[1], strength)
+            for phase in ("session", "text"):
+                if phase == "session":
+                    settings = [(share, 0.0) for share in shares]
+                else:
+                    settings = [(head[1], strength) for strength in strengths[1:]]
+                for share, strength in settings:
+                    tag = f"l2={l2:g} session={share:g} text={strength:g}"
+                    grams = collective_gram(mixed_gram(gram, session, share), graph, strength)
+                    try:
+                        alone.weights = ease_weights(grams, l2)
+                    except NotPositiveDefiniteError:  # the text graph outweighs this L2
+                        indefinite.append(tag)
+                        continue
+                    score = validator(alone) if compare else 0.0
+                    if compare:
+                        searches[f"{tag} head alone"] = round(score, 5)
+                    if head is None or score > head[0]:
+                        head = (score, share, strength, alone.weights)
             _, share, strength, weights = head
             self.linear = weights.astype(np.float32)
             self._impute_new_items(np.flatnonzero(self.item_degree == 0))
@@ -292,7 +290,7 @@ class TransferRecommender(Recommender):
             self.linear[target, target] = 0.0
 
     # ------------------------------------------------------------- cold calibration
-    COLD_BOOSTS = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
+    COLD_BOOSTS = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0)
     NEIGHBOUR_TEMPERATURES = (0.2, 0.1, 0.05, 0.02)
 
     def _calibrate_cold(self, train: Interactions, valid: Interactions) -> None:
