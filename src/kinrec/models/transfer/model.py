@@ -125,8 +125,9 @@ class TransferRecommender(Recommender):
         gram = (x.T @ x).toarray()
         alone = EASE()  # the head by itself, to validate the parts of its Gram matrix
         alone.user_map, alone.item_map, alone.seen = self.user_map, self.item_map, self.seen
-        graph, session = self._text_graph(gram), self._session_gram(train)
         validating = validator is not None
+        graph = self._text_graph(gram)
+        session = self._session_gram(train) if validating else None  # its share is validated
         shares = self.LINEAR_SESSION_GRID if session is not None and validating else (0.0,)
         strengths = self.LINEAR_TEXT_GRID if graph is not None and validating else (0.0,)
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
