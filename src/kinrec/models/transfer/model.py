@@ -128,7 +128,7 @@ class TransferRecommender(Recommender):
         validating = validator is not None
         graph = self._text_graph(gram)
         session = self._session_gram(train) if validating else None  # its share is validated
-        shares = self.LINEAR_SESSION_GRID if session is not None and validating else (0.0,)
+        shares = self.LINEAR_SESSION_GRID if session is not None else (0.0,)
         strengths = self.LINEAR_TEXT_GRID if graph is not None and validating else (0.0,)
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
         if not validating:
