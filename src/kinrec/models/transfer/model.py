@@ -126,10 +126,11 @@ class TransferRecommender(Recommender):
         alone = EASE()  # the head by itself, to validate the parts of its Gram matrix
         alone.user_map, alone.item_map, alone.seen = self.user_map, self.item_map, self.seen
         validating = validator is not None
-        graph = self._text_graph(gram)
-        session = self._session_gram(train) if validating else None  # its share is validated
+        # the text graph and the time-order matrix exist only where their weight is validated
+        graph = self._text_graph(gram) if validating else None
+        session = self._session_gram(train) if validating else None
         shares = self.LINEAR_SESSION_GRID if session is not None else (0.0,)
-        strengths = self.LINEAR_TEXT_GRID if graph is not None and validating else (0.0,)
+        strengths = self.LINEAR_TEXT_GRID if graph is not None else (0.0,)
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
         if not validating:
             grid = grid[:1]
