@@ -330,12 +330,11 @@ def main() -> None:
                "title, category path and brand; the knowledge graph is built from the "
                "category path and brand. Validation and test: each user's next item after "
                "their history. kinformer rows without a seed count: seed 2026.", ""]  # fmt: skip
+        md += ["Head: as in the warm table (L2 / time-order share / LM strength / weight).", ""]
         md += table(["model", "seeds", "NDCG@10", "Recall@10", "NDCG@20", "Recall@20",
-                     "head weight", "train s"],
+                     "head", "train s"],
                     [[n, str(len(r)), mean_sd(r, "ndcg@10"), mean_sd(r, "recall@10"),
-                      mean_sd(r, "ndcg@20"), mean_sd(r, "recall@20"),
-                      " / ".join(f"{x['fit_info']['linear_weight']:g}" for x in r)
-                      if "linear_weight" in r[0]["fit_info"] else "",
+                      mean_sd(r, "ndcg@20"), mean_sd(r, "recall@20"), head_choices(r),
                       f"{statistics.mean(x['train_seconds'] for x in r):.0f}"]
                      for n, r in runs.items()])  # fmt: skip
         md += [""]
