@@ -7,13 +7,14 @@ dropout-based regularisation gives; Steck 2020), EASE blended with its user-user
 graph filter GF-CF (Shen et al. 2021), the random-walk RP3beta (Paudel et al. 2017), and
 a collective EASE whose Gram matrix also holds each item's 10 nearest items by MiniLM text
 cosine (kinformer's linear head; the same scaling), and two uses of the split's other
-columns: EASE on rating-weighted rows (``1 + a (rating - 3)``: a strong rating as stronger
-evidence, as confidence weights do in implicit-feedback ALS; every row stays a positive) and
+columns: EASE on rating-weighted rows (strengths from ``1 - s`` at the lowest rating to
+``1 + s`` at the highest: a strong rating as stronger evidence, as confidence weights do in
+implicit-feedback ALS; every row stays a positive) and
 EASE blended with the popularity of each item around the user's median training timestamp
 (what was in vogue when the user was active), and EASE on a Gram matrix that weighs
 co-occurrences close in each user's time order above co-occurrences anywhere in a history
 (the session co-occurrences of kinformer's linear head; events d positions apart weigh
-exp(-d / window)).
+exp(-d / window)), and that Gram matrix on rating-weighted rows (both, as in kinformer's head).
 Each variant's setting is chosen on validation NDCG@10; test NDCG@10 is read once, for the
 chosen setting. Writes benchmarks/results/linear-ceiling-<split>.{md,json}.
 
@@ -42,11 +43,13 @@ BLEND = (0.25, 0.5, 1.0)
 GFCF = [(k, a) for k in (32, 64, 128, 256) for a in (0.0, 0.3, 1.0, 2.0, 4.0)]
 RP3 = [(a, b) for a in (0.5, 0.8, 1.0) for b in (0.2, 0.4, 0.6, 0.8, 1.0)]
 COLLECTIVE = [(l2, s) for l2 in (250.0, 500.0, 750.0, 1000.0) for s in (1.0, 2.0, 4.0)]
-RATED = [(l2, a) for l2 in (250.0, 500.0, 1000.0) for a in (0.1, 0.2, 0.3)]
+RATED = [(l2, s) for l2 in (250.0, 500.0, 1000.0) for s in (0.2, 0.4, 0.6)]
 TIME_BINS_DAYS = (7, 30, 90)
 TIME_BLEND = (0.05, 0.1, 0.2, 0.4)
 SESSION = [(w, share, l2) for w in (5.0, 10.0, 20.0) for share in (0.5, 0.75)
            for l2 in (150.0, 250.0, 500.0, 1000.0)]  # fmt: skip
+RATED_SESSION = [(s, share, l2) for s in (0.2, 0.4) for share in (0.5, 0.75)
+                 for l2 in (150.0, 250.0, 500.0, 1000.0)]  # fmt: skip
 TEXT_NEIGHBOURS = 10
 
 
@@ -119,6 +122,7 @@ def main() -> None:
     from kinrec.knowledge.features import build_item_content
     from kinrec.models.ease import (
         NotPositiveDefiniteError,
+        RatingStrength,
         collective_gram,
         ease_weights,
         mixed_gram,
@@ -182,14 +186,17 @@ def main() -> None:
     rows["collective EASE (+ LM neighbours)"] = search(
         COLLECTIVE, lambda s: x @ ease_weights(collective_gram(gram, graph, s[1]), s[0])
     )
-    if split.train.ratings is not None:
-        r = split.train.ratings.astype(np.float64)
+    rated_rows: dict[float, np.ndarray] = {}
+    for spread in {s for _, s in RATED} | {s for s, _, _ in RATED_SESSION}:
+        strength = RatingStrength.fit(split.train.ratings, spread)
+        if strength is not None:
+            rated_rows[spread] = strength.rows(split.train).toarray()
+    if rated_rows:
 
         def rated(setting: tuple[float, float]) -> np.ndarray:
-            l2, a = setting
-            rows_ = np.zeros_like(x)
-            rows_[split.train.users, split.train.items] = 1.0 + a * (r - 3.0)
-            return rows_ @ ease_weights(rows_.T @ rows_, l2)
+            l2, spread = setting
+            r = rated_rows[spread]
+            return r @ ease_weights(r.T @ r, l2)
 
         rows["EASE on rating-weighted rows"] = search(RATED, rated)
     if split.train.timestamps is not None:
@@ -202,6 +209,16 @@ def main() -> None:
         rows["EASE + co-occurrences close in time"] = search(
             SESSION, lambda s: x @ ease_weights(mixed_gram(gram, sessions[s[0]], s[1]), s[2])
         )
+        if rated_rows:
+
+            def rated_session(setting: tuple[float, float, float]) -> np.ndarray:
+                spread, share, l2 = setting
+                r = rated_rows[spread]
+                return r @ ease_weights(mixed_gram(r.T @ r, sessions[10.0], share), l2)
+
+            rows["EASE + co-occurrences close in time, rating-weighted rows"] = search(
+                RATED_SESSION, rated_session
+            )
     md = [
         f"# Closed-form item-item models on {args.split} (chosen on validation)",
         "",

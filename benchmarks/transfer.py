@@ -2,9 +2,9 @@
 
 Every row is a `kinrec benchmark --json` process on the shared split files (peak memory per
 process). Sections:
-  warm   ml-100k: kinformer (several seeds, mean ± sd; also without the LM neighbours and
-         without the co-occurrences close in time in its linear head) vs ease / lightgcn
-         vs RecBole numbers
+  warm   ml-100k: kinformer (several seeds, mean ± sd; also without the LM neighbours,
+         without the co-occurrences close in time and without the rating strengths in its
+         linear head) vs ease / lightgcn vs RecBole numbers
   cold   ml-100k-cold: COLD and WARM segments, kinformer vs ease, lightgcn, lm-knn, LightFM
          numbers, the COLD/WARM trade-off of kinformer's new-item offset (one model), and a
          slot budget: top-20 lists with k new-item slots (EASE + kinformer, kinformer alone)
@@ -13,8 +13,8 @@ process). Sections:
   amazon amazon-scientific (a shop's catalogue: sparse histories, rich item text; the
          chronological leave-one-out split that ships with it): kinformer (--amazon-seeds),
          without the language model, without LM neighbours and without co-occurrences
-         close in time in its head, vs pop,
-         ease, lightgcn, multvae and lm-knn
+         close in time in its head (the split has no ratings), vs pop, ease, lightgcn,
+         multvae and lm-knn
 Writes benchmarks/results/transfer-<sections>.{md,json}.
 
     python benchmarks/transfer.py --sections warm,cold,ablate,ml-1m,amazon --seeds 3 \
@@ -56,12 +56,14 @@ ABLATIONS = {
     "- linear (EASE) head": {"linear_head": False},
     "- LM neighbours in the linear head": {"linear_text_neighbours": 0},
     "- co-occurrences close in time in the linear head": {"linear_session_window": 0},
+    "- rating strengths in the linear head": {"linear_rating_spread": 0},
     "- new items borrow LM-space neighbours": {"cold_neighbours": 0},
     "- cold-offset calibration": {"cold_calibration": 0.0},
 }
 HEAD_ABLATIONS = {
     "- LM neighbours in the linear head": {"linear_text_neighbours": 0},
     "- co-occurrences close in time in the linear head": {"linear_session_window": 0},
+    "- rating strengths in the linear head": {"linear_rating_spread": 0},
 }
 AMAZON = SHARED / "datasets" / "amazon-scientific"
 SLOTS = (0, 1, 2, 3, 4, 5, 6, 8)
@@ -73,8 +75,10 @@ def each(records: list[dict], key: str, fmt: str) -> str:
 
 
 def head_choices(records: list[dict]) -> str:
-    """The linear head's choices of each record (L2 / session share / text strength / weight)."""
-    keys = ("linear_l2", "linear_session_share", "linear_text_strength", "linear_weight")
+    """The linear head's choices of each record (L2 / rating spread / session share / text
+    strength / weight)."""
+    keys = ("linear_l2", "linear_rating_spread", "linear_session_share",
+            "linear_text_strength", "linear_weight")  # fmt: skip
     return "; ".join(
         "/".join(f"{r['fit_info'][k]:g}" for k in keys)
         for r in records
@@ -216,8 +220,9 @@ def main() -> None:
                  for k, v in RECBOLE_NDCG10["ml-100k"].items()]  # fmt: skip
         md += ["## ml-100k warm split (test, full ranking, train+valid masked)", "",
                "Target: NDCG@10 >= 0.343 (EASE + 5%). Head: the linear head's choices on "
-               "validation per seed (L2, share of co-occurrences close in time, strength "
-               "of the LM neighbours, weight).", ""]  # fmt: skip
+               "validation per seed (L2, spread of the rating strengths, share of "
+               "co-occurrences close in time, strength of the LM neighbours, weight).",
+               ""]  # fmt: skip
         headers = ["model", "seeds", "NDCG@10", "per seed", "Recall@10", "Recall@20",
                    "NDCG@20", "head", "train s"]  # fmt: skip
         md += [*table(headers, rows), ""]
@@ -319,8 +324,8 @@ def main() -> None:
     if "amazon" in sections:
         console.rule("amazon-scientific")
         runs = {"kinformer": bench(AMAZON, "kinformer", args.amazon_seeds)}
-        for name, switch in (("- language model", {"use_text": False}),
-                             *HEAD_ABLATIONS.items()):  # fmt: skip
+        unrated = {n: s for n, s in HEAD_ABLATIONS.items() if "linear_rating_spread" not in s}
+        for name, switch in (("- language model", {"use_text": False}), *unrated.items()):
             runs[f"kinformer {name}"] = bench(AMAZON, "kinformer", 1, {"kinformer": switch})
         for name in ("ease", "lightgcn", "multvae", "lm-knn", "pop"):
             runs[name] = bench(AMAZON, name)
@@ -330,7 +335,8 @@ def main() -> None:
                "title, category path and brand; the knowledge graph is built from the "
                "category path and brand. Validation and test: each user's next item after "
                "their history. kinformer rows without a seed count: seed 2026.", ""]  # fmt: skip
-        md += ["Head: as in the warm table (L2 / time-order share / LM strength / weight).", ""]
+        md += ["Head: as in the warm table (L2 / rating spread / time-order share / LM "
+               "strength / weight).", ""]  # fmt: skip
         md += table(["model", "seeds", "NDCG@10", "Recall@10", "NDCG@20", "Recall@20",
                      "head", "train s"],
                     [[n, str(len(r)), mean_sd(r, "ndcg@10"), mean_sd(r, "recall@10"),

@@ -15,6 +15,7 @@ from kinrec.models.base import Recommender
 from kinrec.models.ease import (
     EASE,
     NotPositiveDefiniteError,
+    RatingStrength,
     collective_gram,
     ease_weights,
     mixed_gram,
@@ -310,6 +311,34 @@ def test_session_gram_weighs_pairs_by_their_distance_in_each_users_time_order() 
     untimed = session_gram(Interactions(rows.users, rows.items, users, items), window, 1.0)
     assert untimed[2, 0] == pytest.approx(near) and untimed[2, 1] == pytest.approx(far)
     assert got[2, 0] == pytest.approx(far)  # by time, a's order is 0, 1, 2
+
+
+def test_rating_strength_maps_the_rating_range_onto_one_plus_minus_the_spread() -> None:
+    ratings = np.array([2.0, 10.0, 6.0, np.nan, 4.0, 10.0])
+    strength = RatingStrength.fit(ratings, 0.25)
+    assert (strength.low, strength.high) == (2.0, 10.0)
+    np.testing.assert_allclose(
+        strength(np.array([2.0, 10.0, 6.0, np.nan, 0.0, 12.0])),
+        [0.75, 1.25, 1.0, 1.0, 0.75, 1.25],  # no rating: 1; outside the range: clipped
+    )
+    assert RatingStrength.fit(ratings, 0.0) is None
+    assert RatingStrength.fit(None, 0.25) is None
+    assert RatingStrength.fit(np.array([np.nan, 3.0, 3.0]), 0.25) is None  # one value
+    with pytest.raises(ValueError, match="spread"):
+        RatingStrength.fit(ratings, 1.0)  # a lowest rating would weigh 0: no longer a positive
+    users, items = IdMap(["a", "b", "c"]), IdMap([str(i) for i in range(4)])
+    # user b rated item 1 twice (6, then 4): the stronger counts; rows out of order
+    rows = Interactions(
+        np.array([1, 0, 1, 2, 1, 0]), np.array([3, 2, 1, 0, 1, 0]), users, items,
+        ratings=ratings,
+    )  # fmt: skip
+    got = strength.rows(rows)
+    binary = rows.matrix()
+    np.testing.assert_array_equal(got.indptr, binary.indptr)
+    np.testing.assert_array_equal(got.indices, binary.indices)  # same entry order as seen
+    want = np.zeros((3, 4))
+    want[1, 3], want[0, 2], want[1, 1], want[2, 0], want[0, 0] = 0.75, 1.25, 1.0, 1.0, 1.25
+    np.testing.assert_allclose(got.toarray(), want)
 
 
 def test_mixed_gram_keeps_the_counts_and_mixes_the_rest() -> None:

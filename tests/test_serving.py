@@ -795,6 +795,34 @@ def test_serves_the_transfer_model_with_new_items(world, tmp_path) -> None:
     assert info["new_item_slots"] == 1 and info["n_new_items"] == len(new_ids)
 
 
+def test_a_model_that_learned_rating_weights_serves_with_them(world, tmp_path) -> None:
+    """kinformer's head weighs rated rows by strength: a rating event takes the model's
+    weight (not value / rating_scale), and a trained user's fold-in keeps the strengths of
+    their trained items."""
+    url = fresh_store(world, tmp_path)
+    params = {"max_epochs": 2, "dim": 16, "n_negatives": 16, "batch_size": 256,
+              "linear_rating_spread": 0.4}  # fmt: skip
+    engine = Engine.open(ServingConfig(model_dir=train(tmp_path, url, "kinformer", params), db=url))
+    model = engine.model
+    assert model.rating_weight(5.0) == pytest.approx(1.4)
+    assert engine.weight_of("rating", 5.0) == pytest.approx(1.4)
+    assert engine.weight_of("rating", 1.0) == pytest.approx(0.6)
+    ease = open_engine(world, url, "ease")  # no weights of its own: value / rating_scale
+    assert ease.weight_of("rating", 4.0) == pytest.approx(0.8)
+    user = model.user_map.index("1")
+    trained = model.seen[user].indices
+    strengths = model.history_weights(user)
+    assert len(set(np.round(strengths, 3))) > 1  # the user's ratings differ
+    # a weak event on an item the user already rated: the trained strength stays
+    view = np.array([trained[0]]), np.array([0.3], dtype=np.float32)
+    np.testing.assert_allclose(
+        engine.scorer.history_scores(user, trained, *view),
+        model.score_history(trained, strengths),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
 # ------------------------------------------------------------------------ reserved slots
 def test_reserved_slots_hold_the_best_new_items_and_fill_when_short() -> None:
     scores = np.array([9.0, 8.0, 7.0, 1.0, 3.0, 2.0, -np.inf])

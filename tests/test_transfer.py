@@ -26,7 +26,8 @@ KIND = {"space": "science fiction", "food": "cooking"}
 FOOD = ["Pasta kitchen", "Baking bread", "Sushi chef", "Soup secrets", "Grill master", "Cake"]
 
 
-def _dataset() -> tuple[Dataset, Split]:
+def _dataset(rated: bool = False) -> tuple[Dataset, Split]:
+    """The themed catalogue; ``rated``: random ratings 1-5 (else none)."""
     items = []
     for theme, titles in (("space", SPACE), ("food", FOOD)):
         for n, title in enumerate(titles):
@@ -53,6 +54,8 @@ def _dataset() -> tuple[Dataset, Split]:
             rows.append({"user_id": f"u{u}", "item_id": i})
     inter = pd.DataFrame(rows)
     inter["rating"] = np.nan
+    if rated:
+        inter["rating"] = rng.integers(1, 6, size=len(inter)).astype(float)
     inter["timestamp"] = np.arange(len(inter), dtype=float)
     triples = pd.DataFrame(
         {
@@ -132,6 +135,7 @@ TRANSFER_SWITCHES = [
     {"linear_head": False, "cold_neighbours": 0},
     {"linear_text_neighbours": 0},
     {"linear_session_window": 0},
+    {"linear_rating_spread": 0.4},
 ]
 
 
@@ -159,7 +163,7 @@ def test_linear_head_gram_parts_are_chosen_on_validation(data) -> None:
     best = max(alone, key=alone.get)
     info = model.fit_info
     assert best == (
-        f"l2=5 session={info['linear_session_share']:g} "
+        f"l2=5 ratings=0 session={info['linear_session_share']:g} "
         f"text={info['linear_text_strength']:g} head alone"
     )
     off = create_model(
@@ -171,6 +175,47 @@ def test_linear_head_gram_parts_are_chosen_on_validation(data) -> None:
     assert off.fit_info["linear_text_strength"] == 0.0
     assert off.fit_info["linear_session_share"] == 0.0
     assert not any(k.endswith("head alone") for k in off.fit_info["linear_search"])
+
+
+def test_linear_head_rating_strengths_are_chosen_and_kept(tmp_path) -> None:
+    from kinrec.models.ease import RatingStrength
+
+    _, split = _dataset(rated=True)
+    params = {"max_epochs": 6, "batch_size": 64, "linear_l2": 5.0}
+    model = create_model("kinformer", params)
+    fit_with_validation(model, split)
+    alone = [k for k in model.fit_info["linear_search"] if k.endswith("head alone")]
+    # the rating spread first (time order and text off), each of the grid's
+    assert [k for k in alone if k.endswith("session=0 text=0 head alone")] == [
+        f"l2=5 ratings={s:g} session=0 text=0 head alone" for s in model.LINEAR_RATING_GRID
+    ]
+    assert model.fit_info["linear_rating_spread"] in model.LINEAR_RATING_GRID
+    # a fixed spread: the head's input rows are the training ratings' strengths
+    fixed = create_model("kinformer", {**params, "linear_rating_spread": 0.4})
+    fit_with_validation(fixed, split)
+    assert fixed.fit_info["linear_rating_spread"] == 0.4
+    strength = fixed.rating_strength
+    assert (strength.low, strength.high, strength.spread) == (1.0, 5.0, 0.4)
+    assert fixed.rating_weight(5.0) == pytest.approx(1.4)
+    assert fixed.rating_weight(3.0) == pytest.approx(1.0)
+    user = 3
+    items = fixed.seen[user].indices
+    rows = split.train.users == user
+    want = dict(zip(split.train.items[rows], strength(split.train.ratings[rows]), strict=True))
+    np.testing.assert_allclose(fixed.history_weights(user), [want[i] for i in items])
+    # the fold-in of the user's weighted history gives the head's part of the trained scores
+    head = fixed.linear_weight * (fixed.history_weights(user) @ fixed.linear[items])
+    trained = fixed.score(np.array([user]))[0]
+    tower = fixed.user_final[user] @ fixed.item_final.T / fixed.config.temperature
+    np.testing.assert_allclose(trained - tower - fixed.item_offset(), head, rtol=1e-4, atol=1e-4)
+    fixed.save(tmp_path / "rated")
+    loaded = Recommender.load(tmp_path / "rated")
+    np.testing.assert_array_equal(loaded.history_weights(user), fixed.history_weights(user))
+    np.testing.assert_allclose(loaded.score(np.arange(6)), fixed.score(np.arange(6)), rtol=1e-5)
+    unrated = create_model("kinformer", {**params, "linear_rating_spread": 0.4})
+    unrated.fit(_dataset()[1].train, side=split.dataset)
+    assert unrated.rating_strength is None and unrated.rating_weight(5.0) is None
+    assert RatingStrength.fit(np.array([4.0, 4.0]), 0.4) is None  # nothing to weigh
 
 
 def test_transfer_cold_items_scores_and_round_trip(data, tmp_path) -> None:

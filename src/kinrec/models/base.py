@@ -153,6 +153,16 @@ class Recommender(ABC):
     def supports_fold_in(self) -> bool:
         return type(self).score_history is not Recommender.score_history
 
+    def history_weights(self, user: int) -> np.ndarray:
+        """Weights of a trained user's items (in ``seen`` row order) in :meth:`score_history`,
+        so that a fold-in of their history reproduces their trained scores' input: 1 here."""
+        return np.ones(self.seen.indptr[user + 1] - self.seen.indptr[user], dtype=np.float32)
+
+    def rating_weight(self, rating: float) -> float | None:
+        """The weight the model learned to give an interaction with this explicit rating
+        (None: the model has no use for ratings, the caller weighs them)."""
+        return None
+
     def blend_history_prior(self, scores: np.ndarray, n_events: int) -> np.ndarray:
         """Fold-in ``scores`` of a user with ``n_events`` events, shrunk towards popularity.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -141,6 +142,54 @@ def mixed_gram(gram: np.ndarray, session: sp.spmatrix | None, share: float) -> n
     out[coo.row, coo.col] += share * coo.data
     out[np.diag_indices_from(out)] = diagonal
     return out
+
+
+@dataclass(frozen=True)
+class RatingStrength:
+    """An interaction's weight in a linear model's input rows from its explicit rating:
+    linear from ``1 - spread`` at the lowest rating seen in training to ``1 + spread`` at the
+    highest (clipped there), 1 without a rating.
+
+    A five-star rating is stronger evidence of a taste than a one-star rating of a film the
+    user watched anyway, as confidence weights are in implicit-feedback ALS; every rated item
+    stays a positive (``spread < 1``)."""
+
+    low: float
+    high: float
+    spread: float
+
+    @classmethod
+    def fit(cls, ratings: np.ndarray | None, spread: float) -> RatingStrength | None:
+        """None when there is nothing to weigh: spread 0, no ratings or a single value."""
+        if not 0.0 <= spread < 1.0:
+            raise ValueError(f"rating spread must lie in [0, 1), got {spread}")
+        if not spread or ratings is None:
+            return None
+        finite = ratings[np.isfinite(ratings)]
+        if not len(finite) or finite.min() == finite.max():
+            return None
+        return cls(float(finite.min()), float(finite.max()), float(spread))
+
+    def __call__(self, ratings: np.ndarray) -> np.ndarray:
+        r = np.asarray(ratings, dtype=np.float64)
+        unit = np.clip((r - self.low) / (self.high - self.low), 0.0, 1.0)
+        return np.where(np.isfinite(r), 1.0 + self.spread * (2.0 * unit - 1.0), 1.0)
+
+    def rows(self, interactions: Interactions) -> sp.csr_matrix:
+        """The interactions' strengths as a CSR matrix with the pattern (and entry order) of
+        ``interactions.matrix()``; a pair seen twice keeps its strongest."""
+        ratings = interactions.ratings
+        strength = self(np.full(len(interactions), np.nan) if ratings is None else ratings)
+        key = interactions.users * interactions.n_items + interactions.items
+        order = np.lexsort((strength, key))  # by pair, strongest last
+        last = np.r_[key[order][1:] != key[order][:-1], True]
+        pick = order[last]
+        rows = sp.csr_matrix(
+            (strength[pick], (interactions.users[pick], interactions.items[pick])),
+            shape=(interactions.n_users, interactions.n_items),
+        )
+        rows.sort_indices()
+        return rows
 
 
 class EASE(Recommender):

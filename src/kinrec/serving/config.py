@@ -11,7 +11,7 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "click": 0.6,
     "like": 1.0,
     "purchase": 1.0,
-    "rating": 1.0,  # scaled by value / rating_scale when a value is given
+    "rating": 1.0,  # times the model's weight of the value, or value / rating_scale
 }
 
 
@@ -34,7 +34,14 @@ class ServingConfig(BaseModel):
     cache_users: int = Field(50_000, ge=0, description="users whose lists are cached (0: off)")
     recent_events: int = Field(500, ge=1, description="events per user kept for the fold-in")
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
-    rating_scale: float = Field(5.0, gt=0, description="a rating of this value weighs 1")
+    rating_scale: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "a rating of this value weighs 1, for models that learned no weight of their "
+            "own for a rating (kinformer's linear head learns one from the training ratings)"
+        ),
+    )
     neighbours: int = Field(30, ge=1, le=500, description="neighbours per item kept for reasons")
     key_refresh_seconds: float = Field(2.0, ge=0.0, description="API keys re-read this often")
     foldin_l2: float = Field(1.0, gt=0.0, description="ridge weight of the vector fold-in")

@@ -283,7 +283,10 @@ class Engine:
     def weight_of(self, kind: str, value: float | None) -> float:
         weight = self.config.event_weights.get(kind, 1.0)
         if kind == "rating" and value is not None:
-            weight *= min(max(value / self.config.rating_scale, 0.05), 1.0)
+            learned = self.model.rating_weight(value)
+            if learned is None:
+                learned = min(max(value / self.config.rating_scale, 0.05), 1.0)
+            weight *= learned
         return float(weight)
 
     def _history(self, user_id: str) -> tuple[int | None, np.ndarray, np.ndarray, np.ndarray]:

@@ -265,7 +265,8 @@ class ModelScorer:
         if self.fold_in == "vector":
             q = self.query(user, train, items, weights)
             return None if q is None else self.item_vectors @ q
-        all_items, all_weights = combine(train, items, weights)
+        trained = self.model.history_weights(user) if user is not None and len(train) else None
+        all_items, all_weights = combine(train, items, weights, trained)
         if not len(all_items):
             return None
         if self.fold_in == "native":
@@ -282,11 +283,17 @@ class ModelScorer:
 
 
 def combine(
-    train: np.ndarray, items: np.ndarray, weights: np.ndarray
+    train: np.ndarray,
+    items: np.ndarray,
+    weights: np.ndarray,
+    train_weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Trained items (weight 1) and event items as one history, one weight per item (max)."""
+    """Trained items (weight 1, or ``train_weights``) and event items as one history, one
+    weight per item (its largest)."""
+    if train_weights is None:
+        train_weights = np.ones(len(train), np.float32)
     all_items = np.concatenate([train.astype(np.int64), items.astype(np.int64)])
-    all_weights = np.concatenate([np.ones(len(train), np.float32), weights.astype(np.float32)])
+    all_weights = np.concatenate([train_weights, weights]).astype(np.float32)
     if not len(all_items):
         return all_items, all_weights
     order = np.lexsort((-all_weights, all_items))

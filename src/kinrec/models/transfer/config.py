@@ -84,6 +84,17 @@ class TransferConfig(IterativeConfig):
             "matrix is chosen on validation (0 among the choices); 0: histories as sets"
         ),
     )
+    linear_rating_spread: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description=(
+            "weigh the linear head's input rows by the interactions' explicit ratings: "
+            "1 - s at the lowest rating to 1 + s at the highest; None: s chosen on "
+            "validation (0 among the choices); 0, or data without ratings: every "
+            "interaction weighs 1"
+        ),
+    )
     cold_neighbours: int = Field(
         20,
         ge=0,

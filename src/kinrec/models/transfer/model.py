@@ -19,6 +19,7 @@ from kinrec.knowledge.features import (
     model_text_embedder,
 )
 from kinrec.models.base import ProgressCallback, Recommender, Validator
+from kinrec.models.ease import RatingStrength
 from kinrec.models.prior import PopularityPrior, choose_prior_weight
 from kinrec.models.transfer.config import TransferConfig
 from kinrec.models.transfer.network import VIEWS, FusionNetwork, SparseOperator, info_nce
@@ -54,6 +55,8 @@ class TransferRecommender(Recommender):
         self.item_content: np.ndarray | None = None  # content-only item vectors
         self.linear: np.ndarray | None = None  # (n_items, n_items) EASE head
         self.linear_weight = 0.0
+        self.rating_strength: RatingStrength | None = None  # weights of the head's input rows
+        self.seen_strength: np.ndarray | None = None  # aligned with ``seen.data``; None: ones
 
     # ----------------------------------------------------------------- training
     def _fit(
@@ -83,6 +86,7 @@ class TransferRecommender(Recommender):
                 declared[self.item_map.index(item)] = True
         self.is_new = declared & (self.item_degree == 0)
         self.linear_weight = 0.0
+        self.rating_strength = self.seen_strength = None
         if self._uses_linear(train.n_items):
             self._choose_linear(train, validator)
         if cfg.popularity_prior:
@@ -102,6 +106,7 @@ class TransferRecommender(Recommender):
     # up to the head ranking alone with the two-tower breaking its ties.
     LINEAR_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
     LINEAR_L2_GRID = (150.0, 250.0, 500.0, 1000.0)
+    LINEAR_RATING_GRID = (0.0, 0.2, 0.4)
     LINEAR_SESSION_GRID = (0.0, 0.5, 0.75)
     LINEAR_TEXT_GRID = (0.0, 1.0, 2.0, 4.0)
 
@@ -110,42 +115,58 @@ class TransferRecommender(Recommender):
         its weight on validation, and keep the best pair (the first L2 without validation).
 
         For each L2, the head's Gram matrix is chosen first by the validation score of the
-        head alone: the share of co-occurrences close in time (``LINEAR_SESSION_GRID``), then
-        the strength of the language-model neighbour graph (``LINEAR_TEXT_GRID``, in units of
-        the mean item count) added to it."""
+        head alone, one part after the other: the spread of the rating strengths of its input
+        rows (``LINEAR_RATING_GRID``), the share of co-occurrences close in time
+        (``LINEAR_SESSION_GRID``), then the strength of the language-model neighbour graph
+        (``LINEAR_TEXT_GRID``, in units of the mean item count) added to it."""
         from kinrec.models.ease import (
             EASE,
             NotPositiveDefiniteError,
+            RatingStrength,
             collective_gram,
             ease_weights,
             mixed_gram,
         )
 
-        x = self.seen.astype(np.float64)
-        gram = (x.T @ x).toarray()
+        binary = self.seen.astype(np.float64)
+        gram = (binary.T @ binary).toarray()
         alone = EASE()  # the head by itself, to validate the parts of its Gram matrix
-        alone.user_map, alone.item_map, alone.seen = self.user_map, self.item_map, self.seen
+        alone.user_map, alone.item_map = self.user_map, self.item_map
         validating = validator is not None
-        # the text graph and the time-order matrix exist only where their weight is validated
+        # the text graph, the time-order matrix and the rating strengths exist only where
+        # their weight is validated
         graph = self._text_graph(gram) if validating else None
         session = self._session_gram(train) if validating else None
+        spreads = self.config.linear_rating_spread
+        spreads = self.LINEAR_RATING_GRID if spreads is None else (spreads,)
+        rated = {}  # spread -> (strength, rows, Gram matrix)
+        for spread in spreads if validating else spreads[:1]:
+            strength = RatingStrength.fit(train.ratings, spread)
+            if strength is None:
+                rated.setdefault(0.0, (None, self.seen, gram))
+            else:
+                rows = strength.rows(train)
+                rated[spread] = (strength, rows, (rows.T @ rows).toarray())
         shares = self.LINEAR_SESSION_GRID if session is not None else (0.0,)
         strengths = self.LINEAR_TEXT_GRID if graph is not None else (0.0,)
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
         if not validating:
             grid = grid[:1]
-        compare = len(shares) > 1 or len(strengths) > 1  # Gram matrices to choose from
+        compare = len(rated) > 1 or len(shares) > 1 or len(strengths) > 1
         best, searches, indefinite = None, {}, []
         for l2 in grid:
-            head = None  # (validation score, session share, text strength, weights)
-            for phase in ("session", "text"):
-                if phase == "session":
-                    settings = [(share, 0.0) for share in shares]
-                else:
-                    settings = [(head[1], strength) for strength in strengths[1:]]
-                for share, strength in settings:
-                    tag = f"l2={l2:g} session={share:g} text={strength:g}"
-                    grams = collective_gram(mixed_gram(gram, session, share), graph, strength)
+            head = None  # (validation score, (spread, share, text strength), weights)
+            phases = {
+                "ratings": lambda _: [(spread, 0.0, 0.0) for spread in rated],
+                "session": lambda h: [(h[0], share, 0.0) for share in shares[1:]],
+                "text": lambda h: [(h[0], h[1], strength) for strength in strengths[1:]],
+            }
+            for settings in phases.values():
+                for setting in settings(head[1] if head else None):
+                    spread, share, strength = setting
+                    tag = f"l2={l2:g} ratings={spread:g} session={share:g} text={strength:g}"
+                    _, alone.seen, rated_gram = rated[spread]
+                    grams = collective_gram(mixed_gram(rated_gram, session, share), graph, strength)
                     try:
                         alone.weights = ease_weights(grams, l2)
                     except NotPositiveDefiniteError:  # the text graph outweighs this L2
@@ -155,24 +176,29 @@ class TransferRecommender(Recommender):
                     if compare:
                         searches[f"{tag} head alone"] = round(score, 5)
                     if head is None or score > head[0]:
-                        head = (score, share, strength, alone.weights)
-            _, share, strength, weights = head
+                        head = (score, setting, alone.weights)
+            _, setting, weights = head
             self.linear = weights.astype(np.float32)
+            self.rating_strength, rows, _ = rated[setting[0]]
+            self.seen_strength = None if self.rating_strength is None else rows.data
             self._impute_new_items(np.flatnonzero(self.item_degree == 0))
             choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
             search = self.fit_info.pop("linear_weight_search", {})
-            tag = f"l2={l2:g} session={share:g} text={strength:g}"
+            tag = "l2={:g} ratings={:g} session={:g} text={:g}".format(l2, *setting)
             searches.update({f"{tag} weight={w}": v for w, v in search.items()})
             score = max(search.values(), default=0.0)
             if best is None or score > best[0]:
-                best = (score, l2, share, strength, self.linear, self.linear_weight)
-        _, l2, share, strength, self.linear, self.linear_weight = best
+                best = (score, l2, setting, self.linear, self.linear_weight)
+        _, l2, setting, self.linear, self.linear_weight = best
+        self.rating_strength, rows, _ = rated[setting[0]]
+        self.seen_strength = None if self.rating_strength is None else rows.data
         self.fit_info.update(
             linear_search=searches,
             linear_not_positive_definite=indefinite,
             linear_l2=l2,
-            linear_session_share=share,
-            linear_text_strength=strength,
+            linear_rating_spread=setting[0],
+            linear_session_share=setting[1],
+            linear_text_strength=setting[2],
             linear_weight=self.linear_weight,
         )
 
@@ -194,6 +220,24 @@ class TransferRecommender(Recommender):
 
     def _linear_scores(self, rows: sp.spmatrix | np.ndarray, linear: np.ndarray) -> np.ndarray:
         return np.asarray(rows @ linear, dtype=np.float32)
+
+    def _head_rows(self) -> sp.csr_matrix:
+        """The head's input rows of the trained users: ``seen`` weighted by rating strength."""
+        if self.seen_strength is None:
+            return self.seen
+        return sp.csr_matrix(
+            (self.seen_strength, self.seen.indices, self.seen.indptr), shape=self.seen.shape
+        )
+
+    def history_weights(self, user: int) -> np.ndarray:
+        if self.seen_strength is None:
+            return super().history_weights(user)
+        return self.seen_strength[self.seen.indptr[user] : self.seen.indptr[user + 1]]
+
+    def rating_weight(self, rating: float) -> float | None:
+        if self.rating_strength is None:
+            return None
+        return float(self.rating_strength(np.array([rating]))[0])
 
     # ------------------------------------------------------------- dormant items
     DORMANT_OFFSETS = (0.0, -1.0, -2.0, -4.0, -8.0)
@@ -324,10 +368,9 @@ class TransferRecommender(Recommender):
             train.user_map,
             train.item_map,
         )
-        seen = Interactions(
-            train.users[~in_train], train.items[~in_train], train.user_map, train.item_map
-        )
-        seen_rows = seen.matrix()
+        seen = train.subset(~in_train)
+        strength = self.rating_strength
+        seen_rows = seen.matrix() if strength is None else strength.rows(seen)
         offset = self.item_offset()  # the popularity prior (no cold terms yet)
         temperatures = (
             (self.config.neighbour_temperature,)
@@ -571,7 +614,7 @@ class TransferRecommender(Recommender):
         scores = (self.user_final[users] @ item_vectors.T) / self._scale
         if self.linear is not None and self.linear_weight:
             linear = self.linear if items is None else self.linear[:, items]
-            scores += self.linear_weight * self._linear_scores(self.seen[users], linear)
+            scores += self.linear_weight * self._linear_scores(self._head_rows()[users], linear)
         offset = self.item_offset()
         return scores + (offset if items is None else offset[items])
 
@@ -688,6 +731,10 @@ class TransferRecommender(Recommender):
         )
         if self.linear is not None:
             state["linear"] = self.linear
+        if self.rating_strength is not None:
+            r = self.rating_strength
+            state["rating_strength"] = np.array([r.low, r.high, r.spread])
+            state["seen_strength"] = self.seen_strength
         return state
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -706,6 +753,9 @@ class TransferRecommender(Recommender):
         self.is_new = arrays["is_new"].astype(bool)
         self.linear = arrays.get("linear")
         self.linear_weight = float(arrays["linear_weight"][0])
+        if "rating_strength" in arrays:
+            self.rating_strength = RatingStrength(*map(float, arrays["rating_strength"]))
+            self.seen_strength = arrays["seen_strength"]
         self.item_content = arrays["item_content"]
         self.popularity = PopularityPrior.from_state(arrays)
         n_items = self.item_final.shape[0]
