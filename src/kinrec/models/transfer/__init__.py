@@ -29,8 +29,10 @@ content view, and (b) an XSimGCL-style contrast between noise-perturbed layers.
 After training, four parts complete the score, each with its weight chosen on validation:
 
 * a linear collaborative head: closed-form EASE item-item weights ``B`` on the user's seen
-  row (``linear_weight * x_u B``), the residual that a low-rank two-tower model misses. In
-  its Gram matrix, co-occurrences close in each user's time order (events ``d`` apart weigh
+  row (``linear_weight * x_u B``), the residual that a low-rank two-tower model misses. On
+  rated data the row's entries are the ratings' strengths (``1 - s`` at the lowest rating to
+  ``1 + s`` at the highest, ``linear_rating_spread`` chosen on validation), in ``x_u`` and in
+  the Gram matrix ``X^T X`` alike. In its Gram matrix, co-occurrences close in each user's time order (events ``d`` apart weigh
   ``exp(-d / linear_session_window)``) take a share, chosen on validation, of the
   co-occurrences anywhere in a history: what a user rated in one sitting was usually shown
   together. The Gram matrix also gets the items' language-model neighbour graph (each item's
