@@ -31,14 +31,15 @@ After training, four parts complete the score, each with its weight chosen on va
 * a linear collaborative head: closed-form EASE item-item weights ``B`` on the user's seen
   row (``linear_weight * x_u B``), the residual that a low-rank two-tower model misses. On
   rated data the row's entries are the ratings' strengths (``1 - s`` at the lowest rating to
-  ``1 + s`` at the highest, ``linear_rating_spread`` chosen on validation), in ``x_u`` and in
-  the Gram matrix ``X^T X`` alike. In its Gram matrix, co-occurrences close in each user's time order (events ``d`` apart weigh
-  ``exp(-d / linear_session_window)``) take a share, chosen on validation, of the
-  co-occurrences anywhere in a history: what a user rated in one sitting was usually shown
-  together. The Gram matrix also gets the items' language-model neighbour graph (each item's
-  ``linear_text_neighbours`` nearest items by text cosine, at a strength chosen on
-  validation): a collective EASE that regresses an item on what users do with it and on
-  what it is, so that two films that read alike share weights even when few users had both;
+  ``1 + s`` at the highest, ``linear_rating_spread`` chosen on validation), in ``x_u`` and
+  in the Gram matrix ``X^T X`` alike. In its Gram matrix, co-occurrences close in each
+  user's time order (events ``d`` apart weigh ``exp(-d / linear_session_window)``) take a
+  share, chosen on validation, of the co-occurrences anywhere in a history: what a user
+  rated in one sitting was usually shown together. The Gram matrix also gets the items'
+  language-model neighbour graph (each item's ``linear_text_neighbours`` nearest items by
+  text cosine, at a strength chosen on validation): a collective EASE that regresses an item
+  on what users do with it and on what it is, so that two films that read alike share
+  weights even when few users had both;
 * a content popularity prior (:mod:`kinrec.models.prior`);
 * for new items (declared in the side data, or added later): an offset chosen on a
   pseudo-cold validation, where warm items are hidden and their whole interaction history

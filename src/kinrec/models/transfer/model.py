@@ -56,7 +56,7 @@ class TransferRecommender(Recommender):
         self.linear: np.ndarray | None = None  # (n_items, n_items) EASE head
         self.linear_weight = 0.0
         self.rating_strength: RatingStrength | None = None  # weights of the head's input rows
-        self.seen_strength: np.ndarray | None = None  # aligned with ``seen.data``; None: ones
+        self.head_rows: sp.csr_matrix | None = None  # ``seen`` weighted by strength; None: seen
 
     # ----------------------------------------------------------------- training
     def _fit(
@@ -86,7 +86,7 @@ class TransferRecommender(Recommender):
                 declared[self.item_map.index(item)] = True
         self.is_new = declared & (self.item_degree == 0)
         self.linear_weight = 0.0
-        self.rating_strength = self.seen_strength = None
+        self.rating_strength = self.head_rows = None
         if self._uses_linear(train.n_items):
             self._choose_linear(train, validator)
         if cfg.popularity_prior:
@@ -122,7 +122,6 @@ class TransferRecommender(Recommender):
         from kinrec.models.ease import (
             EASE,
             NotPositiveDefiniteError,
-            RatingStrength,
             collective_gram,
             ease_weights,
             mixed_gram,
@@ -179,8 +178,7 @@ class TransferRecommender(Recommender):
                         head = (score, setting, alone.weights)
             _, setting, weights = head
             self.linear = weights.astype(np.float32)
-            self.rating_strength, rows, _ = rated[setting[0]]
-            self.seen_strength = None if self.rating_strength is None else rows.data
+            self._set_strength(*rated[setting[0]][:2])
             self._impute_new_items(np.flatnonzero(self.item_degree == 0))
             choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
             search = self.fit_info.pop("linear_weight_search", {})
@@ -190,8 +188,7 @@ class TransferRecommender(Recommender):
             if best is None or score > best[0]:
                 best = (score, l2, setting, self.linear, self.linear_weight)
         _, l2, setting, self.linear, self.linear_weight = best
-        self.rating_strength, rows, _ = rated[setting[0]]
-        self.seen_strength = None if self.rating_strength is None else rows.data
+        self._set_strength(*rated[setting[0]][:2])
         self.fit_info.update(
             linear_search=searches,
             linear_not_positive_definite=indefinite,
@@ -221,18 +218,28 @@ class TransferRecommender(Recommender):
     def _linear_scores(self, rows: sp.spmatrix | np.ndarray, linear: np.ndarray) -> np.ndarray:
         return np.asarray(rows @ linear, dtype=np.float32)
 
-    def _head_rows(self) -> sp.csr_matrix:
-        """The head's input rows of the trained users: ``seen`` weighted by rating strength."""
-        if self.seen_strength is None:
-            return self.seen
-        return sp.csr_matrix(
-            (self.seen_strength, self.seen.indices, self.seen.indptr), shape=self.seen.shape
-        )
+    def _set_strength(self, strength: RatingStrength | None, rows: sp.csr_matrix) -> None:
+        """Keep the rating strengths of the head's input rows (None: every row entry is 1)."""
+        seen = self.seen
+        if strength is not None and not (
+            np.array_equal(rows.indptr, seen.indptr) and np.array_equal(rows.indices, seen.indices)
+        ):
+            raise RuntimeError("rating strengths do not line up with the seen matrix")
+        self.rating_strength = strength
+        self.head_rows = None if strength is None else self._strength_rows(rows.data)
+
+    def _strength_rows(self, strengths: np.ndarray) -> sp.csr_matrix:
+        """``seen`` with ``strengths`` (in ``seen``'s entry order) as its entries."""
+        return sp.csr_matrix((strengths, self.seen.indices, self.seen.indptr), self.seen.shape)
+
+    def _head_input(self) -> sp.csr_matrix:
+        """The head's input rows of the trained users: ``seen``, weighted by rating strength."""
+        return self.seen if self.head_rows is None else self.head_rows
 
     def history_weights(self, user: int) -> np.ndarray:
-        if self.seen_strength is None:
+        if self.head_rows is None:
             return super().history_weights(user)
-        return self.seen_strength[self.seen.indptr[user] : self.seen.indptr[user + 1]]
+        return self.head_rows.data[self.head_rows.indptr[user] : self.head_rows.indptr[user + 1]]
 
     def rating_weight(self, rating: float) -> float | None:
         if self.rating_strength is None:
@@ -614,7 +621,7 @@ class TransferRecommender(Recommender):
         scores = (self.user_final[users] @ item_vectors.T) / self._scale
         if self.linear is not None and self.linear_weight:
             linear = self.linear if items is None else self.linear[:, items]
-            scores += self.linear_weight * self._linear_scores(self._head_rows()[users], linear)
+            scores += self.linear_weight * self._linear_scores(self._head_input()[users], linear)
         offset = self.item_offset()
         return scores + (offset if items is None else offset[items])
 
@@ -701,6 +708,8 @@ class TransferRecommender(Recommender):
             self.linear = linear
         self._impute_new_items(np.arange(len(self.item_map) - len(new), len(self.item_map)))
         self._widen_seen()
+        if self.head_rows is not None:
+            self.head_rows = self._strength_rows(self.head_rows.data)
 
     # ----------------------------------------------------------------- persistence
     def _state(self) -> dict[str, np.ndarray]:
@@ -734,7 +743,7 @@ class TransferRecommender(Recommender):
         if self.rating_strength is not None:
             r = self.rating_strength
             state["rating_strength"] = np.array([r.low, r.high, r.spread])
-            state["seen_strength"] = self.seen_strength
+            state["head_rows"] = self.head_rows.data
         return state
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -755,7 +764,7 @@ class TransferRecommender(Recommender):
         self.linear_weight = float(arrays["linear_weight"][0])
         if "rating_strength" in arrays:
             self.rating_strength = RatingStrength(*map(float, arrays["rating_strength"]))
-            self.seen_strength = arrays["seen_strength"]
+            self.head_rows = self._strength_rows(arrays["head_rows"])
         self.item_content = arrays["item_content"]
         self.popularity = PopularityPrior.from_state(arrays)
         n_items = self.item_final.shape[0]
