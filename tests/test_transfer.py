@@ -203,6 +203,7 @@ def test_linear_head_rating_strengths_are_chosen_and_kept(tmp_path) -> None:
     rows = split.train.users == user
     want = dict(zip(split.train.items[rows], strength(split.train.ratings[rows]), strict=True))
     np.testing.assert_allclose(fixed.history_weights(user), [want[i] for i in items])
+    assert fixed.head_rows.dtype == fixed.seen.dtype == np.float32  # float32 scoring path
     # the fold-in of the user's weighted history gives the head's part of the trained scores
     head = fixed.linear_weight * (fixed.history_weights(user) @ fixed.linear[items])
     trained = fixed.score(np.array([user]))[0]

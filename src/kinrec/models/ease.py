@@ -176,8 +176,8 @@ class RatingStrength:
         return np.where(np.isfinite(r), 1.0 + self.spread * (2.0 * unit - 1.0), 1.0)
 
     def rows(self, interactions: Interactions) -> sp.csr_matrix:
-        """The interactions' strengths as a CSR matrix with the pattern (and entry order) of
-        ``interactions.matrix()``; a pair seen twice keeps its strongest."""
+        """The interactions' strengths as a float32 CSR matrix with the pattern (and entry
+        order) and dtype of ``interactions.matrix()``; a pair seen twice keeps its strongest."""
         ratings = interactions.ratings
         strength = self(np.full(len(interactions), np.nan) if ratings is None else ratings)
         key = interactions.users * interactions.n_items + interactions.items
@@ -185,7 +185,10 @@ class RatingStrength:
         last = np.r_[key[order][1:] != key[order][:-1], True]
         pick = order[last]
         rows = sp.csr_matrix(
-            (strength[pick], (interactions.users[pick], interactions.items[pick])),
+            (
+                strength[pick].astype(np.float32),
+                (interactions.users[pick], interactions.items[pick]),
+            ),
             shape=(interactions.n_users, interactions.n_items),
         )
         rows.sort_indices()

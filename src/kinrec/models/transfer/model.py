@@ -145,7 +145,8 @@ class TransferRecommender(Recommender):
                 rated.setdefault(0.0, (None, self.seen, gram))
             else:
                 rows = strength.rows(train)
-                rated[spread] = (strength, rows, (rows.T @ rows).toarray())
+                wide = rows.astype(np.float64)
+                rated[spread] = (strength, rows, (wide.T @ wide).toarray())
         shares = self.LINEAR_SESSION_GRID if session is not None else (0.0,)
         strengths = self.LINEAR_TEXT_GRID if graph is not None else (0.0,)
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
@@ -229,8 +230,11 @@ class TransferRecommender(Recommender):
         self.head_rows = None if strength is None else self._strength_rows(rows.data)
 
     def _strength_rows(self, strengths: np.ndarray) -> sp.csr_matrix:
-        """``seen`` with ``strengths`` (in ``seen``'s entry order) as its entries."""
-        return sp.csr_matrix((strengths, self.seen.indices, self.seen.indptr), self.seen.shape)
+        """``seen`` with ``strengths`` (in ``seen``'s entry order) as its entries, in
+        ``seen``'s dtype (float32: a float64 row would upcast the head's matrix per call)."""
+        seen = self.seen
+        data = np.asarray(strengths, dtype=seen.dtype)
+        return sp.csr_matrix((data, seen.indices, seen.indptr), seen.shape)
 
     def _head_input(self) -> sp.csr_matrix:
         """The head's input rows of the trained users: ``seen``, weighted by rating strength."""
