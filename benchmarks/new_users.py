@@ -119,13 +119,14 @@ def main() -> None:
             }
             for (order, n), first in firsts.items():
                 history, targets = rows.subset(first), rows.subset(~first)
-                seen = history.matrix().tocsr()
+                seen = model.history_rows(history)  # with the weights the model gives them
 
                 def scorer(users: np.ndarray, seen=seen, model=model) -> np.ndarray:
-                    own = (seen[u].indices for u in users)  # what the service does
-                    return np.vstack(
-                        [model.blend_history_prior(model.score_history(h), len(h)) for h in own]
-                    )
+                    own = (seen[u] for u in users)  # what the service does
+                    return np.vstack([
+                        model.blend_history_prior(model.score_history(h.indices, h.data), h.nnz)
+                        for h in own
+                    ])  # fmt: skip
 
                 r = evaluate_scores(scorer, targets, [history], ks=(10, 20)).metrics
                 metrics = {k: round(r[k], 4) for k in ("ndcg@10", "recall@20")}

@@ -204,6 +204,10 @@ def test_linear_head_rating_strengths_are_chosen_and_kept(tmp_path) -> None:
     want = dict(zip(split.train.items[rows], strength(split.train.ratings[rows]), strict=True))
     np.testing.assert_allclose(fixed.history_weights(user), [want[i] for i in items])
     assert fixed.head_rows.dtype == fixed.seen.dtype == np.float32  # float32 scoring path
+    # any interactions are read with the same strengths (the new-user fold-in's rows)
+    np.testing.assert_array_equal(
+        fixed.history_rows(split.train).toarray(), fixed.head_rows.toarray()
+    )
     # the fold-in of the user's weighted history gives the head's part of the trained scores
     head = fixed.linear_weight * (fixed.history_weights(user) @ fixed.linear[items])
     trained = fixed.score(np.array([user]))[0]

@@ -73,8 +73,11 @@ def choose_history_prior(
         row_of = np.full(train.n_users, -1)
         row_of[users] = np.arange(len(users))
         firsts = train.subset(history)
-        rows = firsts.matrix()
-        raw = [np.asarray(model.score_history(rows[u].indices), dtype=np.float64) for u in users]
+        rows = model.history_rows(firsts)
+        raw = [
+            np.asarray(model.score_history(rows[u].indices, rows[u].data), dtype=np.float64)
+            for u in users
+        ]
         rest = train.subset((row_of[train.users] >= 0) & ~history)
         chosen = valid.subset(row_of[valid.users] >= 0)
         truth = Interactions(

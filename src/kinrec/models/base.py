@@ -153,6 +153,11 @@ class Recommender(ABC):
     def supports_fold_in(self) -> bool:
         return type(self).score_history is not Recommender.score_history
 
+    def history_rows(self, interactions: Interactions) -> sp.csr_matrix:
+        """``interactions`` as the rows :meth:`score_history` reads (indices and weights per
+        user): each pair weighs 1 here; a model that learned weights applies them."""
+        return interactions.matrix()
+
     def history_weights(self, user: int) -> np.ndarray:
         """Weights of a trained user's items (in ``seen`` row order) in :meth:`score_history`,
         so that a fold-in of their history reproduces their trained scores' input: 1 here."""

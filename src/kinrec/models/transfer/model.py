@@ -240,6 +240,11 @@ class TransferRecommender(Recommender):
         """The head's input rows of the trained users: ``seen``, weighted by rating strength."""
         return self.seen if self.head_rows is None else self.head_rows
 
+    def history_rows(self, interactions: Interactions) -> sp.csr_matrix:
+        if self.rating_strength is None:
+            return super().history_rows(interactions)
+        return self.rating_strength.rows(interactions)
+
     def history_weights(self, user: int) -> np.ndarray:
         if self.head_rows is None:
             return super().history_weights(user)
@@ -380,8 +385,7 @@ class TransferRecommender(Recommender):
             train.item_map,
         )
         seen = train.subset(~in_train)
-        strength = self.rating_strength
-        seen_rows = seen.matrix() if strength is None else strength.rows(seen)
+        seen_rows = self.history_rows(seen)
         offset = self.item_offset()  # the popularity prior (no cold terms yet)
         temperatures = (
             (self.config.neighbour_temperature,)
