@@ -53,12 +53,13 @@ def hold_out(split, share: float, seed: int, min_rows: int):
     )
     parts = [p.subset(is_held[p.users]) for p in (train, valid, test)]
     stamps = [p.timestamps if p.timestamps is not None else np.zeros(len(p)) for p in parts]
+    ratings = [p.ratings if p.ratings is not None else np.full(len(p), np.nan) for p in parts]
     rows = Interactions(
         np.concatenate([p.users for p in parts]),
         np.concatenate([p.items for p in parts]),
         train.user_map,
         train.item_map,
-        None,
+        np.concatenate(ratings),
         np.concatenate(stamps),
     )
     return held, kept, rows
