@@ -75,8 +75,8 @@ def choose_history_prior(
         firsts = train.subset(history)
         rows = model.history_rows(firsts)
         raw = [
-            np.asarray(model.score_history(rows[u].indices, rows[u].data), dtype=np.float64)
-            for u in users
+            np.asarray(model.score_history(row.indices, row.data), dtype=np.float64)
+            for row in (rows[u] for u in users)
         ]
         rest = train.subset((row_of[train.users] >= 0) & ~history)
         chosen = valid.subset(row_of[valid.users] >= 0)
