@@ -174,17 +174,23 @@ def slot_budget(split, model) -> list[tuple[int, float, float, float, float]]:
     ]
 
 
-def merge_frontier(split, model, offsets: list[tuple[float, ...]]) -> dict[str, dict]:
+def merge_frontier(
+    split,
+    model,
+    offsets: list[tuple[float, ...]],
+    budget: list[tuple[int, float, float, float, float]],
+) -> dict[str, dict]:
     """How far any merge of kinformer's warm and new-item rankings can go, on test
     (diagnostic only): for each way of filling a top-20 list, the (COLD R@20, WARM R@20)
     points it reaches, and the best WARM among those with COLD >= the target.
 
-    Ways: one score with a new-item offset (``offsets``: the sweep's rows); exactly k new
-    items for every user; k chosen per user, knowing how many warm and new test items each
-    user has and the hit rate at each rank of both lists as measured on test (the best any
-    per-user allocation built on these rankings can hope for); and the same two allocations
-    with a perfect new-item ranker (every new-item slot a hit while the user has new test
-    items left) next to kinformer's warm ranking.
+    Ways: one score with a new-item offset (``offsets``: the sweep's rows); k reserved
+    slots for every user (``budget``: the slot budget's kinformer-alone columns); k chosen
+    per user, knowing how many warm and new test items each user has and the hit rate at
+    each rank of both lists as measured on test (the best any per-user allocation built on
+    these rankings can hope for); and k for every user and k per user with a perfect
+    new-item ranker (every new-item slot a hit while the user has new test items left) next
+    to kinformer's warm ranking.
     """
     from kinrec.evaluation.protocol import cold_item_mask
 
@@ -226,8 +232,8 @@ def merge_frontier(split, model, offsets: list[tuple[float, ...]]) -> dict[str, 
     )
     ways = {
         "one score + new-item offset (the sweep above)": [(c, w) for _, _, c, _, w in offsets],
-        "exactly k new items for every user": [
-            point(np.full(len(truth), k), cold_cum) for k in slots],
+        "k new-item slots for every user (the slot budget above)": [
+            (c, w) for _, _, _, c, w in budget],
         "k per user, test counts and hit rates known": per_user(model_gain, cold_cum),
         "perfect new-item ranker, exactly k for every user": [
             point(np.full(len(truth), k), perfect_cum) for k in slots],
@@ -352,7 +358,7 @@ def main() -> None:
                      for k, c, w, c2, w2 in budget])  # fmt: skip
         md += [""]
         console.rule("merge frontier")
-        frontier = merge_frontier(split, model, sweep)
+        frontier = merge_frontier(split, model, sweep, budget)
         raw["merge_frontier"] = frontier
         md += [
             f"### Best WARM R@20 any merge reaches with COLD R@20 >= {COLD_TARGET}",
