@@ -10,7 +10,7 @@ process). Sections:
          slot budget: top-20 lists with k new-item slots (EASE + kinformer, kinformer alone),
          and the best WARM any merge of its rankings reaches at the COLD target (per-user
          allocations knowing the test counts; a perfect new-item ranker)
-  ablate ml-100k-cold: kinformer with one component switched off per row
+  ablate ml-100k-cold: kinformer with one component switched off per row (--ablate-seeds)
   ml-1m  kinformer (--ml1m-seeds) vs RecBole's best (EASE) with training time and peak memory
   amazon amazon-scientific (a shop's catalogue: sparse histories, rich item text; the
          chronological leave-one-out split that ships with it): kinformer (--amazon-seeds),
@@ -267,6 +267,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the ml-100k sections")
     parser.add_argument("--ml1m-seeds", type=int, default=1, help="seeds of the ml-1m section")
     parser.add_argument("--amazon-seeds", type=int, default=2, help="kinformer seeds, amazon")
+    parser.add_argument("--ablate-seeds", type=int, default=1, help="seeds per ablation row")
     parser.add_argument("--lora-adapter", type=Path, help="two-tower LoRA adapter (ablation)")
     parser.add_argument("--full-encoder", type=Path, help="fully fine-tuned encoder (ablation)")
     args = parser.parse_args()
@@ -276,6 +277,7 @@ def main() -> None:
     md = [f"# Transfer model\n\nCommand: `python benchmarks/transfer.py --sections "
           f"{args.sections} --seeds {args.seeds} --ml1m-seeds {args.ml1m_seeds} "
           f"--amazon-seeds {args.amazon_seeds}"
+          + (f" --ablate-seeds {args.ablate_seeds}" if args.ablate_seeds != 1 else "")
           + (f" --lora-adapter {args.lora_adapter}" if args.lora_adapter else "")
           + (f" --full-encoder {args.full_encoder}" if args.full_encoder else "")
           + "`.\n"]  # fmt: skip
@@ -390,13 +392,14 @@ def main() -> None:
                 "encoder_path": str(args.full_encoder)}  # fmt: skip
         for name, switch in ablations.items():
             console.print(name)
-            r = bench("ml-100k-cold", "kinformer", 1, {"kinformer": switch})
+            r = bench("ml-100k-cold", "kinformer", args.ablate_seeds, {"kinformer": switch})
             raw["ablate"][name] = r
             rows.append([name, mean_sd(r, "ndcg@10"), mean_sd(r, "recall@20", "cold"),
                          mean_sd(r, "ndcg@20", "cold"), mean_sd(r, "recall@20", "warm"),
                          str(r[0]["fit_info"].get("trainable_parameters")),
-                         f"{r[0]['train_seconds']:.0f}"])  # fmt: skip
-        md += ["## Ablations (ml-100k-cold, seed 2026, one component off per row)", ""]
+                         f"{statistics.mean(x['train_seconds'] for x in r):.0f}"])  # fmt: skip
+        seeds = "seed 2026" if args.ablate_seeds == 1 else f"{args.ablate_seeds} seeds from 2026"
+        md += [f"## Ablations (ml-100k-cold, {seeds}, one component off per row)", ""]
         headers = ["variant", "ALL N@10", "COLD R@20", "COLD N@20", "WARM R@20",
                    "trainable params", "train s"]  # fmt: skip
         md += [*table(headers, rows), ""]
