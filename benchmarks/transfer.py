@@ -218,19 +218,21 @@ def merge_frontier(
     slots = np.arange(n + 1)
     perfect_cum = np.minimum(slots[None, :], n_cold[:, None]).astype(float)
 
-    def point(k: np.ndarray, cold_cum: np.ndarray) -> tuple[float, float]:
+    def point(k: np.ndarray, cold_by_k: np.ndarray) -> tuple[float, float]:
+        """Mean COLD and WARM recall when user u gets k[u] new items, whose hits for each k
+        are ``cold_by_k[u, k]``, and 20 - k[u] warm items."""
         rows = np.arange(len(k))
-        cold_r = cold_cum[rows, k][has_cold] / n_cold[has_cold]
+        cold_r = cold_by_k[rows, k][has_cold] / n_cold[has_cold]
         warm_r = warm_cum[rows, n - k][has_warm] / n_warm[has_warm]
         return float(cold_r.mean()), float(warm_r.mean())
 
-    def per_user(cold_gain: np.ndarray, cold_cum: np.ndarray) -> list[tuple[float, float]]:
+    def per_user(cold_gain: np.ndarray, cold_by_k: np.ndarray) -> list[tuple[float, float]]:
         """Each user's k maximising expected COLD + lambda * WARM, over a grid of lambda."""
         warm_gain = np.concatenate([[0.0], np.cumsum(warm_hits[has_warm].mean(0))])
         cold_part = cold_gain / np.maximum(n_cold, 1)[:, None] * has_cold[:, None] / has_cold.sum()
         warm_part = (warm_gain[n - slots][None, :] / np.maximum(n_warm, 1)[:, None]
                      * has_warm[:, None] / has_warm.sum())  # fmt: skip
-        return [point((cold_part + lam * warm_part).argmax(1), cold_cum)
+        return [point((cold_part + lam * warm_part).argmax(1), cold_by_k)
                 for lam in np.geomspace(0.25, 64.0, 81)]  # fmt: skip
 
     model_gain = np.broadcast_to(
