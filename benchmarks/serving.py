@@ -56,7 +56,7 @@ PY = sys.executable
 def _content_class():
     """A small content model (for the new-item benchmark): items are hashed bags of their
     title words and genres, users the mean of their items; folds in and adds items."""
-    from kinrec.models.base import ModelConfig, Recommender
+    from kinrec.models.base import ModelConfig, Recommender, Requirement
 
     class BenchContentConfig(ModelConfig):
         dim: int = 64
@@ -64,7 +64,7 @@ def _content_class():
     class BenchContent(Recommender):
         name = "bench-content"
         Config = BenchContentConfig
-        requires_side = True
+        requires = (Requirement(("text", "attributes")),)
 
         def _encode(self, side, item_ids):
             rows = side.items.set_index("item_id")

@@ -11,9 +11,10 @@ import pytest
 
 from kinrec.data.dataset import Dataset, empty_frame
 from kinrec.knowledge.text import (
-    AMAZON,
     MOVIELENS,
     ItemTemplate,
+    check_template,
+    default_template,
     derived_template,
     render_item_texts,
     render_value,
@@ -33,12 +34,13 @@ def movies(name: str = "ml-1m", **columns) -> Dataset:
             "genres": [("Animation", "Comedy"), ("Crime",), ()],
         }
     )
+    fields = [c for c in items.columns if c != "item_id"]
     return Dataset(
         name=name,
         interactions=empty_frame(["user_id", "item_id", "rating", "timestamp"]),
         items=items,
-        text_fields=["title"],
-        attribute_fields=["year", "genres"],
+        text_fields=fields[:1],
+        attribute_fields=fields[1:],
     )
 
 
@@ -54,15 +56,17 @@ def test_movielens_template_renders_and_drops_missing_parts():
     }
 
 
-def test_template_aliases_cover_recbole_column_names():
+def test_recbole_movie_fields_render_as_movielens():
     recbole = movies(
-        "ml-100k",
+        "any-name",
         item_id=["1"],
         movie_title=["GoldenEye"],
         release_year=[("1995",)],
         **{"class": [("Action", "Thriller")]},
     )
     assert render_item_texts(recbole) == [("1", "GoldenEye (1995). Genres: Action, Thriller.")]
+    # template strings resolve {title}/{year}/{genres} through RecBole's column names
+    assert render_item_texts(recbole, "{title} ({year})") == [("1", "GoldenEye (1995)")]
 
 
 def test_missing_columns_and_odd_values_never_crash():
@@ -83,14 +87,39 @@ def test_template_syntax_errors_are_reported():
 
 
 def test_default_template_from_declared_fields():
-    dataset = movies("my-catalogue")
-    assert template_for(dataset) == derived_template(["title"], ["year", "genres"])
-    texts = dict(render_item_texts(dataset))
-    assert texts["1"] == "Toy Story. Year: 1995. Genres: Animation, Comedy."
-    assert texts["2"] == "Heat. Genres: Crime."
-    assert template_for(movies("Scientific")) == AMAZON
-    assert template_for(movies("ml-100k")) == MOVIELENS
+    # the fields decide, never the dataset's name
+    for name in ("my-catalogue", "ml-100k", "Scientific"):
+        assert render_item_texts(movies(name)) == render_item_texts(movies())
+    assert template_for(movies()) == default_template(["title"], ["year", "genres"])
+    shop = movies(
+        item_id=["a", "b"],
+        product=["Mug", None],
+        color=[("blue",), ()],
+        tags=[("kitchen", "cups"), ("tea",)],
+    )
+    assert template_for(shop) == derived_template(["product"], ["color", "tags"])
+    texts = dict(render_item_texts(shop))
+    assert texts == {"a": "Mug. Color: blue. Tags: kitchen, cups.", "b": "Tags: tea."}
+    # a title with a year reads "Title (Year)."; other fields follow, text first
+    both = default_template(["title", "plot"], ["year", "class", "director"])
+    assert both.template == (
+        "{title}[ ({year})]. [{plot}. ][Genres: {class}. ][Director: {director}. ]"
+    )
+    assert default_template(["title"], ["class"]) == derived_template(["title"], ["class"])
     assert render_item_texts(movies(), "{title}!")[0] == ("1", "Toy Story!")
+
+
+def test_declared_template_wins_and_is_checked():
+    dataset = movies("ml-100k")
+    dataset.text_template = "{title} [({genres})]"
+    assert render_item_texts(dataset)[0] == ("1", "Toy Story (Animation, Comedy)")
+    assert template_for(dataset) == ItemTemplate(
+        template="{title} [({genres})]", aliases=template_for(dataset).aliases
+    )
+    assert check_template("{title}: {year}", ["title", "year"]).placeholders() == ["title", "year"]
+    with pytest.raises(ValueError, match=r"\{plot\} is not an item field"):
+        check_template("{title}. {plot}", ["title", "year"])
+    assert MOVIELENS.render({"title": "Heat", "genres": ("Crime",)}) == "Heat. Genres: Crime."
 
 
 # ------------------------------------------------------------------------------- encoder

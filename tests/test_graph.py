@@ -147,14 +147,21 @@ def test_include_triples_false_keeps_attributes_only() -> None:
 
 
 # --------------------------------------------------------------------------- validation
-def test_link_to_unknown_item_names_file_and_line() -> None:
+def test_item_known_only_from_a_link_is_a_catalogue_item() -> None:
+    # i9 has no row in the item table and no interactions (a new item a KG should help with)
     links = [("i1", "E1"), ("i2", "E2"), ("i9", "E3")]
+    g = build_graph(movie_dataset(links=links))
+    assert g.item_ids == ["i1", "i2", "i3", "i4", "i5", "i9"]
+    assert {n.node for n in g.neighbors("item:i9")} == {"D2"}
+    assert ("i9", "E3") in g.links
+
+
+def test_link_without_item_names_file_and_line() -> None:
+    links = [("i1", "E1"), ("i2", "E2"), (" ", "E3")]
     with pytest.raises(DataError) as err:
         build_graph(movie_dataset(links=links))
-    assert err.value.file == "films.link"
-    assert err.value.line == 4  # first_line 2 + row 2
-    assert err.value.field == "item_id"
-    assert "films.link:4" in str(err.value) and "i9" in str(err.value)
+    assert (err.value.file, err.value.line, err.value.field) == ("films.link", 4, "item_id")
+    assert "films.link:4" in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -376,6 +376,32 @@ def test_unisrec_rebuilds_full_sequences(tmp_path: Path) -> None:
     assert ds.text_fields == ["text"] and ds.users["user_id"].tolist() == ["0", "1"]
 
 
+def test_unisrec_name_comes_from_its_files_and_its_text_is_rendered_as_shipped(
+    tmp_path: Path,
+) -> None:
+    from kinrec.knowledge.text import render_item_texts
+
+    ds = load_unisrec(unisrec_fixture(tmp_path))
+    assert ds.name == "S" and ds.text_template == "{text}"
+    assert render_item_texts(ds)[0] == ("0", "Alpha. Tools. Acme.")
+    assert load_unisrec_split(tmp_path).dataset.name == "S"
+    write(tmp_path / "T.item2index", "A\t0\n")
+    with pytest.raises(DataError, match="S, T"):
+        load_unisrec(tmp_path)
+
+
+def test_items_known_only_from_links_join_the_catalogue(tmp_path: Path) -> None:
+    atomic_fixture(tmp_path)
+    write(tmp_path / "toy.link", "item_id:token\tentity_id:token\ni1\tm.1\ni7\tm.2\n")
+    ds = load_recbole_atomic(tmp_path)
+    assert ds.all_item_ids() == ["i1", "i2", "i3", "i4", "i7"]
+    assert ds.link_item_ids() == ["i7"] and ds.new_items == []
+    for ext in ("item", "kg"):
+        (tmp_path / f"toy.{ext}").unlink()  # no item file at all, as in RecBole's book data
+    bare = load_recbole_atomic(tmp_path)
+    assert bare.all_item_ids() == ["i1", "i7", "i2", "i3"]
+
+
 def test_unisrec_split(tmp_path: Path) -> None:
     split = load_unisrec_split(unisrec_fixture(tmp_path), "S")
     train_pairs = list(

@@ -13,7 +13,13 @@ import pandas as pd
 
 from kinrec.config import DataConfig, ModelSection, PipelineConfig, SplitConfig, StoreConfig
 from kinrec.data.dataset import Dataset, Interactions
-from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Validator
+from kinrec.models.base import (
+    ModelConfig,
+    ProgressCallback,
+    Recommender,
+    Requirement,
+    Validator,
+)
 from kinrec.pipeline import train_and_evaluate
 from kinrec.serving.keys import create_key
 from kinrec.store import Store
@@ -108,7 +114,7 @@ class ToyContent(Recommender):
 
     name = "toy-content"
     Config = ToyContentConfig
-    requires_side = True
+    requires = (Requirement(("text", "attributes")),)
 
     def _encode(self, side: Dataset, item_ids: list[str]) -> np.ndarray:
         rows = side.items.set_index("item_id")

@@ -137,6 +137,39 @@ def test_round_trip_keeps_tables_and_order(store: Store) -> None:
     assert store.dataset_names() == ["toy"]
 
 
+def test_items_known_only_from_links_and_the_text_template_survive(store: Store) -> None:
+    ds = toy()
+    # i7 has no row in the item table and no interactions: a link makes it a catalogue item
+    ds.links = _frame({"item_id": ["i1", "i7"], "entity_id": ["e1", "e2"]}, "toy/links.tsv", 1)
+    ds.text_template = "{title}[ ({year})]"
+    assert ds.all_item_ids() == ["i3", "i1", "i2", "i7", "i9"]
+    report = store.ingest(ds)
+    assert report.tables["items"].added == 4 and report.tables["settings"].added == 1
+    back = store.load_dataset("toy")
+    assert back.all_item_ids() == ds.all_item_ids()
+    assert back.items["item_id"].tolist() == ["i3", "i1", "i2", "i7"]
+    assert pd.isna(back.items["title"].iloc[3]) and back.items["genres"].iloc[3] == ()
+    assert back.text_template == "{title}[ ({year})]"
+    pd.testing.assert_frame_equal(back.links, ds.links.reset_index(drop=True))
+    again = store.ingest(ds)
+    assert again.added == 0
+    before = table_counts(store)
+    ds.text_template = "{title}"
+    with pytest.raises(DataError, match="text_template") as info:
+        store.ingest(ds)
+    assert info.value.field == "text_template"
+    assert table_counts(store) == before
+    ds.text_template = None  # an input without a template keeps the stored one
+    assert store.ingest(ds).added == 0
+    assert store.load_dataset("toy").text_template == "{title}[ ({year})]"
+    # an input that only links to an item described before does not contradict it
+    ds.links = _frame({"item_id": ["i1", "i3"], "entity_id": ["e1", "e9"]}, "toy/links.tsv", 1)
+    ds.items = ds.items[ds.items["item_id"] != "i3"].reset_index(drop=True)
+    report = store.ingest(ds)
+    assert report.tables["links"].added == 1 and report.tables["items"].added == 0
+    assert store.load_dataset("toy").items["title"].iloc[0] == "Gamma"
+
+
 def test_second_ingest_adds_nothing(store: Store) -> None:
     first = store.ingest(toy())
     before = table_counts(store)
@@ -196,9 +229,10 @@ def _dup_user(ds: Dataset) -> None:
     )
 
 
-def _unknown_link_item(ds: Dataset) -> None:
-    # i9 is in the interactions but not in the item table: links must name catalogue items.
-    ds.links = _frame({"item_id": ["i1", "i9"], "entity_id": ["e1", "e3"]}, "toy/links.tsv", 1)
+def _blank_link_entity(ds: Dataset) -> None:
+    # a link to an item absent from the item table is fine (it joins the catalogue); a link
+    # without an entity is not
+    ds.links = _frame({"item_id": ["i1", "i9"], "entity_id": ["e1", " "]}, "toy/links.tsv", 1)
 
 
 def _empty_relation(ds: Dataset) -> None:
@@ -233,7 +267,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Dataset], None], str, int | None, str]] = 
     "duplicate item": (_dup_item, "toy/items.csv", 5, "item_id"),
     "duplicate triple": (_dup_triple, "toy/kg.tsv", 4, "head/relation/tail"),
     "duplicate user row": (_dup_user, "toy/users.csv", 4, "user_id"),
-    "link to unknown item": (_unknown_link_item, "toy/links.tsv", 2, "item_id"),
+    "link without entity": (_blank_link_entity, "toy/links.tsv", 2, "entity_id"),
     "empty relation": (_empty_relation, "toy/kg.tsv", 2, "relation"),
     "null user id": (_null_user, "toy/ratings.csv", 5, "user_id"),
     "non-numeric rating": (_bad_rating, "toy/ratings.csv", 6, "rating"),
@@ -310,13 +344,18 @@ def test_frames_read_from_several_files_report_the_right_file() -> None:
     assert (info.value.file, info.value.line, info.value.field) == ("test.inter", 3, "item_id")
 
 
-def test_failure_after_partial_writes_rolls_back(store: Store) -> None:
-    # The unknown link is found after users and items were written in the same transaction.
+def test_failure_after_partial_writes_rolls_back(store: Store, monkeypatch) -> None:
+    # The last table fails after the dataset, users, items and graph were written in the same
+    # transaction.
+    from kinrec.store import ingest as ingest_module
+
+    def fail(w, p) -> None:
+        raise DataError("refused", file="toy/ratings.csv", line=2, field="rating")
+
     before = table_counts(store)
-    ds = toy("fresh")
-    _unknown_link_item(ds)
-    with pytest.raises(DataError):
-        store.ingest(ds)
+    monkeypatch.setattr(ingest_module, "_sync_interactions", fail)
+    with pytest.raises(DataError, match="refused"):
+        store.ingest(toy("fresh"))
     assert store.dataset_names() == []
     assert table_counts(store) == before
 

@@ -5,7 +5,8 @@ One section per component; defaults live here next to their meaning::
     [data]
     dataset = "ml-100k"            # a registry name (kinrec data list) ...
     # path = "my_data/"            # ... or a directory / file to load
-    # format = "recbole"           # recbole | ml-1m | unisrec | table
+    # format = "recbole"           # recbole | ml-1m | unisrec | table (path = data.toml)
+    # text_template = "{title}. {description}"   # item text (default: the data's own)
 
     [store]
     url = "sqlite:///kinrec.db"    # any SQLAlchemy URL; PostgreSQL works the same way
@@ -43,19 +44,39 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DataConfig(_Section):
-    """Where the data comes from: a registry name or a path with its format."""
+DEFAULT_DATASET = "ml-100k"
 
-    dataset: str | None = "ml-100k"
+
+class DataConfig(_Section):
+    """Where the data comes from: a registry name or a path with its format; how item fields
+    become text.
+
+    ``dataset`` defaults to ml-100k only when neither it nor ``path`` is given; with a path it
+    names the stored dataset (default: the data's own name). ``format = "table"``: ``path`` is
+    a table mapping (TOML, see :mod:`kinrec.data.table`). ``text_template`` (e.g.
+    ``"{title}. {description}"``) replaces the dataset's own template at training time.
+    """
+
+    dataset: str | None = None
     path: Path | None = None
     format: Literal["recbole", "ml-1m", "unisrec", "table"] = "recbole"
+    text_template: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_dataset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dataset") is None and data.get("path") is None:
+            return {**data, "dataset": DEFAULT_DATASET}
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        if self.path is not None and self.dataset == "ml-100k":
-            self.dataset = None  # an explicit path overrides the default dataset
         if self.dataset is None and self.path is None:
             raise ValueError("data: give either 'dataset' (a registry name) or 'path'")
+        if self.text_template is not None:
+            from kinrec.knowledge.text import ItemTemplate
+
+            ItemTemplate(template=self.text_template)  # a syntax error names the template
         return self
 
 

@@ -21,25 +21,58 @@ SPLIT_FILE = "split.json"
 
 
 def load_source(data: DataConfig) -> Dataset:
-    """Read a dataset from the registry (fetching it if needed) or from a path."""
-    from kinrec.data import loaders
+    """Read a dataset from the registry (fetching it if needed) or from a path; ``[data]
+    text_template``, when set, replaces the dataset's own template."""
+    from kinrec.data import loaders, table
     from kinrec.data.registry import load_dataset
 
     if data.path is None:
-        return load_dataset(data.dataset)
-    path = Path(data.path)
-    if data.format == "recbole":
-        return loaders.load_recbole_atomic(path, name=data.dataset)
-    if data.format == "ml-1m":
-        return loaders.load_movielens_1m(path)
-    if data.format == "unisrec":
-        return loaders.load_unisrec(path)
-    raise ValueError("data.format = 'table' needs a column mapping: use `kinrec ingest --map`")
+        dataset = load_dataset(data.dataset)
+    else:
+        path = Path(data.path)
+        if data.format == "recbole":
+            dataset = loaders.load_recbole_atomic(path, name=data.dataset)
+        elif data.format == "ml-1m":
+            dataset = loaders.load_movielens_1m(path)
+        elif data.format == "unisrec":
+            dataset = loaders.load_unisrec(path)
+        elif path.suffix.lower() == ".toml" and table.is_table_mapping(path):
+            dataset = table.load_tables(path, name=data.dataset)
+        else:
+            raise ValueError(
+                "data.format = 'table' needs path = a table mapping (TOML with [interactions], "
+                "see docs/data.md)"
+            )
+        if data.dataset:
+            dataset.name = data.dataset
+    return apply_text_template(dataset, data.text_template)
+
+
+def apply_text_template(dataset: Dataset, template: str | None) -> Dataset:
+    """``dataset`` with its text template replaced by ``template`` (unchanged when None);
+    ``ValueError`` when a placeholder names no item field."""
+    if template is None:
+        return dataset
+    from kinrec.knowledge.text import check_template
+
+    try:
+        check_template(template, [*dataset.text_fields, *dataset.attribute_fields])
+    except ValueError as exc:
+        raise ValueError(f"data.text_template {template!r}: {exc}") from None
+    dataset.text_template = template
+    return dataset
 
 
 def dataset_name(data: DataConfig) -> str:
     """The name a dataset is stored under."""
-    return data.dataset or Path(data.path).name
+    if data.dataset:
+        return data.dataset
+    path = Path(data.path)
+    if data.format == "table" and path.suffix.lower() == ".toml":
+        from kinrec.data.table import TableMapping
+
+        return TableMapping.from_toml(path).name or path.stem
+    return path.name
 
 
 def make_split(dataset: Dataset | None, split: SplitConfig) -> Split:
@@ -86,7 +119,7 @@ def stored_dataset(config: PipelineConfig) -> Dataset:
         raise LookupError(
             f"dataset {name!r} is not in {config.store.url}; run `kinrec ingest {name}` first"
         )
-    return store.load_dataset(name)
+    return apply_text_template(store.load_dataset(name), config.data.text_template)
 
 
 @dataclass

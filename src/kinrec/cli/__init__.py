@@ -21,6 +21,7 @@ from kinrec.cli.common import (
     DbOption,
     EpochProgress,
     err,
+    memory_errors_as_messages,
     out,
 )
 from kinrec.cli.common import errors_as_messages as _errors_as_messages
@@ -104,8 +105,13 @@ def data_fetch(
 @app.command()
 def ingest(
     source: Annotated[
-        str, typer.Argument(help="A registry dataset name, or a path with --format.")
-    ] = "ml-100k",
+        str | None,
+        typer.Argument(
+            help="A registry dataset name (default ml-100k), or a path with --format; with "
+            "--format table and a five-table --map, leave it out.",
+            show_default=False,
+        ),
+    ] = None,
     db: DbOption = DEFAULT_DB_URL,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="recbole | ml-1m | unisrec | table")
@@ -113,41 +119,59 @@ def ingest(
     name: Annotated[str | None, typer.Option(help="Name to store the dataset under.")] = None,
     mapping: Annotated[
         Path | None,
-        typer.Option("--map", exists=True, help="TOML column mapping for --format table."),
+        typer.Option(
+            "--map",
+            exists=True,
+            dir_okay=False,
+            help="--format table: a TOML mapping naming the tables and their columns.",
+        ),
     ] = None,
     user_col: Annotated[str | None, typer.Option(help="table: user id column.")] = None,
     item_col: Annotated[str | None, typer.Option(help="table: item id column.")] = None,
     rating_col: Annotated[str | None, typer.Option(help="table: rating column.")] = None,
     time_col: Annotated[str | None, typer.Option(help="table: timestamp column.")] = None,
 ) -> None:
-    """Load a dataset and write it into the store, in one transaction (re-running adds nothing)."""
-    from kinrec.config import DataConfig
-    from kinrec.pipeline import load_source, open_store
+    r"""Load a dataset and write it into the store, in one transaction (re-running adds nothing).
+
+    Your own data (docs/data.md is the full guide): --format table --map data.toml
+    reads up to five CSV, TSV or Parquet files, named with their columns in the
+    TOML (paths relative to it). A bad row is an error naming file, line and
+    field, and then nothing is stored. Example data.toml:
+
+      name = "shop"                  # the dataset's name in the store
+      \[interactions]                 # required
+      path = "interactions.csv"      # columns user_id, item_id (default names)
+      rating = "rating"              # optional
+      timestamp = "timestamp"        # optional: numbers or ISO dates
+      \[items]
+      path = "items.csv"             # column item_id
+      text = ["title", "description"]
+      attributes = ["category"]      # "a|b" cells hold several values
+      text_template = "{title}. {description}"   # optional item text
+      \[users]
+      path = "users.csv"             # column user_id
+      attributes = ["country"]
+      \[triples]                      # knowledge graph
+      path = "triples.csv"           # columns head, relation, tail
+      \[links]                        # or \[items] entity = "COLUMN"
+      path = "links.csv"             # columns item_id, entity_id
+
+    then:
+
+      kinrec ingest --format table --map data.toml --db sqlite:///shop.db
+      kinrec train --model ease --dataset shop --db sqlite:///shop.db -o runs/shop
+
+    Other formats: kinrec ingest ml-100k (a registry name); kinrec ingest DIR
+    (RecBole atomic files NAME.inter/.item/.user/.kg/.link); --format ml-1m DIR;
+    --format unisrec DIR. The single-file form, kinrec ingest --format table
+    ratings.csv [--map columns.toml] [--user-col ...], still works.
+    """
+    from kinrec.pipeline import open_store
 
     with _errors_as_messages():
-        if fmt == "table":
-            from kinrec.data.loaders import ColumnMapping, load_table
-
-            given = {
-                k: v
-                for k, v in {
-                    "user": user_col,
-                    "item": item_col,
-                    "rating": rating_col,
-                    "timestamp": time_col,
-                }.items()
-                if v is not None
-            }
-            cmap = ColumnMapping.from_toml(mapping) if mapping else ColumnMapping()
-            cmap = cmap.model_copy(update=given)
-            dataset = load_table(Path(source), cmap)
-            dataset.name = name or Path(source).stem
-        elif Path(source).exists():
-            dataset = load_source(DataConfig(dataset=name, path=Path(source), format=fmt))
-            dataset.name = name or dataset.name
-        else:
-            dataset = load_source(DataConfig(dataset=source))
-            dataset.name = name or source
+        dataset = _load_for_ingest(
+            source, fmt, name, mapping, user_col, item_col, rating_col, time_col
+        )
         store = open_store(db)
         start = time.perf_counter()
         with EpochProgress() as progress:
@@ -156,6 +180,66 @@ def ingest(
             )
     err.print(f"ingested {dataset.name!r} into {db} in {time.perf_counter() - start:.1f} s")
     out.print(_ingest_table(report))
+
+
+def _load_for_ingest(
+    source: str | None,
+    fmt: str,
+    name: str | None,
+    mapping: Path | None,
+    user_col: str | None,
+    item_col: str | None,
+    rating_col: str | None,
+    time_col: str | None,
+):
+    """The dataset ``kinrec ingest`` was asked for (see its help)."""
+    from kinrec.config import DataConfig
+    from kinrec.pipeline import load_source
+
+    columns = {
+        k: v
+        for k, v in {
+            "user": user_col,
+            "item": item_col,
+            "rating": rating_col,
+            "timestamp": time_col,
+        }.items()
+        if v is not None
+    }
+    if fmt != "table":
+        if mapping is not None or columns:
+            raise ValueError("--map and the column options need --format table")
+        if source is not None and Path(source).exists():
+            dataset = load_source(DataConfig(dataset=name, path=Path(source), format=fmt))
+            dataset.name = name or dataset.name
+            return dataset
+        dataset = load_source(DataConfig(dataset=source))
+        dataset.name = name or dataset.name
+        return dataset
+    from kinrec.data.table import (
+        ColumnMapping,
+        TableMapping,
+        is_table_mapping,
+        load_table,
+        load_tables,
+    )
+
+    if mapping is not None and is_table_mapping(mapping):
+        if source is not None:
+            raise ValueError(f"{mapping} names its files ([interactions] path ...): give no SOURCE")
+        tables = TableMapping.from_toml(mapping)
+        if columns:
+            tables.interactions = tables.interactions.model_copy(update=columns)
+        return load_tables(tables, name=name)
+    if source is None:
+        raise ValueError(
+            "--format table needs --map data.toml (a mapping with [interactions], see "
+            "`kinrec ingest --help`), or the interactions file as SOURCE"
+        )
+    cmap = ColumnMapping.from_toml(mapping) if mapping else ColumnMapping()
+    dataset = load_table(Path(source), cmap.model_copy(update=columns))
+    dataset.name = name or Path(source).stem
+    return dataset
 
 
 def _ingest_table(report) -> Table:
@@ -178,11 +262,13 @@ def models_list() -> None:
     table = Table(title="kinrec models")
     table.add_column("name")
     table.add_column("class")
+    table.add_column("needs besides interactions")
     table.add_column("config (defaults)")
     for name in available_models():
         cls = get_model_class(name)
+        needs = "; ".join(r.describe() for r in cls().requirements()) or "-"
         fields = ", ".join(f"{k}={v.default!r}" for k, v in cls.Config.model_fields.items())
-        table.add_row(name, cls.__name__, fields)
+        table.add_row(name, cls.__name__, needs, fields)
     out.print(table)
 
 
@@ -236,6 +322,12 @@ def train(
 def _print_trained(model, out_dir: Path) -> None:
     """What training chose that a user should know: time, where, the new-user prior."""
     err.print(f"trained {model.name} in {model.fit_info['train_seconds']:.1f} s -> {out_dir}")
+    views, reasons = model.fit_info.get("views"), model.fit_info.get("view_reasons") or {}
+    if views:
+        on = {True: "on", False: "off"}
+        err.print(
+            "views: " + "; ".join(f"{v} {on[x]} ({reasons.get(v, '')})" for v, x in views.items())
+        )
     prior = model.fit_info.get("history_prior")
     if prior:
         c = prior["strength"]
@@ -353,15 +445,17 @@ def benchmark(
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     with _errors_as_messages():
-        from kinrec.models.registry import get_model_class
+        from kinrec.models.registry import create_model, get_model_class
 
         for name in names:
             get_model_class(name)
         params = {n: model_params_from_toml(config, n) for n in names} if config else {}
         split = load_split_folder(split_dir)
+        for name in names:  # refuse what the data cannot feed before any model trains
+            create_model(name, params.get(name)).check_data(split.train, split.dataset)
     seed_list = [2026 + i for i in range(seeds)]
     records = []
-    with EpochProgress() as progress:
+    with memory_errors_as_messages(), EpochProgress() as progress:
         for record in run_benchmark(split, names, seed_list, params, progress=progress):
             records.append(record)
             if json_out:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 err = Console(stderr=True)
@@ -24,20 +25,41 @@ ConfigOption = Annotated[
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    """Print ``error: message`` on stderr as one line (never wrapped to the terminal)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
+
+
+MEMORY_EXIT = 3
+"""Exit status of a step refused because it would need more memory than it may use."""
 
 
 @contextmanager
 def errors_as_messages():
-    """Turn expected user errors (bad data, unknown names, missing files) into clean exits."""
+    """Turn expected user errors (bad data, unknown names, missing files) and refusals for
+    memory into clean exits: one ``error:`` line, no traceback."""
     from kinrec.data.errors import DataError
+    from kinrec.models.memory import MemoryLimitError
 
     try:
         yield
+    except MemoryLimitError as exc:
+        raise fail(str(exc), MEMORY_EXIT) from None
     except (DataError, KeyError, LookupError, FileNotFoundError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise fail(str(message)) from None
+
+
+@contextmanager
+def memory_errors_as_messages():
+    """Only refusals for memory as clean exits (around training, where any other error
+    is a bug that keeps its traceback)."""
+    from kinrec.models.memory import MemoryLimitError
+
+    try:
+        yield
+    except MemoryLimitError as exc:
+        raise fail(str(exc), MEMORY_EXIT) from None
 
 
 class EpochProgress:

@@ -54,7 +54,14 @@ class Dataset:
     user_attribute_fields: list[str] = field(default_factory=list)
     new_items: list[str] = field(default_factory=list)
     """Items published after the training period (a cold-item split's held-out items): models
-    that treat new items specially (kinformer's new-item offset) apply it to these."""
+    that treat new items specially (kinformer's new-item offset) apply it to these. An item
+    that merely has no interactions (one known only from the item table or from a link to a
+    knowledge-graph entity) is in the catalogue and ranked through its text and graph, but is
+    not listed here: having no interactions does not make an item new."""
+    text_template: str | None = None
+    """How an item's fields become the text the language model reads (syntax in
+    :mod:`kinrec.knowledge.text`), e.g. ``"{title}. {description}"``; ``None``: the default
+    derived from ``text_fields`` and ``attribute_fields``."""
 
     def summary(self) -> dict[str, int]:
         """Row counts per table, and distinct users/items in the interactions."""
@@ -67,12 +74,79 @@ class Dataset:
             "links": len(self.links),
         }
 
+    def capabilities(self) -> dict[str, bool]:
+        """What the dataset holds beyond user-item pairs (the names models' requirements use).
+
+        ``text``: an item with a non-blank value in a declared text field (or a field the
+        text template reads); ``attributes``: an item with a token in an attribute field (the
+        declared ones, else tuple-valued columns); ``knowledge_graph``: triples, and links
+        tying entities to items; ``user_attributes``: a user with a value in a column besides
+        ``user_id``; ``ratings`` and ``timestamps``: an interaction with a value (not NaN).
+        """
+
+        def filled(value: object) -> bool:
+            if isinstance(value, str):
+                return bool(value.strip())
+            if isinstance(value, (tuple, list, np.ndarray)):
+                return any(filled(v) for v in value)
+            return value is not None and not bool(pd.isna(value))
+
+        def any_filled(frame: pd.DataFrame, columns: Iterable[str]) -> bool:
+            return any(any(map(filled, frame[c])) for c in columns if c in frame.columns)
+
+        items = self.items
+        text = list(self.text_fields)
+        template = getattr(self, "text_template", None)
+        if template:  # the fields a text template reads are text too
+            import re
+
+            text += [f.strip() for f in re.findall(r"\{([^{}\[\]]*)\}", template)]
+        attributes = list(self.attribute_fields) or [
+            c
+            for c in items.columns
+            if c != "item_id"
+            and c not in self.text_fields
+            and any(isinstance(v, (tuple, list)) for v in items[c].dropna().iloc[:100])
+        ]
+        inter = self.interactions
+
+        def valued(column: str) -> bool:
+            return column in inter.columns and bool(inter[column].notna().any())
+
+        return {
+            "text": any_filled(items, text),
+            "attributes": any_filled(items, attributes),
+            "knowledge_graph": len(self.triples) > 0 and len(self.links) > 0,
+            "user_attributes": any_filled(self.users, [c for c in self.users if c != "user_id"]),
+            "ratings": valued("rating"),
+            "timestamps": valued("timestamp"),
+        }
+
     def all_item_ids(self) -> list[str]:
-        """Items of the item table, then any item seen only in interactions (file order)."""
+        """The catalogue: items of the item table, then items known only from links to
+        knowledge-graph entities, then items seen only in interactions (each in file order).
+
+        Every item of any table belongs to the catalogue, interactions or not: an item without
+        interactions is ranked through its text and knowledge graph.
+        """
         known = list(self.items["item_id"]) if len(self.items) else []
         seen = set(known)
-        extra = [i for i in pd.unique(self.interactions["item_id"]) if i not in seen]
-        return known + extra
+        for column in (self.link_item_ids(), self.interactions["item_id"]):
+            extra = [i for i in pd.unique(np.asarray(column, dtype=object)) if i not in seen]
+            known += extra
+            seen.update(extra)
+        return known
+
+    def link_item_ids(self) -> list[str]:
+        """Items of the links table that the item table lacks (first appearance order).
+
+        Blank ids are left out here; the store and the graph builder report them as bad rows.
+        """
+        if not len(self.links) or "item_id" not in self.links.columns:
+            return []
+        listed = set(self.items["item_id"]) if len(self.items) else set()
+        linked = pd.unique(self.links["item_id"].to_numpy(dtype=object))
+        return [i for i in linked if i not in listed and isinstance(i, str) and i.strip()]
 
 
 class IdMap:

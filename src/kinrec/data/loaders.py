@@ -9,7 +9,9 @@ Formats:
   :func:`load_movielens_100k` (``u.data``/``u.item``/``u.user``).
 * UniSRec sequences (``NAME.text``, ``NAME.item2index``, ``NAME.{train,valid,test}.inter``):
   :func:`load_unisrec`, :func:`load_unisrec_split`.
-* Any CSV/TSV/Parquet table with a :class:`ColumnMapping`: :func:`load_table`.
+* Your own CSV/TSV/Parquet tables (interactions, items, users, knowledge-graph triples,
+  item -> entity links) named by a TOML mapping: :func:`load_tables` and the single-file
+  :func:`load_table`, in :mod:`kinrec.data.table` (importable from here too).
 
 Bad input raises :class:`~kinrec.data.errors.DataError` naming file, line and field. Every
 loaded frame carries ``attrs["source"]`` (the file) and ``attrs["first_line"]`` (the line
@@ -21,14 +23,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from kinrec.data.dataset import INTERACTION_COLUMNS, LINK_COLUMNS, TRIPLE_COLUMNS, Dataset, Split
 from kinrec.data.errors import DataError
@@ -49,6 +49,9 @@ ML100K_GENRES = (
 # fmt: on
 
 PathLike = str | Path
+
+UNISREC_TEMPLATE = "{text}"
+"""UniSRec item text, rendered as shipped (title, category path and brand in one field)."""
 
 
 # --------------------------------------------------------------------------- low-level reading
@@ -898,6 +901,8 @@ def _load_unisrec(directory: PathLike, name: str) -> tuple[Dataset, dict]:
         users=users,
         text_fields=["text"],
         attribute_fields=["category", "brand"],
+        # the shipped text already holds title, category path and brand
+        text_template=UNISREC_TEMPLATE,
     )
     return dataset, sequences
 
@@ -917,19 +922,25 @@ def parse_product_text(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return ((category,) if category else ()), ((brand,) if brand else ())
 
 
-def load_unisrec(directory: PathLike, name: str = "Scientific") -> Dataset:
+def load_unisrec(directory: PathLike, name: str | None = None) -> Dataset:
     """UniSRec files -> Dataset with item ids = the indices used in the ``.inter`` files.
 
-    Items carry the text field ``text``; each user's full sequence (rebuilt from the train,
-    valid and test rows) becomes interactions with ``timestamp`` = position in the sequence.
+    Items carry the text field ``text`` (rendered as it is: it already holds the title,
+    category path and brand, which are also the attributes ``category`` and ``brand``); each
+    user's full sequence (rebuilt from the train, valid and test rows) becomes interactions
+    with ``timestamp`` = position in the sequence. ``name`` defaults to the stem of the only
+    ``*.item2index`` file.
     """
-    return _load_unisrec(directory, name)[0]
+    directory = Path(directory)
+    return _load_unisrec(directory, name or _find_name(directory, ".item2index"))[0]
 
 
-def load_unisrec_split(directory: PathLike, name: str = "Scientific") -> Split:
+def load_unisrec_split(directory: PathLike, name: str | None = None) -> Split:
     """UniSRec's leave-one-out split: train = items before the valid target, valid = the valid
-    target, test = the test target; the catalogue is every item of ``NAME.item2index``."""
-    dataset, sequences = _load_unisrec(directory, name)
+    target, test = the test target; the catalogue is every item of ``NAME.item2index``.
+    ``name`` defaults to the stem of the only ``*.item2index`` file."""
+    directory = Path(directory)
+    dataset, sequences = _load_unisrec(directory, name or _find_name(directory, ".item2index"))
     parts: dict[str, list[tuple[str, str, float]]] = {"train": [], "valid": [], "test": []}
     for user in pd.unique(dataset.interactions["user_id"]):
         seq, valid_pos, test_pos = sequences[user]
@@ -952,207 +963,31 @@ def load_unisrec_split(directory: PathLike, name: str = "Scientific") -> Split:
 
 
 # --------------------------------------------------------------------------- generic tables
+# CSV/TSV/Parquet tables live in kinrec.data.table (which reads with the helpers above); their
+# names stay importable from here.
+_TABLE_NAMES = frozenset(
+    {"ColumnMapping", "TableMapping", "is_table_mapping", "load_table", "load_tables"}
+)
 
 
-class ColumnMapping(BaseModel):
-    """Which columns of a CSV/TSV/Parquet table hold what (from CLI options or a TOML file)."""
+def __getattr__(name: str) -> Any:
+    if name in _TABLE_NAMES:
+        from kinrec.data import table
 
-    model_config = ConfigDict(extra="forbid")
-
-    user: str = "user_id"
-    item: str = "item_id"
-    rating: str | None = None
-    timestamp: str | None = None
-    timestamp_format: str | None = Field(
-        None, description="strptime format of date strings; default: numbers or ISO 8601"
-    )
-    separator: str | None = Field(None, description="default: ',' for .csv, tab otherwise")
-    encoding: str = "utf-8"
-    columns: list[str] | None = Field(None, description="names for a file without header row")
-    item_id: str | None = Field(None, description="id column of the items table (default: item)")
-    item_text: list[str] = Field(default_factory=list)
-    item_attributes: list[str] = Field(default_factory=list)
-    attribute_separator: str = Field("|", description="splits multi-valued attribute cells")
-    user_id: str | None = Field(None, description="id column of the users table (default: user)")
-    user_attributes: list[str] = Field(default_factory=list)
-
-    @classmethod
-    def from_toml(cls, path: PathLike, table: str | None = None) -> ColumnMapping:
-        """Read the mapping from a TOML file (top level, or the dotted ``table``)."""
-        path = Path(path)
-        try:
-            with path.open("rb") as fh:
-                data: Any = tomllib.load(fh)
-        except FileNotFoundError:
-            raise DataError("file not found", file=path) from None
-        except tomllib.TOMLDecodeError as exc:
-            match = re.search(r"at line (\d+)", str(exc))
-            line = int(match.group(1)) if match else None
-            raise DataError(f"invalid TOML: {exc}", file=path, line=line) from None
-        for key in table.split(".") if table else ():
-            if not isinstance(data, dict) or key not in data:
-                raise DataError(f"no table {table!r}", file=path, field=key)
-            data = data[key]
-        try:
-            return cls.model_validate(data)
-        except ValueError as exc:
-            raise DataError(f"invalid column mapping: {exc}", file=path) from None
+        return getattr(table, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _read_table(path: Path, mapping: ColumnMapping) -> pd.DataFrame:
-    """A CSV/TSV/Parquet table with string cells (Parquet keeps its types)."""
-    if path.suffix.lower() in (".parquet", ".pq"):
-        if not path.exists():
-            raise DataError("file not found", file=path)
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several types for a broken file
-            raise DataError(f"cannot read Parquet: {exc}", file=path) from None
-        if frame.empty and not len(frame.columns):
-            raise DataError("empty file", file=path, line=1)
-        frame.attrs.update(source=str(path), first_line=1)
-        return frame
-    raw = _read_bytes(path)
-    sep = mapping.separator or ("," if path.suffix.lower() == ".csv" else "\t")
-    _check_decoding(raw, path, mapping.encoding, 1)
-    header = mapping.columns is None
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(raw),
-            sep=sep,
-            header=0 if header else None,
-            names=None if header else mapping.columns,
-            dtype=object,
-            keep_default_na=False,
-            na_values=[""],
-            skip_blank_lines=False,
-            encoding=mapping.encoding,
-            engine="c" if len(sep) == 1 else "python",
-        )
-    except pd.errors.ParserError as exc:
-        raise DataError(
-            f"cannot parse row: {str(exc).strip()}", file=path, line=_parser_error_line(exc)
-        ) from None
-    except pd.errors.EmptyDataError:
-        raise DataError("empty file", file=path, line=1) from None
-    first_line = 2 if header else 1
-    blank = frame.isna().all(axis=1).to_numpy()
-    if blank.any():
-        last = len(blank) - int(np.argmin(blank[::-1])) if not blank.all() else 0
-        interior = np.flatnonzero(blank[:last])
-        if interior.size:
-            raise DataError(
-                "blank line inside the data", file=path, line=first_line + int(interior[0])
-            )
-        frame = frame.iloc[:last]
-    frame.attrs.update(source=str(path), first_line=first_line)
-    return frame
-
-
-def _timestamps(frame: pd.DataFrame, column: str, path: Path, fmt: str | None) -> pd.Series:
-    """Numbers as they are; date strings (ISO 8601 or ``fmt``) as seconds since the epoch."""
-    first_line = int(frame.attrs.get("first_line", 1))
-    values = frame[column]
-    if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = pd.to_datetime(values, utc=True)
-    else:
-        numbers = pd.to_numeric(values, errors="coerce") if fmt is None else None
-        if numbers is not None and not (numbers.isna() & values.notna()).any():
-            return numbers.astype("float64")
-        parsed = pd.to_datetime(values, format=fmt or "ISO8601", utc=True, errors="coerce")
-        bad = parsed.isna() & values.notna()
-        if bad.any():
-            pos = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(
-                f"not a number or date: {values.iloc[pos]!r}",
-                file=path,
-                line=first_line + pos,
-                field=column,
-            )
-    seconds = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-    return seconds.astype("float64")
-
-
-def load_table(
-    path_or_paths: PathLike | Sequence[PathLike] | Mapping[str, Any],
-    mapping: ColumnMapping | None = None,
-) -> Dataset:
-    """Interactions (and optional items/users tables) from CSV, TSV or Parquet files.
-
-    ``path_or_paths``: one interactions file, a list of them (concatenated), or a mapping with
-    keys ``interactions`` (path or list), ``items`` and ``users``.
-    """
-    mapping = mapping or ColumnMapping()
-    if isinstance(path_or_paths, Mapping):
-        unknown = set(path_or_paths) - {"interactions", "items", "users"}
-        if unknown:
-            raise ValueError(f"unknown table kinds: {', '.join(sorted(unknown))}")
-        inter_paths = path_or_paths["interactions"]
-        items_path, users_path = path_or_paths.get("items"), path_or_paths.get("users")
-    else:
-        inter_paths, items_path, users_path = path_or_paths, None, None
-    if isinstance(inter_paths, (str, Path)):
-        inter_paths = [inter_paths]
-    frames = []
-    for p in map(Path, inter_paths):
-        raw = _read_table(p, mapping)
-        _require(
-            raw,
-            p,
-            [c for c in (mapping.user, mapping.item, mapping.rating, mapping.timestamp) if c],
-        )
-        frame = _interaction_frame(raw, p, mapping.user, mapping.item, mapping.rating, None)
-        if mapping.timestamp:
-            frame["timestamp"] = _timestamps(
-                raw, mapping.timestamp, p, mapping.timestamp_format
-            ).to_numpy()
-        frames.append(frame)
-    inter = frames[0] if len(frames) == 1 else _concat(frames)
-    side: dict[str, Any] = {}
-    if items_path is not None:
-        p = Path(items_path)
-        raw = _read_table(p, mapping)
-        key = mapping.item_id or mapping.item
-        _require(raw, p, [key, *mapping.item_text, *mapping.item_attributes])
-        first_line = int(raw.attrs["first_line"])
-        _check_ids(raw, key, p, first_line)
-        _check_unique(raw, key, p, first_line)
-        items = pd.DataFrame({"item_id": _as_str(raw[key])})
-        for c in mapping.item_text:
-            items[c] = _text(raw[c])
-        for c in mapping.item_attributes:
-            items[c] = _tokens(raw[c], mapping.attribute_separator)
-        side.update(
-            items=_with_attrs(items, raw),
-            text_fields=list(mapping.item_text),
-            attribute_fields=list(mapping.item_attributes),
-        )
-    if users_path is not None:
-        p = Path(users_path)
-        raw = _read_table(p, mapping)
-        key = mapping.user_id or mapping.user
-        _require(raw, p, [key, *mapping.user_attributes])
-        first_line = int(raw.attrs["first_line"])
-        _check_ids(raw, key, p, first_line)
-        _check_unique(raw, key, p, first_line)
-        users = pd.DataFrame({"user_id": _as_str(raw[key])})
-        for c in mapping.user_attributes:
-            users[c] = _categories(raw[c])
-        side.update(
-            users=_with_attrs(users, raw), user_attribute_fields=list(mapping.user_attributes)
-        )
-    name = Path(inter_paths[0]).stem
-    return Dataset(name=name, interactions=inter, **side)
-
-
-__all__ = [
+__all__ = [  # noqa: F822 - the table names come from kinrec.data.table on first use
     "AtomicOptions",
     "ColumnMapping",
+    "TableMapping",
     "load_movielens_1m",
     "load_movielens_100k",
     "load_recbole_atomic",
     "load_split_dir",
     "load_table",
+    "load_tables",
     "load_unisrec",
     "load_unisrec_split",
     "read_atomic",

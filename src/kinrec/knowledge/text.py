@@ -17,6 +17,11 @@ A template is plain text with ``{field}`` placeholders and optional ``[...]`` se
 
 Rendering never fails on missing or odd values: the output is whitespace-normalised text,
 without leading punctuation, and ``""`` when nothing but punctuation is left.
+
+Which template a dataset gets (:func:`template_for`): its own ``Dataset.text_template`` (set
+by a loader that knows its format, by a table mapping's ``[items] text_template``, or by the
+pipeline's ``[data] text_template``), else :func:`default_template` of its declared fields.
+Nothing depends on the dataset's name.
 """
 
 from __future__ import annotations
@@ -187,20 +192,16 @@ def render_value(value: Any, joiner: str = ", ") -> str:
     return str(value).strip()
 
 
-# ---------------------------------------------------------------------------- presets
+# ------------------------------------------------------------------------- default templates
 
 MOVIELENS = ItemTemplate(template="{title}[ ({year})].[ Genres: {genres}.]", aliases=MOVIE_ALIASES)
-"""ML-100K / ML-1M: ``"Toy Story (1995). Genres: Animation, Children's, Comedy."``"""
+"""Titles with a release year and genres: ``"Toy Story (1995). Genres: Animation, Comedy."``
+(the form :func:`default_template` gives the text field ``title`` with the attributes
+``year`` and ``genres``; usable as a template for data whose fields have other names)."""
 
-AMAZON = ItemTemplate(template="{text}")
-"""UniSRec Amazon data (e.g. ``Scientific``): the shipped title + categories + brand text."""
-
-PRESETS: dict[str, ItemTemplate] = {
-    "ml-100k": MOVIELENS,
-    "ml-1m": MOVIELENS,
-    "Scientific": AMAZON,
-    "amazon-scientific": AMAZON,
-}
+TITLE_FIELDS = ("title", "movie_title")
+YEAR_FIELDS = ("year", "release_year")
+GENRE_FIELDS = ("genres", "genre", "class")
 
 
 def _label(field: str) -> str:
@@ -211,7 +212,7 @@ def _label(field: str) -> str:
 def derived_template(text_fields: Sequence[str], attribute_fields: Sequence[str]) -> ItemTemplate:
     """A template from declared fields: text fields as sentences, then ``Label: a, b.`` each.
 
-    ``(["title"], ["year", "genres"])`` gives ``"[{title}. ][Year: {year}. ][Genres: {genres}. ]"``
+    ``(["title"], ["color", "tags"])`` gives ``"[{title}. ][Color: {color}. ][Tags: {tags}. ]"``
     (each part optional, so missing fields drop out).
     """
     parts = [f"[{{{f}}}. ]" for f in text_fields]
@@ -219,18 +220,55 @@ def derived_template(text_fields: Sequence[str], attribute_fields: Sequence[str]
     return ItemTemplate(template="".join(parts) if parts else "")
 
 
+def default_template(text_fields: Sequence[str], attribute_fields: Sequence[str]) -> ItemTemplate:
+    """The template for a dataset that declares none, from its fields alone.
+
+    As :func:`derived_template` (text fields first, then attributes), with one convention for
+    titled releases: a title text field (``title``, ``movie_title``) with a year attribute
+    (``year``, ``release_year``) reads ``"Title (Year)."``, and the genre attribute that goes
+    with them (``genres``, ``genre``, ``class``) ``"Genres: a, b."``. MovieLens data, in its
+    original files or RecBole's, so reads ``"Toy Story (1995). Genres: Animation, Comedy."``
+    """
+    title = next((f for f in text_fields if f in TITLE_FIELDS), None)
+    year = next((f for f in attribute_fields if f in YEAR_FIELDS), None)
+    if title is None or year is None:
+        return derived_template(text_fields, attribute_fields)
+    genre = next((f for f in attribute_fields if f in GENRE_FIELDS), None)
+    parts = [f"{{{title}}}[ ({{{year}}})]. "]
+    parts += [f"[{{{f}}}. ]" for f in text_fields if f != title]
+    parts += [
+        f"[{'Genres' if f == genre else _label(f)}: {{{f}}}. ]"
+        for f in attribute_fields
+        if f != year
+    ]
+    return ItemTemplate(template="".join(parts))
+
+
 def template_for(dataset: Dataset) -> ItemTemplate:
-    """The preset for a known dataset name, else :func:`derived_template` of its fields.
+    """The dataset's own ``text_template``, else :func:`default_template` of its fields.
 
     With no declared fields at all, every non-id column of the items frame is used as an
-    attribute.
+    attribute. Nothing depends on the dataset's name.
     """
-    if dataset.name in PRESETS:
-        return PRESETS[dataset.name]
+    if dataset.text_template is not None:
+        return ItemTemplate(template=dataset.text_template, aliases=MOVIE_ALIASES)
     text, attrs = list(dataset.text_fields), list(dataset.attribute_fields)
     if not text and not attrs:
         attrs = [c for c in dataset.items.columns if c != "item_id"]
-    return derived_template(text, attrs)
+    return default_template(text, attrs)
+
+
+def check_template(template: str, fields: Sequence[str]) -> ItemTemplate:
+    """Parse ``template`` and check that each placeholder names one of ``fields`` (directly or
+    through :data:`MOVIE_ALIASES`); ``ValueError`` naming the first that does not."""
+    parsed = ItemTemplate(template=template, aliases=MOVIE_ALIASES)
+    missing = [name for name, column in parsed.resolve(fields).items() if column is None]
+    if missing:
+        known = ", ".join(fields) or "none"
+        raise ValueError(
+            f"template placeholder {{{missing[0]}}} is not an item field (fields: {known})"
+        )
+    return parsed
 
 
 def render_item_texts(
@@ -239,7 +277,8 @@ def render_item_texts(
     """``(item_id, text)`` for every row of ``dataset.items``, in table order.
 
     ``template`` may be an :class:`ItemTemplate`, a template string (aliases of
-    :data:`MOVIE_ALIASES` apply), or ``None`` for :func:`template_for`.
+    :data:`MOVIE_ALIASES` apply), or ``None`` for :func:`template_for` (the dataset's
+    ``text_template``, else the default of its fields).
     """
     if template is None:
         template = template_for(dataset)

@@ -10,10 +10,17 @@ and implements four hooks:
 Everything else (vocabularies, seen-item exclusion, artifact layout, atomic writes) lives here.
 Iterative models get a ``validator`` callable (model -> validation NDCG@10) built by the caller
 from :mod:`kinrec.evaluation`, so models never import the evaluation layer.
+
+What side information a model needs is declared, not assumed: ``requires`` lists
+:class:`Requirement` s (each met by any one of its capabilities, the names of
+:meth:`kinrec.data.dataset.Dataset.capabilities`), checked at the start of ``fit`` before any
+work; data that lacks one raises :class:`DataRequirementError`, saying what the model needs
+and what the data holds. ``uses`` lists what a model takes when the data holds it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -21,7 +28,7 @@ import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -42,6 +49,88 @@ Validator = Callable[["Recommender"], float]
 
 ProgressCallback = Callable[[str, int, int, dict[str, float]], None]
 """``(phase, step, total, values)``: called by iterative models after each epoch."""
+
+
+CAPABILITIES: dict[str, str] = {
+    "text": "item text",
+    "attributes": "item attributes",
+    "knowledge_graph": "knowledge-graph triples with links to items",
+    "user_attributes": "user attributes",
+    "ratings": "ratings",
+    "timestamps": "timestamps",
+}
+"""What a dataset can hold beyond user-item pairs (:meth:`Dataset.capabilities`), in words."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Side information a model cannot fit without: any one of ``any_of`` (capability names of
+    :data:`CAPABILITIES`). ``because`` names the setting that asks for it (empty: the model
+    itself); ``hint`` says what to do instead."""
+
+    any_of: tuple[str, ...]
+    because: str = ""
+    hint: str = ""
+
+    def met_by(self, holds: Mapping[str, bool]) -> bool:
+        return any(holds.get(c, False) for c in self.any_of)
+
+    def describe(self) -> str:
+        need = " or ".join(CAPABILITIES[c] for c in self.any_of)
+        return f"{need} ({self.because})" if self.because else need
+
+
+class DataRequirementError(ValueError):
+    """The data lacks what a model needs (raised by :meth:`Recommender.fit` before any work)."""
+
+    def __init__(
+        self,
+        model: str,
+        requirement: Requirement,
+        holds: Mapping[str, bool],
+        side: bool = True,
+        message: str | None = None,
+    ) -> None:
+        self.model, self.requirement, self.holds = model, requirement, dict(holds)
+        if message is not None:
+            super().__init__(message)
+            return
+        held = [CAPABILITIES[c] for c, on in holds.items() if on and c in CAPABILITIES]
+        if not side:
+            data = "no side information was given (only interactions)"
+        elif held:
+            data = "the data holds interactions with " + ", ".join(held)
+        else:
+            data = "the data holds interactions only"
+        hint = requirement.hint or _default_hint(requirement)
+        super().__init__(f"{model} needs {requirement.describe()}: {data}; {hint}")
+
+
+def _default_hint(requirement: Requirement) -> str:
+    from kinrec.models.registry import available_models, get_model_class
+
+    free = [n for n in available_models() if not get_model_class(n).requires]
+    imports = {
+        "text": "an items table with a text field",
+        "attributes": "item attributes",
+        "knowledge_graph": "knowledge-graph triples and links",
+        "user_attributes": "a users table",
+        "ratings": "ratings",
+        "timestamps": "timestamps",
+    }
+    wanted = " or ".join(imports[c] for c in requirement.any_of)
+    models = ", ".join(free)
+    return f"use a model that needs none ({models}), or add {wanted} to the data (docs/data.md)"
+
+
+def data_capabilities(train: Interactions | None, side: Dataset | None) -> dict[str, bool]:
+    """What ``side`` holds (all false without it); ratings and timestamps also from ``train``."""
+    holds = side.capabilities() if side is not None else dict.fromkeys(CAPABILITIES, False)
+    if train is not None:
+        for name, values in (("ratings", train.ratings), ("timestamps", train.timestamps)):
+            if values is not None and len(values) and not np.isnan(values).all():
+                holds[name] = True
+    return holds
 
 
 class ModelConfig(BaseModel):
@@ -79,12 +168,24 @@ def _rank_map(source: np.ndarray, target: np.ndarray, values: np.ndarray) -> np.
     return mapped
 
 
+def _text_template(side: Dataset | None) -> str | None:
+    """The template that renders ``side``'s item texts (None: no items table)."""
+    if side is None or not len(side.items):
+        return None
+    from kinrec.knowledge.text import template_for
+
+    return template_for(side).template
+
+
 class Recommender(ABC):
     """Base class of all kinrec models."""
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
-    requires_side: ClassVar[bool] = False
+    requires: ClassVar[tuple[Requirement, ...]] = ()
+    """Side information the model cannot fit without (checked at the start of ``fit``)."""
+    uses: ClassVar[tuple[str, ...]] = ()
+    """Capabilities the model takes when the data holds them; it ignores the rest."""
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None) -> None:
         if config is None:
@@ -97,6 +198,8 @@ class Recommender(ABC):
         self.seen: sp.csr_matrix | None = None
         self.fit_info: dict[str, Any] = {}
         self.side: Dataset | None = None
+        self.data_holds: dict[str, bool] = {}
+        self.text_template: str | None = None
         self.history_prior_strength = 0.0
         self._popularity: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
 
@@ -114,10 +217,13 @@ class Recommender(ABC):
         ``side`` is the dataset's side information (item texts and attributes, knowledge-graph
         triples and links), available to ``_fit`` as ``self.side``; content and transfer models
         need it, collaborative models ignore it. It is not saved with the model.
+
+        What the data holds is checked first against :meth:`requirements`
+        (:class:`DataRequirementError` when one is not met) and kept as ``self.data_holds``.
         """
-        if self.requires_side and side is None:
-            raise ValueError(f"{self.name} needs side information (item text / knowledge graph)")
+        self.data_holds = self.check_data(train, side)
         self.side = side
+        self.text_template = _text_template(side)
         # Own copies: items added after fitting (``add_items``) must not grow the caller's maps.
         self.user_map, self.item_map = train.user_map.copy(), train.item_map.copy()
         self.seen = train.matrix()
@@ -134,6 +240,22 @@ class Recommender(ABC):
         validator: Validator | None,
         progress: ProgressCallback | None,
     ) -> None: ...
+
+    def requirements(self) -> tuple[Requirement, ...]:
+        """What this model, as configured, needs from the data (default: :attr:`requires`)."""
+        return self.requires
+
+    def unmet_requirements(self, holds: Mapping[str, bool]) -> list[Requirement]:
+        """The requirements that data holding ``holds`` does not meet."""
+        return [r for r in self.requirements() if not r.met_by(holds)]
+
+    def check_data(self, train: Interactions | None, side: Dataset | None) -> dict[str, bool]:
+        """What the data holds; :class:`DataRequirementError` for the first unmet requirement."""
+        holds = data_capabilities(train, side)
+        unmet = self.unmet_requirements(holds)
+        if unmet:
+            raise DataRequirementError(self.name, unmet[0], holds, side=side is not None)
+        return holds
 
     # ------------------------------------------------------------------ inference
     @abstractmethod
@@ -235,6 +357,13 @@ class Recommender(ABC):
             (seen.data, seen.indices, seen.indptr), shape=(seen.shape[0], len(self.item_map))
         )
 
+    def described(self, side: Dataset) -> Dataset:
+        """``side`` with the item-text template this model was trained with, so that an item
+        added later (:meth:`add_items`) reads as the training items did."""
+        if self.text_template is None or side.text_template == self.text_template:
+            return side
+        return dataclasses.replace(side, text_template=self.text_template)
+
     @property
     def supports_new_items(self) -> bool:
         return type(self).add_items is not Recommender.add_items
@@ -334,6 +463,7 @@ class Recommender(ABC):
             "model": self.name,
             "config": self.config.model_dump(mode="json"),
             "fit_info": self.fit_info,
+            "text_template": self.text_template,
             "n_users": len(self.user_map),
             "n_items": len(self.item_map),
             "versions": {
@@ -368,5 +498,6 @@ class Recommender(ABC):
         data = np.ones(len(indices), dtype=np.float32)
         model.seen = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
         model.fit_info = manifest.get("fit_info", {})
+        model.text_template = manifest.get("text_template")
         model._load_state({k[len("model.") :]: v for k, v in arrays.items()})
         return model  # type: ignore[return-value]

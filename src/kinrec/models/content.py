@@ -14,6 +14,8 @@ more than others, which is most of what a MovieLens ranking metric rewards.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
@@ -25,8 +27,11 @@ from kinrec.knowledge.features import (
     item_texts,
     model_text_embedder,
 )
-from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Validator
+from kinrec.models import memory
+from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Requirement, Validator
 from kinrec.models.prior import PopularityPrior, choose_prior_weight
+
+log = logging.getLogger(__name__)
 
 
 class LMKNNConfig(ModelConfig):
@@ -40,7 +45,8 @@ class LMKNN(Recommender):
 
     name = "lm-knn"
     Config = LMKNNConfig
-    requires_side = True
+    requires = (Requirement(("text",)),)
+    uses = ("text", "attributes")
 
     def warm_up(self) -> None:
         model_text_embedder(self)(["warm-up"])
@@ -92,7 +98,7 @@ class LMKNN(Recommender):
         new = [i for i in item_ids if i not in self.item_map]
         if not new:
             return
-        vectors = self._vectors(item_texts(side, new))
+        vectors = self._vectors(item_texts(self.described(side), new))
         for i in new:
             self.item_map.add(i)
         self.prior = np.concatenate([self.prior, self.popularity.predict(vectors)])
@@ -124,7 +130,8 @@ class KGKNN(Recommender):
 
     name = "kg-knn"
     Config = KGKNNConfig
-    requires_side = True
+    requires = (Requirement(("knowledge_graph", "attributes")),)
+    uses = ("attributes", "knowledge_graph")
 
     def _fit(
         self,
@@ -146,11 +153,53 @@ class KGKNN(Recommender):
         self.popularity, self.prior = PopularityPrior.fit(self.incidence, counts)
         choose_prior_weight(self, validator)
 
+    ENTRY_BYTES = 40  # one entry of the item-item product: value, index and copies on the way
+
     def _build_similarity(self) -> None:
-        sim = (self.incidence @ self.incidence.T).tocsr()
-        sim.setdiag(0.0)
-        sim.eliminate_zeros()
-        self.similarity = _top_k_rows(sim, self.config.neighbours)
+        """Each item's ``neighbours`` most similar items.
+
+        The item-item product can be nearly dense (an entity shared by many items links
+        them all). Where the upper bound of its entries does not fit in memory, it is
+        computed for blocks of rows, each cut to its top neighbours before the next (ties
+        among equal similarities may then be broken differently)."""
+        inc = self.incidence.tocsr()
+        n, k = inc.shape[0], self.config.neighbours
+        linked = (inc != 0).astype(np.float64)
+        per_entity = np.asarray(linked.sum(axis=0)).ravel()
+        bound = np.minimum(np.asarray(linked @ per_entity).ravel(), n)  # entries per row
+        whole = memory.Dense(
+            "item-item similarity entries", (int(bound.sum()),), np.uint8, self.ENTRY_BYTES
+        )
+        if memory.fits(whole):
+            sim = (self.incidence @ self.incidence.T).tocsr()
+            sim.setdiag(0.0)
+            sim.eliminate_zeros()
+            self.similarity = _top_k_rows(sim, k)
+            return
+        budget = memory.rows_that_fit(self.ENTRY_BYTES, int(bound.sum()))  # entries per block
+        cum = np.cumsum(bound)
+        rows, cols, vals, start, blocks = [], [], [], 0, 0
+        while start < n:
+            below = cum[start - 1] if start else 0.0
+            stop = max(start + 1, int(np.searchsorted(cum, below + budget, side="right")))
+            stop = min(stop, n)
+            sim = (inc[start:stop] @ inc.T).tocsr()
+            own = np.repeat(np.arange(start, stop), np.diff(sim.indptr))
+            sim.data[sim.indices == own] = 0.0
+            sim.eliminate_zeros()
+            top = _top_k_rows(sim, k).tocoo()
+            rows.append(top.row + start)
+            cols.append(top.col)
+            vals.append(top.data)
+            start, blocks = stop, blocks + 1
+        self.similarity = sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(n, n),
+            dtype=np.float32,
+        )
+        reason = memory.short_reason(whole)
+        self.fit_info["similarity_blocks"] = f"{blocks} blocks of rows: the whole {reason}"
+        log.warning("kg-knn: item similarity in %d blocks of rows (%s)", blocks, reason)
 
     def _user_scores(self, rows: sp.csr_matrix) -> np.ndarray:
         """Mean similarity to the user's items, plus the weighted content popularity prior."""

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from kinrec.data.dataset import Interactions
+from kinrec.models import memory
 from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Scored, Validator
 from kinrec.training.loop import history_row, validate_one_pass
 
@@ -21,24 +22,85 @@ class EASEConfig(ModelConfig):
     reg_weight: float = Field(250.0, gt=0.0)
 
 
-def ease_weights(gram: np.ndarray, reg_weight: float | np.ndarray) -> np.ndarray:
+NO_DENSE_HINT = "use a model without a dense item-item matrix (itemknn, lightgcn, bpr, multvae)"
+
+
+def dense_gram(rows: sp.spmatrix, block: int = 1024) -> np.ndarray:
+    """``rows.T @ rows`` as a dense float64 array in Fortran order (what LAPACK factorises in
+    place, see :func:`ease_weights`), built one block of columns at a time so that the sparse
+    product never exists whole. Each entry sums the same products in the same order as
+    ``(rows.T @ rows).toarray()``, so the two are equal to the last bit."""
+    x = sp.csc_matrix(rows, dtype=np.float64)
+    xt = x.T.tocsr()
+    n = x.shape[1]
+    gram = np.empty((n, n), dtype=np.float64, order="F")
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        (xt @ x[:, start:stop]).toarray(out=gram[:, start:stop])
+    return gram
+
+
+def _fill_lower(p: np.ndarray, block: int = 1024) -> None:
+    """Copy the upper triangle of the square array ``p`` onto its lower one, in place,
+    one block of columns at a time (temporaries of ``block`` columns, never of ``p``)."""
+    n = p.shape[0]
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        square = p[start:stop, start:stop]
+        square[...] = np.triu(square) + np.triu(square, 1).T
+        p[stop:, start:stop] = p[start:stop, stop:].T
+
+
+THREADED_CHOLESKY_MAX = 15_000
+"""Above this many items the Cholesky factorisation runs on one BLAS thread. The threaded
+``dpotrf`` of the OpenBLAS that scipy 1.17 bundles (0.3.30) dies with a segmentation fault
+on matrices of 15,501 rows and more (measured with 2, 8 and 16 threads, whatever the free
+memory), which is how EASE died on a 24,915-item catalogue; one thread factorises them
+(80 s at 24,915 items on this machine's two cores, about twice the threaded time)."""
+
+
+def _cholesky(g: np.ndarray) -> tuple[np.ndarray, int]:
+    """``dpotrf`` of the upper triangle of ``g``, in place (``g`` float64, Fortran order)."""
+    if g.shape[0] <= THREADED_CHOLESKY_MAX:
+        return scipy.linalg.lapack.dpotrf(g, lower=0, overwrite_a=1)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        return scipy.linalg.lapack.dpotrf(g, lower=0, overwrite_a=1)
+
+
+def ease_weights(
+    gram: np.ndarray, reg_weight: float | np.ndarray, overwrite: bool = False
+) -> np.ndarray:
     """``B = I - P diag(1/diag(P))`` with ``P = (G + diag(reg))^-1``, i.e. ``B_ii = 0``;
     ``reg`` is one L2 weight for every item, or one per item (as EDLAE's).
 
     ``P`` comes from a Cholesky factorisation: a Gram matrix plus a positive L2 always has
     one, and a matrix with extra terms that is not positive definite raises
-    :class:`NotPositiveDefiniteError` instead of giving meaningless weights."""
-    g = np.array(gram, dtype=np.float64)
+    :class:`NotPositiveDefiniteError` instead of giving meaningless weights.
+
+    The factorisation, the inverse, its symmetrisation and the scaling all happen in one
+    float64 array: with ``overwrite`` and a float64 ``gram`` in Fortran order (as
+    :func:`dense_gram` builds it) that array is ``gram`` itself, which is then destroyed
+    (the returned weights share its memory); otherwise it is one copy of ``gram``. The
+    result is C-ordered (what a sparse row times it wants)."""
+    if overwrite and gram.dtype == np.float64 and gram.flags.f_contiguous:
+        g = gram
+    else:
+        g = np.array(gram, dtype=np.float64, order="F")
     g[np.diag_indices_from(g)] += reg_weight
-    factor, info = scipy.linalg.lapack.dpotrf(g, lower=0)
+    factor, info = _cholesky(g)
     if info == 0:
-        p, info = scipy.linalg.lapack.dpotri(factor, lower=0)
+        p, info = scipy.linalg.lapack.dpotri(factor, lower=0, overwrite_c=1)
     if info != 0:
         raise NotPositiveDefiniteError(
             f"EASE: the Gram matrix plus L2 {np.mean(reg_weight):g} is not positive definite"
         )
-    p = np.triu(p) + np.triu(p, 1).T
-    b = p / (-np.diag(p))
+    del g, factor
+    _fill_lower(p)
+    # P is symmetric now, so its transpose is the same matrix in C order
+    b = p.T
+    np.divide(b, -np.diag(b), out=b)
     b[np.diag_indices_from(b)] = 0.0
     return b
 
@@ -82,13 +144,16 @@ def scaled_neighbour_graph(vectors: np.ndarray, gram: np.ndarray, k: int) -> sp.
     return (graph * (float(np.mean(np.diag(gram))) / mass)).tocsr()
 
 
-def collective_gram(gram: np.ndarray, graph: sp.spmatrix | None, strength: float) -> np.ndarray:
-    """``gram + strength * graph`` as a new dense array (``gram`` itself at strength 0): the
-    Gram matrix of a collective EASE, which regresses each item on its co-interactions and on
-    its neighbours in ``graph`` (e.g. by text)."""
+def collective_gram(
+    gram: np.ndarray, graph: sp.spmatrix | None, strength: float, inplace: bool = False
+) -> np.ndarray:
+    """``gram + strength * graph`` as a new dense array in ``gram``'s memory order (``gram``
+    itself at strength 0; with ``inplace``, ``gram`` itself, changed): the Gram matrix of a
+    collective EASE, which regresses each item on its co-interactions and on its neighbours
+    in ``graph`` (e.g. by text)."""
     if not strength or graph is None:
         return gram
-    out = gram.copy()
+    out = gram if inplace else gram.copy(order="K")
     coo = graph.tocoo()
     out[coo.row, coo.col] += strength * coo.data
     return out
@@ -130,14 +195,21 @@ def session_gram(
     return total
 
 
-def mixed_gram(gram: np.ndarray, session: sp.spmatrix | None, share: float) -> np.ndarray:
+def mixed_gram(
+    gram: np.ndarray, session: sp.spmatrix | None, share: float, inplace: bool = False
+) -> np.ndarray:
     """``gram`` whose off-diagonal part is ``(1 - share) * gram + share * session`` (the
     diagonal, the items' counts, is kept): a Gram matrix that weighs co-occurrences close in
-    time above co-occurrences anywhere in a history (``gram`` itself at share 0)."""
+    time above co-occurrences anywhere in a history (``gram`` itself at share 0). A new
+    array in ``gram``'s memory order, or with ``inplace`` ``gram`` itself, changed."""
     if not share or session is None:
         return gram
     diagonal = np.diag(gram).copy()
-    out = (1.0 - share) * gram
+    if inplace:
+        out = gram
+        out *= 1.0 - share
+    else:
+        out = (1.0 - share) * gram
     coo = session.tocoo()
     out[coo.row, coo.col] += share * coo.data
     out[np.diag_indices_from(out)] = diagonal
@@ -213,9 +285,20 @@ class EASE(Recommender):
         progress: ProgressCallback | None,
     ) -> None:
         start = time.perf_counter()
-        x = self.seen.astype(np.float64)
-        gram = (x.T @ x).toarray()
-        self.weights = ease_weights(gram, self.config.reg_weight).astype(np.float32)
+        n = self.seen.shape[1]
+        # One float64 matrix is the Gram matrix, then (in place) its inverse and the
+        # weights; the float32 weights kept for scoring are the only other copy.
+        memory.require(
+            f"ease (fit on {n:,} items)",
+            memory.Dense("the Gram matrix, inverted in place", (n, n), np.float64),
+            memory.Dense("the weights kept", (n, n), np.float32),
+            hint=NO_DENSE_HINT,
+        )
+        gram = dense_gram(self.seen)
+        weights = ease_weights(gram, self.config.reg_weight, overwrite=True)
+        del gram
+        self.weights = weights.astype(np.float32)
+        del weights
         validate_one_pass(self, validator, start)
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:

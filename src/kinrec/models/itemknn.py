@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -9,8 +10,11 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from kinrec.data.dataset import Interactions
+from kinrec.models import memory
 from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Scored, Validator
 from kinrec.training.loop import history_row, validate_one_pass
+
+log = logging.getLogger(__name__)
 
 
 class ItemKNNConfig(ModelConfig):
@@ -75,8 +79,29 @@ class ItemKNN(Recommender):
     ) -> None:
         start = time.perf_counter()
         cfg = self.config
-        self.weights = cosine_topk(self.seen, cfg.k, cfg.shrink, cfg.block_size)
+        self.weights = cosine_topk(self.seen, cfg.k, cfg.shrink, self._block_size())
         validate_one_pass(self, validator, start)
+
+    def _block_size(self) -> int:
+        """Items per similarity block: the configured size, or fewer where a block (a few
+        dense ``n_items x block`` float64 arrays) does not fit in memory; the weights are
+        the same for any block size."""
+        n, wanted = self.seen.shape[1], self.config.block_size
+        column = memory.Dense("similarity block columns", (n,), np.float64, copies=4)
+        block = memory.rows_that_fit(column.nbytes, wanted)
+        if block < wanted:
+            reason = memory.short_reason(
+                memory.Dense("", (n, wanted), np.float64, copies=column.copies)
+            )
+            self.fit_info["block_size"] = f"{block} instead of {wanted}: {reason}"
+            log.warning(
+                "itemknn: %d items per similarity block instead of %d (%s)", block, wanted, reason
+            )
+        memory.require(
+            f"itemknn (fit on {n:,} items)",
+            memory.Dense("one similarity block", (n, block), np.float64, copies=column.copies),
+        )
+        return block
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         w = self.weights if items is None else self.weights[:, np.asarray(items)]

@@ -20,6 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from kinrec.data.dataset import Interactions
+from kinrec.models import memory
 from kinrec.models.base import ProgressCallback, Recommender, Validator
 from kinrec.training.loop import (
     IterativeConfig,
@@ -103,6 +104,16 @@ class MultVAE(Recommender):
         progress: ProgressCallback | None,
     ) -> None:
         cfg = self.config
+        n = train.n_items
+        # dense in the number of items: the first and last layers (with their gradients,
+        # Adam's two moments, the best state kept and the exported arrays) and a step's rows
+        # (input, normalised, dropped out, logits, log-softmax, and their gradients)
+        memory.require(
+            f"multvae (fit on {n:,} items)",
+            memory.Dense("the item layers", (n, cfg.hidden_size), np.float32, copies=12),
+            memory.Dense("a step's user rows", (cfg.batch_size, n), np.float32, copies=10),
+            hint="lower batch_size or hidden_size",
+        )
         rows = self.seen.astype(np.float32).tocsr()
         active = np.flatnonzero(np.diff(rows.indptr) > 0)
         with torch_threads(cfg.threads), seeded(cfg.seed) as rng:
@@ -162,11 +173,14 @@ class MultVAE(Recommender):
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
         users = np.asarray(users)
         items = None if items is None else np.asarray(items)
-        parts = [
-            self._decode(self.seen[users[i : i + SCORE_CHUNK]], items)
-            for i in range(0, len(users), SCORE_CHUNK)
-        ]
         width = self.seen.shape[1] if items is None else len(items)
+        # users per pass: each holds a few rows as wide as the scored items (fewer where
+        # memory is short; the scores are the same)
+        chunk = memory.rows_that_fit(4 * 3 * width, SCORE_CHUNK)
+        parts = [
+            self._decode(self.seen[users[i : i + chunk]], items)
+            for i in range(0, len(users), chunk)
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 
     def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

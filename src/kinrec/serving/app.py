@@ -22,7 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import kinrec
 from kinrec.data.errors import DataError
-from kinrec.serving.config import ServingConfig
+from kinrec.models.memory import MemoryLimitError
+from kinrec.serving.config import DEFAULT_MAX_BODY_BYTES, ServingConfig
 from kinrec.serving.engine import ConflictError, Engine, InvalidError, NotFoundError
 from kinrec.serving.keys import KeyRing
 from kinrec.serving.metrics import Metrics
@@ -119,10 +120,78 @@ def _install_errors(app: FastAPI) -> None:
     async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
         return _error(409, str(exc))
 
+    @app.exception_handler(MemoryLimitError)
+    async def _memory(request: Request, exc: MemoryLimitError) -> JSONResponse:
+        log.error("refused for memory on %s %s: %s", request.method, request.url.path, exc)
+        return _error(503, str(exc))
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error (logged)")
+
+
+def _too_large(limit: int) -> StarletteHTTPException:
+    return StarletteHTTPException(
+        413,
+        f"request body larger than {limit:,} bytes (the service's max_body_bytes)",
+        headers={"Connection": "close"},
+    )
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413 before they are read: at once when
+    ``Content-Length`` says so, and for a body without one (chunked) as soon as the bytes
+    received pass the limit, so that no body larger than the limit is ever held whole."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > limit:
+                    await self._refuse(scope, receive, send, limit)
+                    return
+        received = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        async def watched_send(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except StarletteHTTPException as exc:
+            # raised while reading the body outside the exception handlers' reach
+            if exc.status_code != 413 or started:
+                raise
+            await self._refuse(scope, receive, send, limit)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, limit: int) -> None:
+        exc = _too_large(limit)
+        await _error(exc.status_code, str(exc.detail), headers=exc.headers)(scope, receive, send)
 
 
 class ObserveMiddleware:
@@ -175,10 +244,13 @@ def create_app(
     engine_factory: Callable[[], Engine] | None = None,
     keyring: KeyRing | None = None,
     metrics: Metrics | None = None,
+    max_body_bytes: int | None = None,
 ) -> FastAPI:
     """The service. Give a ready ``engine`` (tests), or an ``engine_factory`` (or a
     ``config``) to load one in the background after start-up: ``/healthz`` answers at once,
-    ``/readyz`` and the API answer 503 until the engine is loaded."""
+    ``/readyz`` and the API answer 503 until the engine is loaded. Request bodies over
+    ``max_body_bytes`` (default: the config's, else ``DEFAULT_MAX_BODY_BYTES``) get 413
+    before they are read."""
     if config is None and engine is None:
         raise ValueError("create_app needs a config or an engine")
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
@@ -244,5 +316,9 @@ def create_app(
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
     log_requests = config.log_requests if config is not None else True
+    if max_body_bytes is None:
+        max_body_bytes = config.max_body_bytes if config is not None else DEFAULT_MAX_BODY_BYTES
+    app.state.max_body_bytes = max_body_bytes
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=metrics, log_requests=log_requests)
     return app

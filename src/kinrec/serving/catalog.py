@@ -48,6 +48,7 @@ class Catalog:
         self.dataset = dataset
         self.text_fields = list(stored.fields.text_fields)
         self.attribute_fields = list(stored.fields.attribute_fields)
+        self.text_template = stored.fields.text_template
         self.entities = set(stored.entities)
         self.relations = set(stored.relations)
         self.triples = stored.triples.copy()
@@ -179,6 +180,7 @@ class Catalog:
             links=links,
             text_fields=list(self.text_fields),
             attribute_fields=list(self.attribute_fields),
+            text_template=self.text_template,
         )
 
     def describe(self, idx: int) -> dict[str, object]:

@@ -49,6 +49,16 @@ def serve(
             ),
         ),
     ] = 0,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            min=1024,
+            help=(
+                "Largest request body accepted, in bytes; larger ones get 413 before they "
+                "are read. The default (1 MiB) holds a batch of 1,000 events."
+            ),
+        ),
+    ] = 1024 * 1024,
     access_log: Annotated[bool, typer.Option(help="One JSON log line per request.")] = True,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
 ) -> None:
@@ -67,6 +77,7 @@ def serve(
         hnsw_threshold=hnsw_threshold,
         cache_users=cache_users,
         new_item_slots=new_item_slots,
+        max_body_bytes=max_body_bytes,
         log_requests=access_log,
     )
     if insecure_no_auth:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+"""1 MiB: a batch of 1,000 events with long ids, or an item with a long description."""
+
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "view": 0.3,
     "click": 0.6,
@@ -53,5 +56,10 @@ class ServingConfig(BaseModel):
             "positions of each list reserved for the best new items (no training "
             "interactions); a request's new_item_slots overrides it (0: one ranking)"
         ),
+    )
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        ge=1024,
+        description="request bodies larger than this get 413 before they are read",
     )
     log_requests: bool = True

@@ -909,6 +909,8 @@ class Engine:
             ],
             "text_fields": self.catalog.text_fields,
             "attribute_fields": self.catalog.attribute_fields,
+            "views": self.model.fit_info.get("views"),
+            "view_reasons": self.model.fit_info.get("view_reasons"),
         }
 
 

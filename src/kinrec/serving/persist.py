@@ -140,6 +140,7 @@ class StoredCatalog:
             links=self.links,
             text_fields=self.fields.text_fields,
             attribute_fields=self.fields.attribute_fields,
+            text_template=self.fields.text_template,
         )
 
 

@@ -207,6 +207,12 @@ class Info(BaseModel):
     similar_views: list[str]
     text_fields: list[str]
     attribute_fields: list[str]
+    views: dict[str, bool] | None = Field(
+        None, description="the item views the model uses (kinformer: id, text, kg)"
+    )
+    view_reasons: dict[str, str] | None = Field(
+        None, description="why each view is on or off (from the data, or a setting)"
+    )
     auth: bool
 
 

@@ -207,6 +207,8 @@ class Prepared:
     relations: list[str]
     where: dict[str, _Where]  # table -> locator of its input rows
     source: Dataset
+    item_frame: pd.DataFrame  # the item table plus a row per item known only from links
+    settings: dict[str, str]  # dataset-level options (the text template)
 
 
 def _declared_fields(
@@ -273,6 +275,40 @@ def _entity_table(
     return keys, text, tokens, columns, where
 
 
+def _with_link_items(dataset: Dataset, link_ids: np.ndarray) -> pd.DataFrame:
+    """The item table plus one row (no field values) per item known only from ``links``:
+    such items belong to the catalogue, and the stored links must point at stored items."""
+    items = dataset.items
+    listed = set(items["item_id"]) if "item_id" in items.columns else set()
+    extra = [i for i in pd.unique(link_ids) if i not in listed]
+    if not extra:
+        return items
+    attributes = set(dataset.attribute_fields)
+    rows = pd.DataFrame(
+        {
+            c: pd.Series(
+                extra if c == "item_id" else [() if c in attributes else None] * len(extra),
+                dtype=items[c].dtype if c == "item_id" or c not in attributes else object,
+            )
+            for c in items.columns
+        }
+    )
+    frame = pd.concat([items, rows], ignore_index=True) if len(items) else rows
+    parts = _Where(items, "items").parts or [("<items>", None, len(items))]
+    frame.attrs = {"parts": [*parts, ("<links>", None, len(rows))]}
+    return frame
+
+
+def _settings(dataset: Dataset) -> dict[str, str]:
+    """Dataset-level options the store keeps: the text template, when the dataset has one."""
+    template = dataset.text_template
+    if template is None:
+        return {}
+    if not isinstance(template, str) or not template.strip():
+        raise DataError(f"bad text template {template!r}", field="text_template")
+    return {"text_template": template}
+
+
 def prepare(dataset: Dataset) -> Prepared:
     """Validate ``dataset`` and split it into rows per table; DataError at the first bad row."""
     if not isinstance(dataset.name, str) or not dataset.name.strip():
@@ -282,8 +318,22 @@ def prepare(dataset: Dataset) -> Prepared:
         if f in item_decl:
             raise DataError("field is both a text and an attribute field", field=f)
         item_decl[f] = "attribute"
+    settings = _settings(dataset)
+
+    w_links = _Where(dataset.links, "links")
+    _only_columns(dataset.links, LINK_COLUMNS, w_links)
+    links = pd.DataFrame(
+        {
+            "item_id": _strings(dataset.links, "item_id", w_links, "item id"),
+            "entity_id": _strings(dataset.links, "entity_id", w_links, "entity id"),
+            "pos": np.arange(len(dataset.links)),
+        }
+    )
+    _no_duplicates(links, ["item_id", "entity_id"], w_links, "link")
+
+    item_frame = _with_link_items(dataset, links["item_id"].to_numpy(object))
     items, item_texts, item_attrs, item_cols, w_items = _entity_table(
-        dataset.items, "item_id", item_decl, "items", "item id"
+        item_frame, "item_id", item_decl, "items", "item id"
     )
     user_decl = dict.fromkeys(dataset.user_attribute_fields, "text")
     users, user_attrs, _, user_cols, w_users = _entity_table(
@@ -313,17 +363,6 @@ def prepare(dataset: Dataset) -> Prepared:
     )
     _no_duplicates(triples, ["head", "relation", "tail"], w_triples, "triple")
 
-    w_links = _Where(dataset.links, "links")
-    _only_columns(dataset.links, LINK_COLUMNS, w_links)
-    links = pd.DataFrame(
-        {
-            "item_id": _strings(dataset.links, "item_id", w_links, "item id"),
-            "entity_id": _strings(dataset.links, "entity_id", w_links, "entity id"),
-            "pos": np.arange(len(dataset.links)),
-        }
-    )
-    _no_duplicates(links, ["item_id", "entity_id"], w_links, "link")
-
     entity_ids = np.concatenate(
         [links["entity_id"].to_numpy(object), triples[["head", "tail"]].to_numpy(object).ravel()]
     )
@@ -348,6 +387,8 @@ def prepare(dataset: Dataset) -> Prepared:
             "links": w_links,
         },
         source=dataset,
+        item_frame=item_frame,
+        settings=settings,
     )
 
 
@@ -392,7 +433,7 @@ def _sync_fields(w: _Writer, p: Prepared, decl: read.FieldDeclaration) -> None:
     """Record the item and user field declarations, or check them against the stored ones."""
     t0 = time.perf_counter()
     added = 0
-    for entity, table, frame in (("item", s.items, p.items), ("user", s.users, p.users)):
+    for entity, table, frame in (("item", s.items, p.source.items), ("user", s.users, p.users)):
         given = p.fields[entity]
         stored = list(decl.of(entity))
         if given == stored or (not given and not len(frame)):
@@ -415,6 +456,28 @@ def _sync_fields(w: _Writer, p: Prepared, decl: read.FieldDeclaration) -> None:
         )
         added += len(given)
     w.record("fields", sum(len(v) for v in p.fields.values()), added, t0)
+
+
+def _sync_settings(w: _Writer, p: Prepared) -> None:
+    """Record the dataset's options (its text template), or check them against the stored ones.
+
+    An input without an option keeps the stored one; a different value is a DataError.
+    """
+    t0 = time.perf_counter()
+    stored = read.read_settings(w.conn, w.dataset_id)
+    new = {}
+    for key, value in p.settings.items():
+        if key not in stored:
+            new[key] = value
+        elif stored[key] != value:
+            raise DataError(
+                f"the stored dataset has {key} {stored[key]!r}, this input has {value!r} "
+                "(delete the stored dataset, or set it at training time: [data] "
+                f"{key} in the pipeline configuration)",
+                field=key,
+            )
+    w.insert(s.dataset_settings, {"key": list(new), "value": list(new.values())})
+    w.record("settings", len(p.settings), len(new), t0)
 
 
 def _same(a: object, b: object) -> bool:
@@ -446,16 +509,19 @@ def _sync_entity(
             if entity == "item"
             else read.read_users(w.conn, w.dataset_id, decl)
         )
-        given = p.source.items if entity == "item" else p.source.users
+        given = p.item_frame if entity == "item" else p.source.users
         stored_at = dict(zip(stored[key].to_numpy(object), range(len(stored)), strict=True))
         columns = [
             (c, stored[c].to_numpy(object), given[c].to_numpy(object)) for c in stored.columns[1:]
         ]
+        described = len(p.source.items) if entity == "item" else len(keys)
         for pos, ident in enumerate(keys[key].to_numpy(object)):
             at = stored_at.get(ident)
             if at is None:
                 continue
             new_mask[pos] = False
+            if pos >= described:
+                continue  # known only from a link: this input says nothing else about it
             for column, old_values, new_values in columns:
                 old, new = old_values[at], new_values[pos]
                 if not _same(new, old):
@@ -577,6 +643,7 @@ def write(
     w = _Writer(conn, dataset_id, progress)
     decl = read.read_fields(conn, dataset_id)
     _sync_fields(w, p, decl)
+    _sync_settings(w, p)
     decl = read.read_fields(conn, dataset_id)
     _sync_entity(w, p, "user", decl)
     _sync_entity(w, p, "item", decl)

@@ -19,6 +19,7 @@ class FieldDeclaration:
 
     item: tuple[tuple[str, str], ...] = ()
     user: tuple[tuple[str, str], ...] = ()
+    text_template: str | None = None  # how item fields become text (None: the default)
 
     def of(self, entity: str) -> tuple[tuple[str, str], ...]:
         return self.item if entity == "item" else self.user
@@ -45,7 +46,15 @@ def read_fields(conn: Connection, dataset_id: int) -> FieldDeclaration:
     return FieldDeclaration(
         item=tuple((r.name, r.kind) for r in rows if r.entity == "item"),
         user=tuple((r.name, r.kind) for r in rows if r.entity == "user"),
+        text_template=read_settings(conn, dataset_id).get("text_template"),
     )
+
+
+def read_settings(conn: Connection, dataset_id: int) -> dict[str, str]:
+    """The dataset's stored options (``text_template``, ...), key -> value."""
+    t = s.dataset_settings
+    rows = conn.execute(select(t.c.key, t.c.value).where(t.c.dataset_id == dataset_id)).all()
+    return {r.key: r.value for r in rows}
 
 
 def count_rows(conn: Connection, table: Table, dataset_id: int) -> int:

@@ -141,6 +141,7 @@ class Store:
                 text_fields=decl.text_fields,
                 attribute_fields=decl.attribute_fields,
                 user_attribute_fields=decl.user_attribute_fields,
+                text_template=decl.text_template,
             )
 
     def interactions_frame(self, name: str) -> pd.DataFrame:

@@ -5,7 +5,9 @@ dataset's own external string ids, so that ingestion is idempotent: a row whose 
 stored is not written again. ``position`` columns keep the input's row order for round trips
 (they are not part of any key).
 
-* ``datasets``: one row per dataset name; ``fields`` declares its item and user fields.
+* ``datasets``: one row per dataset name; ``fields`` declares its item and user fields;
+  ``dataset_settings`` holds its options as (key, value), e.g. its ``text_template`` (a table
+  of its own, so that stores made before it gain it on first use).
 * ``users`` / ``user_attributes``: the user table, one attribute value per (user, field).
 * ``items`` / ``item_texts`` / ``item_attributes``: the item table; a multi-valued attribute is
   one row per token (``idx`` keeps the token order).
@@ -13,7 +15,8 @@ stored is not written again. ``position`` columns keep the input's row order for
   (interactions may repeat a (user, item) pair and may lack timestamps, so there is no natural
   key). They may name users and items absent from the user and item tables, as in RecBole.
 * ``entities``, ``relations``, ``triples`` (a set: unique head, relation, tail) and ``links``
-  (item -> entity; items must be in the item table).
+  (item -> entity; items must be in the item table: ingestion adds a row without fields for
+  an item known only from the links, as such an item belongs to the catalogue).
 * ``events``: the real-time log (autoincrement id), for the serving layer.
 * ``embeddings``: a text-embedding cache keyed by (model, adapter, text hash) -> float32 blob;
   ``artifacts``: a small key-value table (namespace, key) -> bytes. Neither is per dataset:
@@ -92,6 +95,15 @@ fields = Table(
     _dataset_fk(),
     CheckConstraint(_in("entity", FIELD_ENTITIES), name="entity"),
     CheckConstraint(_in("kind", FIELD_KINDS), name="kind"),
+)
+
+dataset_settings = Table(
+    "dataset_settings",
+    metadata,
+    Column("dataset_id", Integer, primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    _dataset_fk(),
 )
 
 users = Table(
@@ -258,6 +270,7 @@ artifacts = Table(
 # order of deletion.
 DATASET_TABLES = (
     fields,
+    dataset_settings,
     users,
     user_attributes,
     items,
@@ -276,6 +289,7 @@ __all__ = [
     "EVENT_TYPES",
     "SCHEMA_VERSION",
     "artifacts",
+    "dataset_settings",
     "datasets",
     "embeddings",
     "entities",

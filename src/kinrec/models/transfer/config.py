@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kinrec.training.loop import IterativeConfig
 
@@ -14,15 +15,22 @@ class TransferConfig(IterativeConfig):
 
     dim: int = Field(64, ge=4, description="embedding size of every view")
     use_id: bool = Field(True, description="collaborative ID view")
-    use_text: bool = Field(
-        True,
+    use_text: bool | None = Field(
+        None,
         description=(
             "the language model: its view, the LM-space neighbours new items borrow from and "
             "the linear head regresses on, and text in the popularity prior (false: item "
-            "texts are not encoded at all)"
+            "texts are not encoded at all); None: on where the data has item text; true on "
+            "data without item text is an error"
         ),
     )
-    use_kg: bool = Field(True, description="knowledge-graph view")
+    use_kg: bool | None = Field(
+        None,
+        description=(
+            "knowledge-graph view over item attributes and linked triples; None: on where the "
+            "data has either; true on data with neither is an error"
+        ),
+    )
     text_adapter: Literal["moe", "linear", "frozen"] = Field(
         "moe", description="trainable adapter on the frozen LM embedding; 'frozen' = fixed PCA"
     )
@@ -43,12 +51,12 @@ class TransferConfig(IterativeConfig):
     max_epochs: int = Field(100, ge=1)
     patience: int = Field(5, ge=1, description="validations (every eval_every epochs) w/o gain")
     eval_every: int = Field(2, ge=1)
-    threads: int | None = Field(
-        2,
-        ge=1,
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        None,
         description=(
             "torch intra-op threads while fitting; every step propagates over the whole "
-            "graph, which two threads run 1.6x faster than one (same numbers for a given value)"
+            "graph, which more threads run faster (same numbers for a given value); "
+            "None or 'auto': the CPUs this process may run on"
         ),
     )
     encoder_path: str | None = Field(None, description="local sentence-transformers folder")
@@ -131,3 +139,23 @@ class TransferConfig(IterativeConfig):
             "the score offset of new items: declared in the side data or added later (0: none)"
         ),
     )
+
+    @model_validator(mode="after")
+    def _some_view(self) -> TransferConfig:
+        if not self.use_id and self.use_text is False and self.use_kg is False:
+            raise ValueError("no item view is left: use_id, use_text and use_kg are all false")
+        return self
+
+    def fit_threads(self) -> int:
+        """The thread count :attr:`threads` asks for (``None``/``"auto"``: available CPUs)."""
+        if isinstance(self.threads, int):
+            return self.threads
+        return available_cpus()
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity masks on this platform
+        return max(1, os.cpu_count() or 1)

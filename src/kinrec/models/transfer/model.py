@@ -4,6 +4,7 @@ items and persistence. The package docstring (:mod:`kinrec.models.transfer`) giv
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,7 +19,15 @@ from kinrec.knowledge.features import (
     content_for_new_items,
     model_text_embedder,
 )
-from kinrec.models.base import ProgressCallback, Recommender, Validator
+from kinrec.models import memory
+from kinrec.models.base import (
+    CAPABILITIES,
+    DataRequirementError,
+    ProgressCallback,
+    Recommender,
+    Requirement,
+    Validator,
+)
 from kinrec.models.ease import RatingStrength
 from kinrec.models.prior import PopularityPrior, choose_prior_weight
 from kinrec.models.transfer.config import TransferConfig
@@ -30,16 +39,29 @@ from kinrec.training.loop import (
     train_epochs,
 )
 
+log = logging.getLogger(__name__)
+
+KG_SOURCES = ("attributes", "knowledge_graph")
+"""What the knowledge-graph view is built from: item attributes and linked triples."""
+
 
 class TransferRecommender(Recommender):
-    """Language-model + knowledge-graph + collaborative transfer model (``kinformer``)."""
+    """Language-model + knowledge-graph + collaborative transfer model (``kinformer``).
+
+    It needs nothing beyond interactions: each content view is on where the data holds what
+    it is built from (``use_text`` / ``use_kg`` left unset), off otherwise, and asking for a
+    view the data cannot feed is an error at the start of ``fit``. After fitting, ``config``
+    holds the resolved views (so a saved model reloads as it was trained) and
+    ``fit_info["views"]`` / ``fit_info["view_reasons"]`` say which and why.
+    """
 
     name = "kinformer"
     Config = TransferConfig
-    requires_side = True
+    uses = ("text", "attributes", "knowledge_graph", "ratings", "timestamps")
 
     def __init__(self, config=None) -> None:
         super().__init__(config)
+        self.requested_config: TransferConfig = self.config  # views as asked (None: auto)
         self.content: ItemContent | None = None
         self.item_final: np.ndarray | None = None  # (n_items, d) item side of the score
         self.item_layers: np.ndarray | None = None  # (n_layers, n_items, d)
@@ -66,16 +88,22 @@ class TransferRecommender(Recommender):
         validator: Validator | None,
         progress: ProgressCallback | None,
     ) -> None:
-        cfg: TransferConfig = self.config
+        self._resolve_views()
         self.content = build_item_content(self.side, self.item_map, self._item_text_embedder())
+        self._check_content_views()
+        cfg: TransferConfig = self.config
         self.is_new = np.zeros(train.n_items, dtype=bool)  # set once training is done
-        with torch_threads(cfg.threads), seeded(cfg.seed) as rng:
+        threads = cfg.fit_threads()
+        self.fit_info["threads"] = threads
+        with torch_threads(threads), seeded(cfg.seed) as rng:
             self._train(train, validator, progress, rng)
         self.linear = None
         counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
-        self.popularity, self.prior = PopularityPrior.fit(
-            self._prior_features(self.content), counts
-        )
+        features = self._prior_features(self.content)
+        self.popularity, self.prior = PopularityPrior.fit(features, counts)
+        if features.shape[1] == 0:  # no content: the prior is the items' own popularity
+            logs = np.log1p(counts)
+            self.prior = ((logs - logs.mean()) / (logs.std() + 1e-12)).astype(np.float32)
         self._impute_new_items(np.flatnonzero(self.item_degree == 0))
         # The new-item offset is for items published after the training period: the side
         # data's declared new items now, and items added later. An old item that simply has
@@ -97,9 +125,117 @@ class TransferRecommender(Recommender):
             self._calibrate_cold(train, valid)
             self._impute_new_items(np.flatnonzero(self.item_degree == 0))
 
+    # ------------------------------------------------------------- views
+    def requirements(self) -> tuple[Requirement, ...]:
+        """Nothing, unless a content view is asked for explicitly (``true``, not unset)."""
+        cfg = self.requested_config
+        out = []
+        if cfg.use_text:
+            hint = "set use_text = false, or leave it unset to follow the data"
+            out.append(Requirement(("text",), "use_text = true", hint))
+        if cfg.use_kg:
+            hint = "set use_kg = false, or leave it unset to follow the data"
+            out.append(Requirement(KG_SOURCES, "use_kg = true", hint))
+        if not cfg.use_id:  # some content view must stand in for the IDs
+            sources = ("text",) if cfg.use_text is not False else ()
+            sources += KG_SOURCES if cfg.use_kg is not False else ()
+            hint = "set use_id = true"
+            out.append(Requirement(sources, "use_id = false", hint))
+        return tuple(out)
+
+    def _resolve_views(self) -> None:
+        """Turn each content view on from what the data holds (settings left unset), and keep
+        the resolved settings as ``config``; the explicit ones were checked by ``fit``."""
+        cfg, holds = self.requested_config, self.data_holds
+        reasons = {"id": f"use_id = {str(cfg.use_id).lower()}"}
+        resolved = {}
+        for view, setting, sources in (
+            ("text", cfg.use_text, ("text",)),
+            ("kg", cfg.use_kg, KG_SOURCES),
+        ):
+            held = [CAPABILITIES[c] for c in sources if holds.get(c)]
+            if setting is None:
+                resolved[view] = bool(held)
+                reasons[view] = (
+                    f"auto: the data has {' and '.join(held)}"
+                    if held
+                    else f"auto: the data has no {' or '.join(CAPABILITIES[c] for c in sources)}"
+                )
+            else:
+                resolved[view] = setting
+                reasons[view] = f"use_{view} = {str(setting).lower()}"
+        self.config = cfg.model_copy(
+            update={"use_text": resolved["text"], "use_kg": resolved["kg"]}
+        )
+        self._set_views(reasons)
+
+    def _check_content_views(self) -> None:
+        """Turn off a view whose content came out empty (no item renders any text; no entity
+        is shared by two items): unset, with the reason; asked for explicitly, an error."""
+        cfg, reasons = self.config, dict(self.fit_info["view_reasons"])
+        text = self.content.text
+        empty = {
+            "text": cfg.use_text and not (text.shape[1] and self.content.has_text.any()),
+            "kg": cfg.use_kg and self.content.entities.shape[1] == 0,
+        }
+        why = {
+            "text": "no item renders any text",
+            "kg": "no item attribute or knowledge-graph entity is shared by two items",
+        }
+        off = {}
+        for view, is_empty in empty.items():
+            if not is_empty:
+                continue
+            if getattr(self.requested_config, f"use_{view}") is not None:
+                asked = f"use_{view} = true"
+                requirement = next(r for r in self.requirements() if r.because == asked)
+                raise DataRequirementError(
+                    self.name,
+                    requirement,
+                    self.data_holds,
+                    message=f"kinformer: use_{view} = true, but {why[view]}; set use_{view} = "
+                    "false, or leave it unset to follow the data",
+                )
+            off[f"use_{view}"] = False
+            reasons[view] = f"auto: {why[view]}"
+        if off:
+            self.config = cfg.model_copy(update=off)
+            self._set_views(reasons)
+        views = self.fit_info["views"]
+        if not any(views.values()):
+            raise DataRequirementError(
+                self.name,
+                self.requirements()[-1],
+                self.data_holds,
+                message=f"kinformer has no item view left: use_id = false, text: "
+                f"{reasons['text']}, knowledge graph: {reasons['kg']}; set use_id = true",
+            )
+        log.info(
+            "kinformer views: %s",
+            "; ".join(f"{v} {'on' if on else 'off'} ({reasons[v]})" for v, on in views.items()),
+        )
+
+    def _set_views(self, reasons: dict[str, str]) -> None:
+        self.fit_info["views"] = self.views
+        self.fit_info["view_reasons"] = reasons
+
+    @property
+    def views(self) -> dict[str, bool]:
+        """Which views the model uses (after fitting or loading: the resolved ones)."""
+        cfg = self.config
+        return {"id": bool(cfg.use_id), "text": bool(cfg.use_text), "kg": bool(cfg.use_kg)}
+
     # ------------------------------------------------------------- linear head
     def _uses_linear(self, n_items: int) -> bool:
-        return self.config.linear_head and n_items <= self.config.max_linear_items
+        if not self.config.linear_head:
+            self.fit_info["linear_head"] = "off: linear_head = false"
+            return False
+        if n_items > self.config.max_linear_items:
+            self.fit_info["linear_head"] = (
+                f"skipped: {n_items:,} items > max_linear_items {self.config.max_linear_items:,}"
+            )
+            return False
+        return True
 
     # The head's scores grow with the length of a user's history, the two-tower's do not
     # (cosine / temperature): sparse data (a few events per user) wants the larger weights,
@@ -110,6 +246,18 @@ class TransferRecommender(Recommender):
     LINEAR_SESSION_GRID = (0.0, 0.5, 0.75)
     LINEAR_TEXT_GRID = (0.0, 1.0, 2.0, 4.0)
 
+    def _linear_memory(self, n_items: int, searching: bool) -> tuple[memory.Dense, ...]:
+        """What the head's search holds at once: the Gram matrix of the binary rows, one
+        variant of it (rating-weighted, mixed, collective) that becomes the weights in place,
+        and the float32 heads kept (the best of the current L2, and the best over the L2s
+        when several are searched)."""
+        square = (n_items, n_items)
+        return (
+            memory.Dense("the Gram matrix", square, np.float64),
+            memory.Dense("one variant of it, inverted in place", square, np.float64),
+            memory.Dense("the heads kept", square, np.float32, copies=2 if searching else 1),
+        )
+
     def _choose_linear(self, train: Interactions, validator: Validator | None) -> None:
         """Fit the head for each L2 (the configured one, or each of ``LINEAR_L2_GRID``), choose
         its weight on validation, and keep the best pair (the first L2 without validation).
@@ -118,17 +266,54 @@ class TransferRecommender(Recommender):
         head alone, one part after the other: the spread of the rating strengths of its input
         rows (``LINEAR_RATING_GRID``), the share of co-occurrences close in time
         (``LINEAR_SESSION_GRID``), then the strength of the language-model neighbour graph
-        (``LINEAR_TEXT_GRID``, in units of the mean item count) added to it."""
+        (``LINEAR_TEXT_GRID``, in units of the mean item count) added to it.
+
+        The search holds one Gram matrix, one variant being inverted and two float32 heads
+        (:meth:`_linear_memory`). Where that does not fit in the memory the model may use
+        (:mod:`kinrec.models.memory`), now or at any step of the search, the head is
+        skipped: the two-tower model is kept, with a warning and the reason in
+        ``fit_info["linear_head"]``."""
+        n = self.seen.shape[1]
+        grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
+        arrays = self._linear_memory(n, validator is not None and len(grid) > 1)
+        if not memory.fits(*arrays):
+            self._skip_linear(memory.short_reason(*arrays))
+            return
+        planned = memory.short_reason(*arrays)
+        try:
+            self._search_linear(train, validator)
+        except memory.MemoryLimitError as exc:
+            self._skip_linear(str(exc))
+            return
+        self.fit_info["linear_head"] = f"fitted: {planned}"
+
+    def _skip_linear(self, reason: str) -> None:
+        """No linear head: the two-tower model alone, and why in ``fit_info``."""
+        self.linear, self.linear_weight = None, 0.0
+        self.rating_strength = self.head_rows = None
+        self.fit_info["linear_head"] = f"skipped: {reason}"
+        log.warning("kinformer: linear head skipped, two-tower model kept: %s", reason)
+
+    def _search_linear(self, train: Interactions, validator: Validator | None) -> None:
+        """The search of :meth:`_choose_linear`; raises :class:`memory.MemoryLimitError`
+        before an allocation that does not fit."""
         from kinrec.models.ease import (
             EASE,
             NotPositiveDefiniteError,
             collective_gram,
+            dense_gram,
             ease_weights,
             mixed_gram,
         )
 
-        binary = self.seen.astype(np.float64)
-        gram = (binary.T @ binary).toarray()
+        n = self.seen.shape[1]
+        step = f"kinformer's linear head ({n:,} items)"
+        square = (n, n)
+        variant = (
+            memory.Dense("a Gram matrix variant, inverted in place", square, np.float64),
+            memory.Dense("its float32 copy", square, np.float32),
+        )
+        gram = dense_gram(self.seen)
         alone = EASE()  # the head by itself, to validate the parts of its Gram matrix
         alone.user_map, alone.item_map = self.user_map, self.item_map
         validating = validator is not None
@@ -138,15 +323,30 @@ class TransferRecommender(Recommender):
         session = self._session_gram(train) if validating else None
         spreads = self.config.linear_rating_spread
         spreads = self.LINEAR_RATING_GRID if spreads is None else (spreads,)
-        rated = {}  # spread -> (strength, rows, Gram matrix)
+        rated = {}  # spread -> (strength, rows); their Gram matrices are built when needed
         for spread in spreads if validating else spreads[:1]:
             strength = RatingStrength.fit(train.ratings, spread)
             if strength is None:
-                rated.setdefault(0.0, (None, self.seen, gram))
+                rated.setdefault(0.0, (None, self.seen))
             else:
-                rows = strength.rows(train)
-                wide = rows.astype(np.float64)
-                rated[spread] = (strength, rows, (wide.T @ wide).toarray())
+                rated[spread] = (strength, strength.rows(train))
+        kept: dict[float, np.ndarray] = {}  # rated Gram matrices kept while memory allows
+
+        def rated_gram(spread: float) -> tuple[np.ndarray, bool]:
+            """The Gram matrix of the rows at ``spread`` (Fortran order), and whether it is
+            the caller's own to change (built for this use only)."""
+            strength, rows = rated[spread]
+            if strength is None:
+                return gram, False
+            if spread in kept:
+                return kept[spread], False
+            memory.require(step, memory.Dense("a rating-weighted Gram matrix", square))
+            built = dense_gram(rows)
+            if memory.fits(*variant, memory.Dense("", square, np.float32)):
+                kept[spread] = built
+                return built, False
+            return built, True
+
         shares = self.LINEAR_SESSION_GRID if session is not None else (0.0,)
         strengths = self.LINEAR_TEXT_GRID if graph is not None else (0.0,)
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
@@ -155,7 +355,8 @@ class TransferRecommender(Recommender):
         compare = len(rated) > 1 or len(shares) > 1 or len(strengths) > 1
         best, searches, indefinite = None, {}, []
         for l2 in grid:
-            head = None  # (validation score, (spread, share, text strength), weights)
+            self.linear = None  # the best L2's head so far is in ``best``
+            head = None  # (validation score, (spread, share, text strength), float32 weights)
             phases = {
                 "ratings": lambda _: [(spread, 0.0, 0.0) for spread in rated],
                 "session": lambda h: [(h[0], share, 0.0) for share in shares[1:]],
@@ -165,21 +366,30 @@ class TransferRecommender(Recommender):
                 for setting in settings(head[1] if head else None):
                     spread, share, strength = setting
                     tag = f"l2={l2:g} ratings={spread:g} session={share:g} text={strength:g}"
-                    _, alone.seen, rated_gram = rated[spread]
-                    grams = collective_gram(mixed_gram(rated_gram, session, share), graph, strength)
+                    memory.require(step, *variant)
+                    grams, owned = rated_gram(spread)
+                    alone.seen = rated[spread][1]
+                    if share and session is not None:
+                        grams, owned = mixed_gram(grams, session, share, inplace=owned), True
+                    if strength and graph is not None:
+                        grams, owned = collective_gram(grams, graph, strength, owned), True
                     try:
-                        alone.weights = ease_weights(grams, l2)
+                        alone.weights = ease_weights(grams, l2, overwrite=owned)
                     except NotPositiveDefiniteError:  # the text graph outweighs this L2
                         indefinite.append(tag)
                         continue
+                    finally:
+                        del grams
                     score = validator(alone) if compare else 0.0
                     if compare:
                         searches[f"{tag} head alone"] = round(score, 5)
                     if head is None or score > head[0]:
-                        head = (score, setting, alone.weights)
-            _, setting, weights = head
-            self.linear = weights.astype(np.float32)
-            self._set_strength(*rated[setting[0]][:2])
+                        head = None  # the former best's matrix goes before the new one comes
+                        head = (score, setting, alone.weights.astype(np.float32))
+                    alone.weights = None
+            _, setting, self.linear = head
+            head = None
+            self._set_strength(*rated[setting[0]])
             self._impute_new_items(np.flatnonzero(self.item_degree == 0))
             choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
             search = self.fit_info.pop("linear_weight_search", {})
@@ -189,7 +399,7 @@ class TransferRecommender(Recommender):
             if best is None or score > best[0]:
                 best = (score, l2, setting, self.linear, self.linear_weight)
         _, l2, setting, self.linear, self.linear_weight = best
-        self._set_strength(*rated[setting[0]][:2])
+        self._set_strength(*rated[setting[0]])
         self.fit_info.update(
             linear_search=searches,
             linear_not_positive_definite=indefinite,
@@ -393,6 +603,18 @@ class TransferRecommender(Recommender):
             else self.NEIGHBOUR_TEMPERATURES
         )
         results: dict[tuple[float, float], float] = {}
+        # The users' base scores are computed once per temperature and reused for every
+        # offset, where memory allows holding them all (users x items); else recomputed.
+        cached = memory.Dense(
+            "the cold calibration's base scores",
+            (len(np.unique(truth.users)), len(self.item_final)),
+            np.float32,
+        )
+        use_cache = memory.fits(cached)
+        if not use_cache:
+            reason = memory.short_reason(cached)
+            self.fit_info["cold_search_cache"] = f"off: {reason}"
+            log.warning("kinformer: cold calibration recomputes its base scores: %s", reason)
         for temperature in temperatures:
             weights = self._neighbour_weights(
                 self.content.text[pseudo], exclude=pseudo, temperature=temperature
@@ -401,20 +623,27 @@ class TransferRecommender(Recommender):
             final = self.item_content[pseudo].copy()
             borrowed_final, _, borrowed_columns = self._borrowed(weights)
             final[has] = borrowed_final[has]
-            linear = None
+            # the head with the pseudo-new items' columns borrowed: only those columns are
+            # held apart (a copy of the whole head would double its memory)
+            columns = None
             if self.linear is not None and self.linear_weight:
-                linear = self.linear.copy()
-                linear[:, pseudo] = np.where(has[None, :], borrowed_columns, 0.0)
+                columns = np.where(has[None, :], borrowed_columns, 0.0).astype(self.linear.dtype)
+            del borrowed_columns
             cache: dict[tuple[int, int], np.ndarray] = {}
 
-            def base_scores(users: np.ndarray, final=final, linear=linear, cache=cache):
+            def base_scores(users: np.ndarray, final=final, columns=columns, cache=cache):
                 key = (int(users[0]), len(users))
                 if key not in cache:
                     u = self.user_final[users]
                     scores = u @ self.item_final.T / self._scale
                     scores[:, pseudo] = u @ final.T / self._scale
-                    if linear is not None:
-                        scores += self.linear_weight * self._linear_scores(seen_rows[users], linear)
+                    if columns is not None:
+                        rows = seen_rows[users]
+                        linear = self._linear_scores(rows, self.linear)
+                        linear[:, pseudo] = self._linear_scores(rows, columns)
+                        scores += self.linear_weight * linear
+                    if not use_cache:
+                        return scores + offset
                     cache[key] = scores + offset
                 return cache[key]
 
@@ -427,7 +656,7 @@ class TransferRecommender(Recommender):
 
                 result = evaluate_scores(scorer, truth, [seen], ks=(10,), batch_size=2048)
                 results[(temperature, boost)] = result.metrics["ndcg@10"]
-            del cache, linear
+            del cache, columns
         self.neighbour_temperature, self.cold_boost = max(results, key=results.get)
         self.fit_info["cold_search"] = {
             f"temperature={t:g} offset={b:g}": round(v, 5) for (t, b), v in results.items()
@@ -590,7 +819,9 @@ class TransferRecommender(Recommender):
         users, items, _, item_layers = propagate(x, noise=False)
         items = torch.where(torch.from_numpy(self.item_degree == 0)[:, None], x, items)
         logits = net.gate(torch.cat([views[v] for v in VIEWS], dim=1)).masked_fill(~avail_t, -1e9)
-        self.gate_weights = torch.softmax(logits, dim=-1).numpy()
+        # items without any usable view have no gate (their weights are 0, not uniform)
+        has_view = avail_t.any(dim=1, keepdim=True)
+        self.gate_weights = (torch.softmax(logits, dim=-1) * has_view).numpy()
         # Layers 0..L-1 of items are what a folded-in user's layers 1..L are summed from.
         self.item_layers = torch.stack(item_layers[: self.config.n_layers]).numpy().copy()
         self.item_final = self._finish(items.numpy())
@@ -676,10 +907,19 @@ class TransferRecommender(Recommender):
         new = [i for i in item_ids if i not in self.item_map]
         if not new:
             return
+        if self.linear is not None:  # checked before anything changes
+            n = len(self.item_map) + len(new)
+            memory.require(
+                f"kinformer add_items ({len(new):,} new, {n:,} items in all)",
+                memory.Dense("the widened linear head", (n, n), np.float32),
+                hint="retrain with linear_head = false to add items without the head",
+            )
         c = self.content
         text, has_text, incidence = content_for_new_items(
-            side, new, c.entity_ids, c.entity_idf, self._item_text_embedder()
+            self.described(side), new, c.entity_ids, c.entity_idf, self._item_text_embedder()
         )
+        if text.shape[1] != c.text.shape[1]:  # no text among them, or none in the model
+            text, has_text = np.zeros((len(new), c.text.shape[1]), np.float32), has_text & False
         available = np.stack([np.zeros(len(new), bool), has_text, incidence.getnnz(1) > 0], 1)
         available &= np.array([False, self.config.use_text, self.config.use_kg])[None, :]
         with torch.no_grad():

@@ -29,7 +29,10 @@ class FusionNetwork(nn.Module):
         self.id_emb = nn.Embedding(n_items if cfg.use_id else 1, d)
         nn.init.normal_(self.id_emb.weight, std=0.1)
         self.text_dim = text.shape[1]
-        if cfg.use_text and self.text_dim:
+        # a view is on where it is asked for and has something to read
+        self.text_on = bool(cfg.use_text) and self.text_dim > 0
+        self.kg_on = bool(cfg.use_kg) and n_entities > 0
+        if self.text_on:
             if cfg.text_adapter == "frozen":
                 self.register_buffer("text_proj", pca_projection(text, d))
             else:
@@ -38,7 +41,7 @@ class FusionNetwork(nn.Module):
                 self.experts = nn.Parameter(torch.randn(k, self.text_dim, d) * self.text_dim**-0.5)
                 self.expert_gate = nn.Linear(self.text_dim, k, bias=False)
         # Views switched off keep a one-row table, so parameter counts reflect what trains.
-        self.entity_emb = nn.Embedding(max(n_entities, 1) if cfg.use_kg else 1, d)
+        self.entity_emb = nn.Embedding(n_entities if self.kg_on else 1, d)
         nn.init.normal_(self.entity_emb.weight, std=0.1)
         self.gate = nn.Linear(3 * d, 3)
         self.user_emb = nn.Embedding(n_users, d) if cfg.user_embeddings and n_users else None
@@ -80,8 +83,8 @@ class FusionNetwork(nn.Module):
         zeros = torch.zeros(n, d)
         views = {
             "id": ids if self.cfg.use_id and ids is not None else zeros,
-            "text": self.text_view(text) if self.cfg.use_text and self.text_dim else zeros,
-            "kg": entities @ self.entity_emb.weight if self.cfg.use_kg else zeros,
+            "text": self.text_view(text) if self.text_on else zeros,
+            "kg": entities @ self.entity_emb.weight if self.kg_on else zeros,
         }
         stacked = torch.stack([views[v] for v in VIEWS], dim=1)  # (n, 3, d)
         logits = self.gate(torch.cat([views[v] for v in VIEWS], dim=1))
