@@ -409,3 +409,18 @@ def test_items_added_later_read_as_in_training(name, monkeypatch, tmp_path) -> N
     loaded.add_items(["n1"], side)
     assert seen_texts == ["A tale of space rocket"]
     assert side.text_template is None  # the caller's side data is left as it was
+
+
+def test_kinformer_cold_calibration_scales_with_what_it_can_use(monkeypatch) -> None:
+    """Without text there is no neighbour to borrow from, so only the offset is searched (one
+    temperature); past ``CALIBRATION_USERS`` a seeded sample of users scores the search."""
+    from kinrec.models.transfer import TransferRecommender
+
+    monkeypatch.setattr(TransferRecommender, "CALIBRATION_USERS", 20)
+    _, split = build("interactions")
+    model = fit_with_validation(create_model("kinformer", FAST["kinformer"]), split)
+    searched = model.fit_info["cold_search"]
+    temperatures = {key.split()[0] for key in searched}
+    assert len(temperatures) == 1
+    assert len(searched) == len(TransferRecommender.COLD_BOOSTS)
+    assert model.fit_info["cold_search_users"] == 20

@@ -514,12 +514,20 @@ class TransferRecommender(Recommender):
         if exclude is not None:
             sources &= ~exclude
         pool = np.flatnonzero(sources)
-        if k == 0 or not self.config.use_text or text.shape[1] == 0 or len(pool) == 0:
+        if k == 0 or not self.config.use_text or text.shape[1] == 0 or not len(pool) * len(text):
             return sp.csr_matrix((len(text), n_items), dtype=np.float32)
         k = min(k, len(pool))
-        sims = np.maximum(text @ self.content.text[pool].T, 0.0)
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        sims = np.take_along_axis(sims, top, axis=1)
+        # rows x warm items similarities, each row cut to its k best: in blocks of rows
+        # where all of them at once (new or pseudo-new items x items) do not fit in memory
+        pool_text = self.content.text[pool]
+        block = memory.rows_that_fit(len(pool) * 4 * 3, len(text))
+        tops, best = [], []
+        for start in range(0, len(text), block):
+            sims = np.maximum(text[start : start + block] @ pool_text.T, 0.0)
+            tops.append(np.argpartition(-sims, k - 1, axis=1)[:, :k])
+            best.append(np.take_along_axis(sims, tops[-1], axis=1))
+        del sims
+        top, sims = (np.concatenate(x) if len(x) > 1 else x[0] for x in (tops, best))
         values = np.exp((sims - sims.max(axis=1, keepdims=True)) / temperature) * (sims > 0)
         totals = values.sum(axis=1, keepdims=True)
         values = np.divide(values, totals, out=np.zeros_like(values), where=totals > 0)
@@ -564,6 +572,8 @@ class TransferRecommender(Recommender):
     # ------------------------------------------------------------- cold calibration
     COLD_BOOSTS = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0)
     NEIGHBOUR_TEMPERATURES = (0.2, 0.1, 0.05, 0.02)
+    CALIBRATION_USERS = 20_000
+    """At most this many users (a seeded sample) score the pseudo-cold validation."""
 
     def _calibrate_cold(self, train: Interactions, valid: Interactions) -> None:
         """Choose the score offset of new items, and the temperature of the weights they
@@ -594,12 +604,24 @@ class TransferRecommender(Recommender):
             train.user_map,
             train.item_map,
         )
+        users = np.unique(truth.users)
+        if len(users) > self.CALIBRATION_USERS:  # a seeded sample of them is enough
+            kept = np.zeros(train.n_users, dtype=bool)
+            kept[rng.choice(users, size=self.CALIBRATION_USERS, replace=False)] = True
+            truth = truth.subset(kept[truth.users])
+            self.fit_info["cold_search_users"] = self.CALIBRATION_USERS
         seen = train.subset(~in_train)
         seen_rows = self.history_rows(seen)
         offset = self.item_offset()  # the popularity prior (no cold terms yet)
+        # without text to find neighbours by, the temperature changes nothing
+        borrows = (
+            self.config.use_text
+            and self.config.cold_neighbours
+            and self.content.has_text[pseudo].any()
+        )
         temperatures = (
-            (self.config.neighbour_temperature,)
-            if self.config.neighbour_temperature
+            (self.config.neighbour_temperature or self.neighbour_temperature,)
+            if self.config.neighbour_temperature or not borrows
             else self.NEIGHBOUR_TEMPERATURES
         )
         results: dict[tuple[float, float], float] = {}
