@@ -503,7 +503,7 @@ def test_load_table_headerless_and_toml(tmp_path: Path) -> None:
         ("user_id,item_id,t\n1,a,2020-01-01\n2,b,soon\n", {"timestamp": "t"}, 3, "t", "date"),
         ("user,item_id\n1,a\n", {}, 1, "user_id", "missing required column"),
         ("user_id,item_id\n1,a\n\n2,b\n", {}, 3, None, "blank line"),
-        ("user_id,item_id\n1,a\n,b\n", {}, 3, "user_id", "missing id"),
+        ("user_id,item_id\n1,a\n,b\n", {}, 3, "user_id", "missing user id"),
     ],
 )
 def test_load_table_bad_input(

@@ -68,7 +68,6 @@ from kinrec.data.loaders import (
     _as_str,
     _categories,
     _check_decoding,
-    _check_ids,
     _check_unique,
     _concat,
     _interaction_frame,
@@ -566,17 +565,51 @@ class ColumnMapping(BaseModel):
         except ValueError as exc:
             raise DataError(f"invalid column mapping: {exc}", file=path) from None
 
-
-def _read_table(path: Path, mapping: ColumnMapping) -> pd.DataFrame:
-    """A CSV/TSV/Parquet table with string cells (Parquet keeps its types)."""
-    return _read_file(path, mapping.separator, mapping.encoding, mapping.columns)
+    def tables(
+        self,
+        interactions: Sequence[PathLike],
+        items: PathLike | None = None,
+        users: PathLike | None = None,
+    ) -> TableMapping:
+        """The same files as a :class:`TableMapping` (each table with these shared options)."""
+        common = {"separator": self.separator, "encoding": self.encoding, "columns": self.columns}
+        return TableMapping(
+            interactions=InteractionsTable(
+                path=[str(p) for p in interactions],
+                user=self.user,
+                item=self.item,
+                rating=self.rating,
+                timestamp=self.timestamp,
+                timestamp_format=self.timestamp_format,
+                **common,
+            ),
+            items=None
+            if items is None
+            else ItemsTable(
+                path=str(items),
+                id=self.item_id or self.item,
+                text=self.item_text,
+                attributes=self.item_attributes,
+                attribute_separator=self.attribute_separator,
+                **common,
+            ),
+            users=None
+            if users is None
+            else UsersTable(
+                path=str(users),
+                id=self.user_id or self.user,
+                attributes=self.user_attributes,
+                **common,
+            ),
+        )
 
 
 def load_table(
     path_or_paths: PathLike | Sequence[PathLike] | Mapping[str, Any],
     mapping: ColumnMapping | None = None,
 ) -> Dataset:
-    """Interactions (and optional items/users tables) from CSV, TSV or Parquet files.
+    """Interactions (and optional items/users tables) from CSV, TSV or Parquet files: the
+    single-file form of :func:`load_tables`, which reads them.
 
     ``path_or_paths``: one interactions file, a list of them (concatenated), or a mapping with
     keys ``interactions`` (path or list), ``items`` and ``users``.
@@ -592,56 +625,7 @@ def load_table(
         inter_paths, items_path, users_path = path_or_paths, None, None
     if isinstance(inter_paths, (str, Path)):
         inter_paths = [inter_paths]
-    frames = []
-    for p in map(Path, inter_paths):
-        raw = _read_table(p, mapping)
-        _require(
-            raw,
-            p,
-            [c for c in (mapping.user, mapping.item, mapping.rating, mapping.timestamp) if c],
-        )
-        frame = _interaction_frame(raw, p, mapping.user, mapping.item, mapping.rating, None)
-        if mapping.timestamp:
-            frame["timestamp"] = _timestamps(
-                raw, mapping.timestamp, p, mapping.timestamp_format
-            ).to_numpy()
-        frames.append(frame)
-    inter = frames[0] if len(frames) == 1 else _concat(frames)
-    side: dict[str, Any] = {}
-    if items_path is not None:
-        p = Path(items_path)
-        raw = _read_table(p, mapping)
-        key = mapping.item_id or mapping.item
-        _require(raw, p, [key, *mapping.item_text, *mapping.item_attributes])
-        first_line = int(raw.attrs["first_line"])
-        _check_ids(raw, key, p, first_line)
-        _check_unique(raw, key, p, first_line)
-        items = pd.DataFrame({"item_id": _as_str(raw[key])})
-        for c in mapping.item_text:
-            items[c] = _text(raw[c])
-        for c in mapping.item_attributes:
-            items[c] = _tokens(raw[c], mapping.attribute_separator)
-        side.update(
-            items=_with_attrs(items, raw),
-            text_fields=list(mapping.item_text),
-            attribute_fields=list(mapping.item_attributes),
-        )
-    if users_path is not None:
-        p = Path(users_path)
-        raw = _read_table(p, mapping)
-        key = mapping.user_id or mapping.user
-        _require(raw, p, [key, *mapping.user_attributes])
-        first_line = int(raw.attrs["first_line"])
-        _check_ids(raw, key, p, first_line)
-        _check_unique(raw, key, p, first_line)
-        users = pd.DataFrame({"user_id": _as_str(raw[key])})
-        for c in mapping.user_attributes:
-            users[c] = _categories(raw[c])
-        side.update(
-            users=_with_attrs(users, raw), user_attribute_fields=list(mapping.user_attributes)
-        )
-    name = Path(inter_paths[0]).stem
-    return Dataset(name=name, interactions=inter, **side)
+    return load_tables(mapping.tables(inter_paths, items_path, users_path))
 
 
 __all__ = [
