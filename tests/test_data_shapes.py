@@ -413,10 +413,13 @@ def test_items_added_later_read_as_in_training(name, monkeypatch, tmp_path) -> N
 
 def test_kinformer_cold_calibration_scales_with_what_it_can_use(monkeypatch) -> None:
     """Without text there is no neighbour to borrow from, so only the offset is searched (one
-    temperature); past ``CALIBRATION_USERS`` a seeded sample of users scores the search."""
+    temperature); past the users a validation pass scores, a seeded sample of them scores
+    the search."""
+    from kinrec.evaluation import protocol
     from kinrec.models.transfer import TransferRecommender
 
-    monkeypatch.setattr(TransferRecommender, "CALIBRATION_USERS", 20)
+    monkeypatch.setattr(protocol, "VALIDATION_USERS", 20)
+    monkeypatch.setattr(protocol, "MIN_VALIDATION_USERS", 20)
     _, split = build("interactions")
     model = fit_with_validation(create_model("kinformer", FAST["kinformer"]), split)
     searched = model.fit_info["cold_search"]

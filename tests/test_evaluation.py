@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kinrec.data.dataset import Split
+from kinrec.data.dataset import IdMap, Interactions, Split
 from kinrec.evaluation.metrics import per_user_metrics, summarize
 from kinrec.evaluation.protocol import activity_groups, cold_item_mask, evaluate_scores
 
@@ -106,3 +106,23 @@ def test_scorer_shape_is_checked() -> None:
     s = _split()
     with pytest.raises(ValueError, match="shape"):
         evaluate_scores(lambda u: np.zeros((len(u), 3)), s.test, [s.train], (1,))
+
+
+def test_validation_scores_a_seeded_sample_of_users_on_large_catalogues() -> None:
+    from kinrec.evaluation import protocol
+
+    assert protocol.validation_users(3_706) == protocol.VALIDATION_USERS
+    assert protocol.validation_users(100_000) == 10_000
+    assert protocol.validation_users(1_000_000) == protocol.MIN_VALIDATION_USERS
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 50, 400), rng.integers(0, 30, 400)
+    truth = Interactions(users, items, IdMap([f"u{i}" for i in range(50)]),
+                         IdMap([f"i{i}" for i in range(30)]))  # fmt: skip
+    sample = protocol.sample_users(truth, 10)
+    kept = np.unique(sample.users)
+    assert len(kept) == 10
+    # every row of a kept user stays, and the same seed keeps the same users
+    assert len(sample) == int(np.isin(truth.users, kept).sum())
+    np.testing.assert_array_equal(np.unique(protocol.sample_users(truth, 10).users), kept)
+    assert protocol.sample_users(truth, 50) is truth
+    assert protocol.sample_users(truth, None) is truth

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from kinrec.data.dataset import Dataset, Split
 from kinrec.evaluation import protocol
@@ -190,7 +191,7 @@ def test_rows_that_fit_shrink_batches_to_the_allowance(monkeypatch) -> None:
 def test_ease_refuses_before_allocating(data, monkeypatch) -> None:
     _, split = data
     limit(monkeypatch, "6KB")  # the 24 x 24 Gram matrix and weights need 6,912 bytes
-    model = create_model("ease")
+    model = create_model("ease", {"solver": "dense"})
     with pytest.raises(MemoryLimitError) as info:
         model.fit(split.train)
     message = str(info.value)
@@ -198,6 +199,11 @@ def test_ease_refuses_before_allocating(data, monkeypatch) -> None:
     assert "(24 x 24 float64)" in message and "(24 x 24 float32)" in message
     assert "needs 6,912 bytes of memory" in message and "KINREC_MEMORY_LIMIT=6KB" in message
     assert model.weights is None
+    # "auto" tries the sparse solver instead, which needs 8,832 bytes with 23 neighbours
+    with pytest.raises(MemoryLimitError, match=r"ease, sparse \(24 items\) needs 8,832"):
+        create_model("ease").fit(split.train)
+    sparse = create_model("ease", {"neighbours": 5}).fit(split.train)
+    assert sparse.fit_info["solver"] == "sparse"
     limit(monkeypatch, "1MB")
     fitted = create_model("ease").fit(split.train)
     monkeypatch.delenv(memory.ENV)
@@ -264,7 +270,7 @@ def test_kinformer_skips_its_linear_head_and_keeps_the_two_tower(data, monkeypat
     _, split = data
     limit(monkeypatch, "12KB")  # the head's search needs 2 x 24 x 24 x (8 + 4) bytes
     with warnings_of("kinrec.models.transfer.model") as records:
-        model = fit("kinformer", split, **KINFORMER)
+        model = fit("kinformer", split, **KINFORMER, linear_solver="dense")
     assert model.fit_info["linear_head"] == (
         "skipped: needs 13,824 bytes, may use 12,000 bytes (KINREC_MEMORY_LIMIT=12KB)"
     )
@@ -279,8 +285,22 @@ def test_kinformer_head_fits_where_memory_allows(data, monkeypatch) -> None:
     _, split = data
     limit(monkeypatch, "1MB")
     model = fit("kinformer", split, **KINFORMER)
-    assert model.fit_info["linear_head"].startswith("fitted: needs")
-    assert model.linear is not None and model.linear.shape == (24, 24)
+    assert model.fit_info["linear_head"].startswith("fitted, dense: needs")
+    assert isinstance(model.linear, np.ndarray) and model.linear.shape == (24, 24)
+
+
+def test_kinformer_head_goes_sparse_where_the_dense_one_does_not_fit(data, monkeypatch) -> None:
+    _, split = data
+    limit(monkeypatch, "12KB")  # the dense search: 13,824 bytes; the sparse one: 3,840
+    model = fit("kinformer", split, **KINFORMER, linear_neighbours=2)
+    assert model.fit_info["linear_head"] == (
+        "fitted, sparse: needs 3,840 bytes, may use 12,000 bytes (KINREC_MEMORY_LIMIT=12KB)"
+    )
+    assert sp.issparse(model.linear) and model.linear.getnnz(axis=0).max() <= 2
+    recommends(model, split)
+    limit(monkeypatch, "3KB")
+    skipped = fit("kinformer", split, **KINFORMER, linear_neighbours=2)
+    assert skipped.fit_info["linear_head"].startswith("skipped: needs 3,840 bytes")
 
 
 def test_kinformer_cold_calibration_without_its_score_cache_chooses_the_same(data, monkeypatch):
@@ -347,7 +367,8 @@ def test_the_cli_prints_one_clear_line_and_exits_non_zero(tmp_path: Path) -> Non
     assert "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, res.stderr
-    assert "ease (fit on 30 items) needs" in errors[0]
-    assert "(30 x 30 float64)" in errors[0] and "KINREC_MEMORY_LIMIT=4KB" in errors[0]
+    # the dense solver does not fit (30 x 30), so "auto" tried the sparse one, which neither
+    assert "ease, sparse (30 items) needs" in errors[0]
+    assert "(30 x 29 int64)" in errors[0] and "KINREC_MEMORY_LIMIT=4KB" in errors[0]
     records = [line for line in res.stdout.splitlines() if line.startswith("{")]
     assert len(records) == 1 and '"model": "pop"' in records[0]  # pop ran before

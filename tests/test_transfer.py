@@ -83,6 +83,23 @@ def _dataset(rated: bool = False) -> tuple[Dataset, Split]:
     return ds, Split.from_frames(train, valid, test, item_ids=ids, dataset=ds)
 
 
+def _new_space_item() -> Dataset:
+    """Side data of one new item, ``space9``, described by text, genre and a KG link."""
+    return Dataset(
+        "new",
+        pd.DataFrame(columns=["user_id", "item_id", "rating", "timestamp"]),
+        items=pd.DataFrame(
+            [{"item_id": "space9", "title": "Comet hunters: a science fiction story",
+              "genre": ("SciFi",)}]
+        ),
+        triples=pd.DataFrame({"head": ["e_space9"], "relation": ["made_by"],
+                              "tail": ["studio_space"]}),
+        links=pd.DataFrame({"item_id": ["space9"], "entity_id": ["e_space9"]}),
+        text_fields=["title"],
+        attribute_fields=["genre"],
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def data() -> tuple[Dataset, Split]:
     return _dataset()
@@ -249,19 +266,7 @@ def test_transfer_fold_in_and_new_items(data) -> None:
     food_mean = np.mean([s for s, i in zip(scores, ids, strict=True) if i.startswith("food")])
     assert space_mean > food_mean
     # A new item described only by text, genre and a KG link becomes scorable at once.
-    new = Dataset(
-        "new",
-        pd.DataFrame(columns=["user_id", "item_id", "rating", "timestamp"]),
-        items=pd.DataFrame(
-            [{"item_id": "space9", "title": "Comet hunters: a science fiction story",
-              "genre": ("SciFi",)}]
-        ),
-        triples=pd.DataFrame({"head": ["e_space9"], "relation": ["made_by"],
-                              "tail": ["studio_space"]}),
-        links=pd.DataFrame({"item_id": ["space9"], "entity_id": ["e_space9"]}),
-        text_fields=["title"],
-        attribute_fields=["genre"],
-    )  # fmt: skip
+    new = _new_space_item()
     n_before = len(model.item_map)
     model.add_items(["space9"], new)
     assert len(model.item_map) == n_before + 1

@@ -10,7 +10,7 @@ from typing import Any
 
 from kinrec.data.dataset import Split
 from kinrec.evaluation.history_prior import choose_history_prior
-from kinrec.evaluation.protocol import DEFAULT_KS, evaluate, ndcg_validator
+from kinrec.evaluation.protocol import DEFAULT_KS, evaluate, ndcg_validator, sample_users
 from kinrec.models.base import ProgressCallback, Recommender
 from kinrec.models.registry import create_model
 
@@ -41,19 +41,20 @@ def run_one(
     params: dict[str, Any] | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     progress: ProgressCallback | None = None,
+    eval_users: int | None = None,
 ) -> dict[str, Any]:
     """Train one model with one seed and evaluate on test (train+valid masked).
 
     Returns a flat record: ``model``, ``seed``, every metric (``"ndcg@10"``...), ``segments``
     (``cold``/``warm`` items when the test part has cold items, user activity groups),
+    with ``eval_users`` a seeded sample of that many test users instead of all of them,
     ``train_seconds``, ``eval_seconds``, ``peak_rss_mb`` and the model's ``fit_info``.
     """
     model = create_model(model_name, {**(params or {}), "seed": seed})
     fit_with_validation(model, split, progress)
     start = time.perf_counter()
-    result = evaluate(
-        model, split.test, exclude=[split.train, split.valid], ks=ks, train=split.train
-    )
+    truth = sample_users(split.test, eval_users)
+    result = evaluate(model, truth, exclude=[split.train, split.valid], ks=ks, train=split.train)
     eval_seconds = time.perf_counter() - start
     return {
         "model": model_name,
@@ -78,8 +79,9 @@ def run_benchmark(
     params: dict[str, dict[str, Any]] | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     progress: ProgressCallback | None = None,
+    eval_users: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield one record per (model, seed), in order."""
     for name in models:
         for seed in seeds:
-            yield run_one(name, split, seed, (params or {}).get(name), ks, progress)
+            yield run_one(name, split, seed, (params or {}).get(name), ks, progress, eval_users)

@@ -372,6 +372,109 @@ class Recommender(ABC):
         """Item embeddings for ``similar_items`` (None: fall back to co-occurrence)."""
         return None
 
+    # ------------------------------------------------------------------ retrieval
+    # A model whose score is not one dot product (a "tower" plus other parts, such as an
+    # item-item head) declares how to find its best items without scoring the whole
+    # catalogue: an inner-product index over its tower finds candidates, the other parts
+    # name their own, and the model scores just those exactly. The service uses this above
+    # its HNSW threshold (``kinrec.serving``); below it, or for a model that declares
+    # nothing, it scores every item.
+    #
+    # ``user`` and ``items`` / ``weights`` say whose scores are meant, in every method:
+    # ``user`` (a trained user's index) means the scores of ``score([user])``, and
+    # ``items`` / ``weights`` are then ignored; ``user=None`` means the scores of
+    # ``score_history(items, weights)`` (a history folded in).
+
+    def retrieval_vectors(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Item vectors ``V`` ``(n_items, d)`` and per-item offsets ``b`` ``(n_items,)`` such
+        that ``retrieval_query(...) @ V[i] + b[i]`` is the model's tower: the part of its
+        score an inner-product index can search. The rest of the score is found by
+        :meth:`head_candidates`. None (the default): the model declares no retrieval.
+
+        Rows of items that exist do not change when items are added (new rows are appended),
+        so an index over them is extended, not rebuilt."""
+        return None
+
+    @property
+    def supports_retrieval(self) -> bool:
+        """Whether the model declares candidate retrieval (:meth:`retrieval_vectors`)."""
+        return type(self).retrieval_vectors is not Recommender.retrieval_vectors
+
+    def retrieval_query(
+        self, user: int | None, items: np.ndarray, weights: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The query vector ``q`` ``(d,)`` of a trained ``user`` or of a history (``user``
+        None): ``q @ V[i] + b[i]`` is the tower part of that user's score of item ``i``
+        (see :meth:`retrieval_vectors`)."""
+        raise NotImplementedError(f"{self.name} declares no retrieval")
+
+    def head_candidates(
+        self, user: int | None, items: np.ndarray, weights: np.ndarray | None, n: int
+    ) -> np.ndarray:
+        """Up to ``n`` item indices that the part of the score outside the tower ranks
+        highest for this user or history, best first; items it does not lift are left out.
+        Default: none (the tower is the whole score)."""
+        return np.zeros(0, dtype=np.int64)
+
+    def score_candidates(
+        self,
+        user: int | None,
+        items: np.ndarray,
+        weights: np.ndarray | None,
+        candidates: np.ndarray,
+    ) -> np.ndarray:
+        """The model's exact scores of ``candidates`` (item indices) for a trained ``user``
+        (as ``score``) or a history (``user`` None: as ``score_history``).
+
+        Default: the whole catalogue is scored and indexed; models that declare retrieval
+        override it with a computation over the candidates only."""
+        candidates = np.asarray(candidates, dtype=np.int64)
+        if user is not None:
+            return np.asarray(self.score(np.array([user]), candidates)[0])
+        return np.asarray(self.score_history(items, weights)).ravel()[candidates]
+
+    def blend_history_prior_subset(
+        self, scores: np.ndarray, items: np.ndarray, n_events: int, reference: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`blend_history_prior` for the fold-in scores of some items only.
+
+        ``scores`` are the fold-in scores of ``items`` (item indices, each once); the entries
+        where ``reference`` (a boolean mask over them) is true are a uniform sample of the
+        catalogue and stand in for it where the blend needs the whole catalogue's scores:
+        their mean and spread, and the rank correspondence that items without a train count
+        are mapped through (of the reference items that have one). Given every item, each as
+        a reference, this is :meth:`blend_history_prior` exactly; given a sample, both are
+        estimated from it.
+        """
+        c = self.history_prior_strength
+        if c <= 0:
+            return scores
+        scores = np.asarray(scores, dtype=np.float64)
+        items = np.asarray(items, dtype=np.int64)
+        finite = np.isfinite(scores)
+        if not finite.any():
+            return scores
+        ref = finite & np.asarray(reference, dtype=bool)
+        if not ref.any():
+            ref = finite
+        popularity, has_count = self._popularity_stats()
+        known = items < len(popularity)
+        pop = np.zeros(len(scores))
+        pop[known] = popularity[items[known]]
+        counted = np.zeros(len(scores), dtype=bool)
+        counted[known] = has_count[items[known]]
+        counted &= finite
+        own = scores[ref]
+        share = c / (c + max(n_events, 0))
+        out = np.full(len(scores), -np.inf)
+        z = (scores[finite] - own.mean()) / (own.std() + 1e-12)
+        out[finite] = (1 - share) * z + share * pop[finite]
+        uncounted = finite & ~counted
+        ranked = counted & ref if (counted & ref).any() else counted
+        if uncounted.any() and ranked.any():
+            out[uncounted] = _rank_map(scores[ranked], out[ranked], scores[uncounted])
+        return out
+
     def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True) -> list[Scored]:
         """Top-``k`` items for a known user, excluding training items unless told not to."""
         self._require_fitted()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.linalg
@@ -11,15 +13,30 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from kinrec.data.dataset import Interactions
-from kinrec.models import memory
+from kinrec.models import item_item, memory
 from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Scored, Validator
 from kinrec.training.loop import history_row, validate_one_pass
 
 
 class EASEConfig(ModelConfig):
-    """L2 weight of the item-item matrix (RecBole's default 250)."""
+    """L2 weight of the item-item matrix (RecBole's default 250) and how it is solved."""
 
     reg_weight: float = Field(250.0, gt=0.0)
+    solver: Literal["auto", "dense", "sparse"] = Field(
+        "auto",
+        description=(
+            "'dense': the closed form over the whole catalogue (items^2 memory, items^3 "
+            "work); 'sparse': each item regressed on its `neighbours` most similar items "
+            "(items x neighbours memory); 'auto': dense up to max_dense_items items where "
+            "it fits in memory, sparse otherwise"
+        ),
+    )
+    max_dense_items: int = Field(
+        20_000,
+        ge=0,
+        description="largest catalogue 'auto' solves densely (3.2 GiB and minutes at 20,000)",
+    )
+    neighbours: int = Field(200, ge=1, description="regressors per item of the sparse solver")
 
 
 NO_DENSE_HINT = "use a model without a dense item-item matrix (itemknn, lightgcn, bpr, multvae)"
@@ -118,30 +135,66 @@ def neighbour_graph(vectors: np.ndarray, k: int, block: int = 2048) -> sp.csr_ma
         return sp.csr_matrix((n, n), dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1)
     unit = (vectors / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
-    rows, cols, vals = [], [], []
-    for start in range(0, n, block):
-        sims = unit[start : start + block] @ unit.T
-        local = np.arange(len(sims))
-        sims[local, start + local] = -np.inf  # no self-edges
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        rows.append(np.repeat(start + local, k))
-        cols.append(top.ravel())
-        vals.append(np.maximum(np.take_along_axis(sims, top, axis=1), 0.0).ravel())
-    rows, cols, vals = (np.concatenate(x) for x in (rows, cols, vals))
+    if n > EXACT_NEIGHBOUR_ITEMS:
+        rows, cols, vals = _approximate_neighbours(unit, k)
+    else:
+        rows, cols, vals = [], [], []
+        for start in range(0, n, block):
+            sims = unit[start : start + block] @ unit.T
+            local = np.arange(len(sims))
+            sims[local, start + local] = -np.inf  # no self-edges
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            rows.append(np.repeat(start + local, k))
+            cols.append(top.ravel())
+            vals.append(np.maximum(np.take_along_axis(sims, top, axis=1), 0.0).ravel())
+        rows, cols, vals = (np.concatenate(x) for x in (rows, cols, vals))
     graph = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
     graph = ((graph + graph.T) / 2).tocsr()
     graph.eliminate_zeros()
     return graph
 
 
-def scaled_neighbour_graph(vectors: np.ndarray, gram: np.ndarray, k: int) -> sp.csr_matrix | None:
-    """:func:`neighbour_graph` scaled to a Gram matrix: at strength 1 it adds to an item's
-    row, on average, what the item's own interaction count is (None: no edges)."""
+EXACT_NEIGHBOUR_ITEMS = 50_000
+"""Above this many items, :func:`neighbour_graph` finds neighbours through a faiss HNSW
+index instead of every pair's cosine (which grows with the square of the catalogue)."""
+
+
+def _approximate_neighbours(unit: np.ndarray, k: int):
+    """(row, column, cosine) of each unit row's ``k`` nearest other rows, from an HNSW
+    inner-product index (negative cosines clipped to 0, as the exact path does)."""
+    import faiss
+
+    n, dim = unit.shape
+    index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    index.hnsw.efSearch = max(64, 2 * (k + 1))
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    try:
+        index.add(unit)
+        sims, ids = index.search(unit, k + 1)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    own = np.arange(n)[:, None]
+    keep = (ids != own) & (ids >= 0)
+    # each row keeps its first k hits that are not itself
+    keep &= np.cumsum(keep, axis=1) <= k
+    rows = np.broadcast_to(own, ids.shape)[keep]
+    return rows, ids[keep], np.maximum(sims[keep], 0.0)
+
+
+def scaled_neighbour_graph(
+    vectors: np.ndarray, gram: np.ndarray | float, k: int
+) -> sp.csr_matrix | None:
+    """:func:`neighbour_graph` scaled to a Gram matrix (or to the mean of its diagonal): at
+    strength 1 it adds to an item's row, on average, what the item's own interaction count
+    is (None: no edges)."""
     graph = neighbour_graph(vectors, k)
     mass = float(graph.sum(axis=1).mean()) if graph.shape[0] else 0.0
     if mass <= 0:
         return None
-    return (graph * (float(np.mean(np.diag(gram))) / mass)).tocsr()
+    mean_count = float(np.mean(np.diag(gram))) if np.ndim(gram) == 2 else float(gram)
+    return (graph * (mean_count / mass)).tocsr()
 
 
 def collective_gram(
@@ -288,38 +341,88 @@ class EASE(Recommender):
         n = self.seen.shape[1]
         # One float64 matrix is the Gram matrix, then (in place) its inverse and the
         # weights; the float32 weights kept for scoring are the only other copy.
-        memory.require(
-            f"ease (fit on {n:,} items)",
+        dense = (
             memory.Dense("the Gram matrix, inverted in place", (n, n), np.float64),
             memory.Dense("the weights kept", (n, n), np.float32),
-            hint=NO_DENSE_HINT,
         )
-        gram = dense_gram(self.seen)
-        weights = ease_weights(gram, self.config.reg_weight, overwrite=True)
-        del gram
-        self.weights = weights.astype(np.float32)
-        del weights
+        solver = self.config.solver
+        if solver == "auto":
+            fits = n <= self.config.max_dense_items and memory.fits(*dense)
+            solver = "dense" if fits else "sparse"
+        self.fit_info["solver"] = solver
+        if solver == "dense":
+            memory.require(f"ease (fit on {n:,} items)", *dense, hint=NO_DENSE_HINT)
+            gram = dense_gram(self.seen)
+            weights = ease_weights(gram, self.config.reg_weight, overwrite=True)
+            del gram
+            self.weights = weights.astype(np.float32)
+            del weights
+        else:
+            self.weights = sparse_weights(
+                self.seen,
+                self.config.reg_weight,
+                self.config.neighbours,
+                f"ease, sparse ({n:,} items)",
+                progress,
+            )
         validate_one_pass(self, validator, start)
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        w = self.weights if items is None else self.weights[:, np.asarray(items)]
-        return np.asarray(self.seen[np.asarray(users)] @ w, dtype=np.float32)
+        return item_item.scores(self.seen[np.asarray(users)], self.weights, items)
 
     def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Fold-in: scores for a user known only by the item indices they interacted with."""
         row = history_row(self.weights.shape[0], items, weights)
-        return (row @ self.weights)[0]
+        return item_item.scores(row, self.weights)[0]
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Scored]:
         """Items whose consumption most increases ``item_id``'s score (largest ``B[j, i]``)."""
         self._require_fitted()
         iidx = self.item_map.index(item_id)
-        sims = self.weights[:, iidx].astype(np.float64)
+        sims = item_item.column(self.weights, iidx)
         sims[iidx] = -np.inf
         return self._top(sims, k)
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"weights": self.weights}
+        return item_item.state(self.weights, "weights")
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.weights = arrays["weights"].astype(np.float32)
+        self.weights = item_item.from_state(arrays, len(self.item_map), "weights")
+
+
+def sparse_weights(
+    rows: sp.spmatrix,
+    l2: float | tuple[float, ...],
+    neighbours: int,
+    step: str,
+    progress: ProgressCallback | None = None,
+) -> sp.csr_matrix | list[sp.csr_matrix]:
+    """Sparse EASE (:mod:`kinrec.models.sparse_linear`) of ``rows`` (one matrix per L2
+    weight when several are given), reporting to ``progress`` under the phase ``step``;
+    from the dense Gram matrix where it fits (faster), else from its parts.
+
+    Refuses (:class:`memory.MemoryLimitError`) before allocating when the weights do not
+    fit: ``items x neighbours`` entries per L2, plus the neighbour lists."""
+    from kinrec.models.sparse_linear import GramParts, neighbourhood_weights
+
+    n = rows.shape[1]
+    k = max(1, min(neighbours, n - 1))
+    count = 1 if np.isscalar(l2) else len(l2)
+    memory.require(
+        step,
+        memory.Dense("the neighbour lists", (n, k), np.int64),
+        memory.Dense("the sparse weights (values, columns)", (n, k), np.float64, copies=count),
+        hint="lower the number of neighbours",
+    )
+    gram = dense_gram(rows) if dense_gram_fits(n) else GramParts(rows)
+    report = None if progress is None else (lambda done, total: progress(step, done, total, {}))
+    return neighbourhood_weights(gram, l2, k, progress=report)
+
+
+DENSE_GRAM_ITEMS = 20_000
+"""Up to this many items (where it fits in memory) the sparse solver reads its systems from
+the dense Gram matrix (3.2 GB at 20,000 items), faster than computing them block by block."""
+
+
+def dense_gram_fits(n: int) -> bool:
+    return n <= DENSE_GRAM_ITEMS and memory.fits(memory.Dense("the Gram matrix", (n, n)))

@@ -34,6 +34,16 @@ class ServingConfig(BaseModel):
     )
     hnsw_m: int = Field(32, ge=4, le=128)
     hnsw_ef_search: int = Field(128, ge=8, le=4096)
+    rescore_candidates: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description=(
+            "for models whose score is not one dot product (kinformer with its linear head), "
+            "above hnsw_threshold: items the index retrieves per request, besides k and the "
+            "user's history, joined by the model's head candidates and scored exactly"
+        ),
+    )
     cache_users: int = Field(50_000, ge=0, description="users whose lists are cached (0: off)")
     recent_events: int = Field(500, ge=1, description="events per user kept for the fold-in")
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))

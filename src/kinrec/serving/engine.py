@@ -152,7 +152,7 @@ class Engine:
             len(self.catalog),
             self.scorer.n_users,
             self.scorer.fold_in,
-            self.index.kind if self.index else "exact",
+            self.scoring,
             restored,
             time.perf_counter() - started,
         )
@@ -191,16 +191,32 @@ class Engine:
         vectors = self.scorer.item_vectors
         self.index: ItemIndex | None = None
         self.cos_index: ItemIndex | None = None
-        if vectors is None:
-            return
+        self.retrieval: ItemIndex | None = None
         options = {
             "hnsw_threshold": self.config.hnsw_threshold,
             "hnsw_m": self.config.hnsw_m,
             "ef_search": self.config.hnsw_ef_search,
         }
+        if len(self.catalog) > self.config.hnsw_threshold and self.scorer.retrieves:
+            # not one dot product: candidates from an index over the model's tower (and its
+            # head), scored exactly; below the threshold every item is scored exactly
+            self.retrieval = ItemIndex(self.scorer.retrieval_rows(), **options)
+        if vectors is None:
+            return
         if self.scorer.dot_model or self.scorer.fold_in == "vector":
             self.index = ItemIndex(self.scorer.index_vectors(), **options)
         self.cos_index = ItemIndex(vectors, cosine=True, **options)
+
+    @property
+    def scoring(self) -> str:
+        """How recommendations are scored: ``exact`` (every item), the kind of the index a
+        dot-product model is searched with (``flat``, ``hnsw``), or ``hnsw+rescore`` (index
+        candidates of a model's tower and head, scored exactly by the model)."""
+        if self.index is not None:
+            return self.index.kind
+        if self.retrieval is not None:
+            return f"{self.retrieval.kind}+rescore"
+        return "exact"
 
     def _build_neighbours(self) -> None:
         """Top neighbours of every item, for the "because you liked X" reasons.
@@ -249,7 +265,8 @@ class Engine:
         return len(events)
 
     def _update_gauges(self) -> None:
-        self.metrics.index_items.set(self.index.size if self.index else len(self.catalog))
+        index = self.index or self.retrieval
+        self.metrics.index_items.set(index.size if index else len(self.catalog))
         alive = self.catalog.servable & ~self.catalog.retired
         self.metrics.catalog_items.set(int(alive.sum()))
         self.metrics.online_users.set(len(self.users))
@@ -347,6 +364,10 @@ class Engine:
                 if user is not None and not len(items):
                     return cand, scorer.known_scores(user, cand), "index"
                 return cand, scorer.item_vectors[cand] @ query, "index"
+        if self.retrieval is not None:
+            found = self._rescored(user, train, items, weights, allowed, k, include)
+            if found is not None:
+                return found
         source = "exact"
         scores = None
         if user is not None and not len(items):
@@ -359,6 +380,43 @@ class Engine:
             scores, source = scorer.popularity, "popular"
         cand = np.flatnonzero(allowed)
         return cand, scores[cand], source
+
+    def _rescored(
+        self,
+        user: int | None,
+        train: np.ndarray,
+        items: np.ndarray,
+        weights: np.ndarray,
+        allowed: np.ndarray,
+        k: int,
+        include: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """Candidates of a model that declares retrieval, scored exactly: the index's best
+        items for the user's tower query, the model's head candidates, the most popular items
+        for a new user (whose scores lean on popularity) and ``include``, the allowed ones;
+        None where the exact path must score (no history, or as many items as there are)."""
+        scorer = self.scorer
+        request = scorer.retrieval_request(user, train, items, weights)
+        if request is None:
+            return None
+        n_allowed = int(allowed.sum())
+        want = self.config.rescore_candidates + k + len(train) + len(items)
+        if n_allowed < len(allowed):
+            want = int(want * len(allowed) / max(n_allowed, 1))
+        if want >= len(allowed):
+            return None
+        found, _ = self.retrieval.search(scorer.retrieval_query(request), want)
+        parts = [found, scorer.head_candidates(request, want)]
+        if request.blend_events is not None:
+            parts.append(scorer.popular(want))
+        if include is not None:
+            parts.append(include)
+        cand = np.unique(np.concatenate(parts))
+        cand = cand[cand < len(allowed)]
+        cand = cand[allowed[cand]]
+        if len(cand) < min(k, n_allowed):
+            return None
+        return cand, scorer.rescore(request, cand), "index"
 
     def recommend(
         self,
@@ -840,6 +898,8 @@ class Engine:
                             self.index.rebuild(self.scorer.index_vectors())
                         if self.cos_index is not None:
                             self.cos_index.rebuild(self.scorer.item_vectors)
+                        if self.retrieval is not None:
+                            self._refresh_retrieval_row(idx)
                 except Exception:
                     log.exception("the model could not add item %r", item_id)
                 self._sync_index()
@@ -847,10 +907,19 @@ class Engine:
             self._update_gauges()
             return self.item(item_id)
 
+    def _refresh_retrieval_row(self, idx: int) -> None:
+        """Rebuild the retrieval index if the model changed the row of an item it had."""
+        if idx < self.retrieval.size:
+            row = self.scorer.retrieval_rows(idx)[0]
+            if not np.array_equal(self.retrieval.row(idx), row):
+                self.retrieval.rebuild(self.scorer.retrieval_rows())
+
     def _sync_index(self) -> None:
         """Append new items' vectors to the indexes and give them neighbour rows."""
         vectors = self.scorer.item_vectors
         n = len(self.catalog)
+        if self.retrieval is not None and self.retrieval.size < self.scorer.n_items:
+            self.retrieval.add(self.scorer.retrieval_rows(self.retrieval.size))
         if vectors is None:
             return
         if self.index is not None and self.index.size < len(vectors):
@@ -896,7 +965,7 @@ class Engine:
             "supports_new_items": self.model.supports_new_items,
             "n_new_items": int((self.new_items() & alive).sum()),
             "new_item_slots": self.config.new_item_slots,
-            "index": self.index.kind if self.index is not None else "exact",
+            "index": self.scoring,
             "similar_views": [
                 v
                 for v, ok in (

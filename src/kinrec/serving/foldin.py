@@ -16,6 +16,11 @@ assumed:
 ``none``: the model can do neither; new events then only mask items and new users get the
 most popular items.
 
+Models whose score is not one dot product may declare candidate retrieval
+(:meth:`~kinrec.models.base.Recommender.retrieval_vectors`): :class:`RetrievalRequest` and
+the ``retrieval_*`` / :meth:`ModelScorer.rescore` methods turn a user's state into the
+model's query, head candidates and exact candidate scores; the engine searches the index.
+
 For a user the model never trained on, ``row`` and ``native`` shrink the history's scores
 towards popularity as much as the model's validated ``history_prior_strength`` says for its
 length (:meth:`~kinrec.models.base.Recommender.blend_history_prior`); trained users' fold-in
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -37,6 +43,31 @@ log = logging.getLogger("kinrec.serving")
 
 FoldIn = Literal["native", "row", "vector", "none"]
 USER_VECTOR_ATTRIBUTES = ("user_factors", "user_final", "user_embeddings")
+EMPTY = np.zeros(0, dtype=np.int64)
+EXTRA_COLUMN_SPREAD = 0.25
+"""Spread of the retrieval index's offset and popularity columns, relative to one vector
+component's (:meth:`ModelScorer.column_scales`)."""
+REFERENCE_ITEMS = 2048
+"""Items (a seeded uniform sample) whose fold-in scores stand in for the whole catalogue's
+when a new user's candidate scores are blended with popularity (mean and spread)."""
+
+
+@dataclass(frozen=True)
+class RetrievalRequest:
+    """Whose scores a retrieval is for, in the model's retrieval terms: a trained ``user``
+    (their ``score()``), or a history ``items`` / ``weights`` (its ``score_history()``).
+
+    ``blend_events``: a new user's history length, whose scores are blended with popularity
+    (None: no blend, as for trained users); ``reference`` / ``reference_scores``: then the
+    sample of the catalogue (:data:`REFERENCE_ITEMS`) and its exact scores, which stand in
+    for the whole catalogue's in the blend."""
+
+    user: int | None
+    items: np.ndarray
+    weights: np.ndarray
+    blend_events: int | None = None
+    reference: np.ndarray | None = None
+    reference_scores: np.ndarray | None = None
 
 
 def _as_row(items: np.ndarray, weights: np.ndarray, n_items: int) -> sp.csr_matrix:
@@ -57,6 +88,9 @@ class ModelScorer:
         self.dot_scale = 1.0
         self.item_bias: np.ndarray | None = None
         self.target = 1.0
+        self._popular: tuple[int, np.ndarray] | None = None
+        self._reference: tuple[int, np.ndarray] | None = None
+        self._column_scales: tuple[float, float] | None = None
         self.refresh()
         self.fold_in: FoldIn = self._choose()
         log.info("fold-in strategy for %s: %s", model.name, self.fold_in)
@@ -81,6 +115,8 @@ class ModelScorer:
         counts = np.asarray(self.model.seen.sum(axis=0)).ravel().astype(np.float32)
         self.popularity = np.zeros(self.n_items, dtype=np.float32)  # new items: 0
         self.popularity[: min(len(counts), self.n_items)] = counts[: self.n_items]
+        self.log_popularity_std = float(np.log1p(self.popularity).std()) if self.n_items else 0.0
+        self._popular = None
         if getattr(self, "user_vectors", None) is not None:
             self._refresh_bias()
 
@@ -218,6 +254,136 @@ class ModelScorer:
     def dot_model(self) -> bool:
         """Whether trained users have vectors whose dot products are the model's scores."""
         return self.user_vectors is not None
+
+    # ------------------------------------------------------------------ retrieval
+    @property
+    def retrieves(self) -> bool:
+        """Whether the model is served by candidate retrieval and exact re-scoring: it
+        declares retrieval and is neither a dot-product model nor a vector fold-in (those are
+        searched exactly by their own index)."""
+        return (
+            self.model.supports_retrieval
+            and not self.dot_model
+            and self.fold_in != "vector"
+            and self.model.retrieval_vectors() is not None
+        )
+
+    def retrieval_rows(self, start: int = 0) -> np.ndarray:
+        """Rows ``start..`` of the retrieval index: ``[item vector, offset, log(1 + train
+        count)]``, the last two scaled by :meth:`column_scales`. A trained user's query is
+        ``[model query, 1, 0]`` (inversely scaled): the inner product is the model's tower
+        score; a new user's adds the popularity their scores are blended with
+        (:meth:`retrieval_query`)."""
+        vectors, offsets = self.model.retrieval_vectors()
+        offset_scale, pop_scale = self.column_scales()
+        v = np.asarray(vectors[start:], dtype=np.float32)
+        b = np.asarray(offsets[start:], dtype=np.float64) * offset_scale
+        pop = np.log1p(self.popularity[start : start + len(v)]) * pop_scale
+        return np.hstack([v, b[:, None], pop[:, None]]).astype(np.float32)
+
+    def column_scales(self) -> tuple[float, float]:
+        """Factors of the offset and popularity columns of the retrieval index (the queries
+        hold their inverses, so inner products are unchanged): each column's spread becomes
+        :data:`EXTRA_COLUMN_SPREAD` of one vector component's, so that neither dominates
+        the neighbourhoods of an HNSW graph built over the vectors. Chosen at the first
+        build and kept: rows appended later use the same."""
+        if self._column_scales is None:
+            vectors, offsets = self.model.retrieval_vectors()
+            target = EXTRA_COLUMN_SPREAD * float(np.asarray(vectors).std())
+            spreads = (float(np.std(offsets)), float(np.log1p(self.popularity).std()))
+            self._column_scales = tuple(  # type: ignore[assignment]
+                target / s if s > 1e-12 and target > 0 else 1.0 for s in spreads
+            )
+        return self._column_scales
+
+    def retrieval_request(
+        self, user: int | None, train: np.ndarray, items: np.ndarray, weights: np.ndarray
+    ) -> RetrievalRequest | None:
+        """What the exact path would score (:meth:`known_scores` or :meth:`history_scores`)
+        as a retrieval request; None where retrieval cannot reproduce it (no history, or a
+        fold-in other than the model's own ``score_history``)."""
+        if user is not None and not len(items):
+            return RetrievalRequest(user, EMPTY, np.zeros(0, dtype=np.float32))
+        if self.fold_in != "native" or not (len(items) or len(train)):
+            return None
+        trained = self.model.history_weights(user) if user is not None and len(train) else None
+        all_items, all_weights = combine(train, items, weights, trained)
+        if not len(all_items):
+            return None
+        if user is not None or self.model.history_prior_strength <= 0:
+            return RetrievalRequest(None, all_items, all_weights)
+        reference = self.reference_items()
+        scores = self.model.score_candidates(None, all_items, all_weights, reference)
+        return RetrievalRequest(
+            None,
+            all_items,
+            all_weights,
+            len(all_items),
+            reference,
+            np.asarray(scores, dtype=np.float64),
+        )
+
+    def retrieval_query(self, request: RetrievalRequest) -> np.ndarray:
+        """The index query of a request (see :meth:`retrieval_rows`). For a new user, the
+        model's part is scaled as the blend standardises it (by the spread of the reference
+        scores) and the popularity part weighs as much as the blend gives it, so that the
+        index ranks by the blend of the tower and popularity."""
+        q = np.asarray(
+            self.model.retrieval_query(request.user, request.items, request.weights),
+            dtype=np.float32,
+        )
+        offset_scale, pop_scale = self.column_scales()
+        if request.blend_events is None:
+            return np.append(q, np.array([1.0 / offset_scale, 0.0], dtype=np.float32))
+        c = self.model.history_prior_strength
+        share = c / (c + max(request.blend_events, 0))
+        finite = request.reference_scores[np.isfinite(request.reference_scores)]
+        own = (1 - share) / (float(finite.std()) + 1e-12) if len(finite) else 1.0
+        pop = share / (self.log_popularity_std + 1e-12)
+        extra = np.array([own / offset_scale, pop / pop_scale], dtype=np.float32)
+        return np.append(own * q, extra).astype(np.float32)
+
+    def head_candidates(self, request: RetrievalRequest, n: int) -> np.ndarray:
+        """Items the part of the model's score outside its tower ranks highest."""
+        found = self.model.head_candidates(request.user, request.items, request.weights, n)
+        return np.asarray(found, dtype=np.int64)
+
+    def popular(self, n: int) -> np.ndarray:
+        """The (at most) ``n`` items with the most training interactions, most first (a
+        blended new user's scores lean on them); kept, and grown when more are asked for."""
+        n = min(n, len(self.popularity))
+        if self._popular is None or self._popular[0] < n:
+            size = min(max(2 * n, 1024), len(self.popularity))
+            top = np.argpartition(-self.popularity, size - 1)[:size] if size else EMPTY
+            top = top[np.argsort(-self.popularity[top], kind="stable")]
+            self._popular = (size, top[self.popularity[top] > 0].astype(np.int64))
+        return self._popular[1][:n]
+
+    def reference_items(self) -> np.ndarray:
+        """A seeded uniform sample of the catalogue (sorted): see :data:`REFERENCE_ITEMS`."""
+        n = self.n_items
+        if self._reference is None or self._reference[0] != n:
+            rng = np.random.default_rng(n)
+            sample = np.sort(rng.choice(n, size=min(n, REFERENCE_ITEMS), replace=False))
+            self._reference = (n, sample.astype(np.int64))
+        return self._reference[1]
+
+    def rescore(self, request: RetrievalRequest, candidates: np.ndarray) -> np.ndarray:
+        """Exact model scores of ``candidates`` for the request, as the exact path scores
+        them; a new user's are blended with popularity, the blend's standardisation taken
+        from the request's reference sample rather than from the whole catalogue."""
+        model = self.model
+        raw = model.score_candidates(request.user, request.items, request.weights, candidates)
+        if request.blend_events is None:
+            return np.asarray(raw, dtype=np.float32)
+        items = np.concatenate([request.reference, candidates])
+        scores = np.concatenate([request.reference_scores, np.asarray(raw, dtype=np.float64)])
+        items, first = np.unique(items, return_index=True)
+        reference = first < len(request.reference)
+        blended = model.blend_history_prior_subset(
+            scores[first], items, request.blend_events, reference
+        )
+        return np.asarray(blended, dtype=np.float32)[np.searchsorted(items, candidates)]
 
     # ------------------------------------------------------------------ scoring
     def known_scores(self, user: int, items: np.ndarray | None = None) -> np.ndarray:

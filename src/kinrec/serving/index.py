@@ -63,6 +63,10 @@ class ItemIndex:
         """Append rows (items ``size .. size + len(vectors) - 1``)."""
         self.index.add(self._prepare(vectors))
 
+    def row(self, i: int) -> np.ndarray:
+        """The stored vector of item ``i`` (as indexed: unit length for a cosine index)."""
+        return self.index.reconstruct(int(i))
+
     def search(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Item indices and scores of the ``n`` best items for one query vector."""
         n = max(1, min(n, self.size))

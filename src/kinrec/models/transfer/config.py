@@ -47,6 +47,16 @@ class TransferConfig(IterativeConfig):
     user_embeddings: bool = Field(True, description="layer-0 user embeddings (else items only)")
     similarity: Literal["cosine", "dot"] = "cosine"
     batch_size: int = Field(4096, ge=1)
+    max_steps_per_epoch: int | None = Field(
+        256,
+        ge=1,
+        description=(
+            "every step propagates over the whole interaction graph and runs the content "
+            "views of every item, so its cost grows with the data: on data with more than "
+            "batch_size x this many training pairs, the batch grows instead of the number "
+            "of steps (an epoch's cost then grows linearly, not quadratically); None: off"
+        ),
+    )
     learning_rate: float = Field(1e-2, gt=0)
     max_epochs: int = Field(100, ge=1)
     patience: int = Field(5, ge=1, description="validations (every eval_every epochs) w/o gain")
@@ -67,13 +77,32 @@ class TransferConfig(IterativeConfig):
         True,
         description=(
             "add closed-form EASE item-item scores (a linear collaborative residual) with a "
-            "weight chosen on validation; skipped above max_linear_items"
+            "weight chosen on validation; dense or sparse by linear_solver"
         ),
     )
     linear_l2: float | None = Field(
         None, gt=0, description="L2 weight of the linear head; None: chosen on validation"
     )
-    max_linear_items: int = Field(30000, ge=0, description="catalogue size cap of the head")
+    linear_solver: Literal["auto", "dense", "sparse"] = Field(
+        "auto",
+        description=(
+            "'dense': EASE's closed form over the whole catalogue (items^2 memory); "
+            "'sparse': each item regressed on its linear_neighbours most similar items "
+            "(items x neighbours memory); 'auto': dense up to dense_linear_items items where "
+            "its search fits in memory, sparse otherwise"
+        ),
+    )
+    dense_linear_items: int = Field(
+        15_000,
+        ge=0,
+        description=(
+            "largest catalogue the 'auto' solver solves densely (a dense head search holds "
+            "three items^2 matrices: 2.5 GiB at 15,000 items, 11 GiB at 30,000)"
+        ),
+    )
+    linear_neighbours: int = Field(
+        200, ge=1, description="regressors per item of the sparse head (its most similar items)"
+    )
     linear_text_neighbours: int = Field(
         10,
         ge=0,
@@ -139,6 +168,14 @@ class TransferConfig(IterativeConfig):
             "the score offset of new items: declared in the side data or added later (0: none)"
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_fields(cls, data):
+        """Configs saved before the sparse head had a size cap instead of a solver."""
+        if isinstance(data, dict) and "max_linear_items" in data:
+            data = {k: v for k, v in data.items() if k != "max_linear_items"}
+        return data
 
     @model_validator(mode="after")
     def _some_view(self) -> TransferConfig:

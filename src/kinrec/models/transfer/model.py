@@ -19,6 +19,7 @@ from kinrec.knowledge.features import (
     content_for_new_items,
     model_text_embedder,
 )
+from kinrec.models import item_item as heads
 from kinrec.models import memory
 from kinrec.models.base import (
     CAPABILITIES,
@@ -32,6 +33,7 @@ from kinrec.models.ease import RatingStrength
 from kinrec.models.prior import PopularityPrior, choose_prior_weight
 from kinrec.models.transfer.config import TransferConfig
 from kinrec.models.transfer.network import VIEWS, FusionNetwork, SparseOperator, info_nce
+from kinrec.models.transfer.retrieval import TransferRetrieval
 from kinrec.training.loop import (
     choose_on_validation,
     seeded,
@@ -45,7 +47,7 @@ KG_SOURCES = ("attributes", "knowledge_graph")
 """What the knowledge-graph view is built from: item attributes and linked triples."""
 
 
-class TransferRecommender(Recommender):
+class TransferRecommender(TransferRetrieval, Recommender):
     """Language-model + knowledge-graph + collaborative transfer model (``kinformer``).
 
     It needs nothing beyond interactions: each content view is on where the data holds what
@@ -75,10 +77,11 @@ class TransferRecommender(Recommender):
         self.neighbour_temperature = self.config.neighbour_temperature or 0.1
         self.is_new: np.ndarray | None = None  # items the new-item offset applies to
         self.item_content: np.ndarray | None = None  # content-only item vectors
-        self.linear: np.ndarray | None = None  # (n_items, n_items) EASE head
+        self.linear: heads.Head | None = None  # the EASE head, dense or sparse (n x n)
         self.linear_weight = 0.0
         self.rating_strength: RatingStrength | None = None  # weights of the head's input rows
         self.head_rows: sp.csr_matrix | None = None  # ``seen`` weighted by strength; None: seen
+        self._progress: ProgressCallback | None = None  # while fitting
 
     # ----------------------------------------------------------------- training
     def _fit(
@@ -88,6 +91,13 @@ class TransferRecommender(Recommender):
         validator: Validator | None,
         progress: ProgressCallback | None,
     ) -> None:
+        self._progress = progress
+        try:
+            self._fit_parts(train, valid, validator, progress)
+        finally:
+            self._progress = None
+
+    def _fit_parts(self, train, valid, validator, progress) -> None:
         self._resolve_views()
         self.content = build_item_content(self.side, self.item_map, self._item_text_embedder())
         self._check_content_views()
@@ -230,11 +240,6 @@ class TransferRecommender(Recommender):
         if not self.config.linear_head:
             self.fit_info["linear_head"] = "off: linear_head = false"
             return False
-        if n_items > self.config.max_linear_items:
-            self.fit_info["linear_head"] = (
-                f"skipped: {n_items:,} items > max_linear_items {self.config.max_linear_items:,}"
-            )
-            return False
         return True
 
     # The head's scores grow with the length of a user's history, the two-tower's do not
@@ -247,10 +252,10 @@ class TransferRecommender(Recommender):
     LINEAR_TEXT_GRID = (0.0, 1.0, 2.0, 4.0)
 
     def _linear_memory(self, n_items: int, searching: bool) -> tuple[memory.Dense, ...]:
-        """What the head's search holds at once: the Gram matrix of the binary rows, one
-        variant of it (rating-weighted, mixed, collective) that becomes the weights in place,
-        and the float32 heads kept (the best of the current L2, and the best over the L2s
-        when several are searched)."""
+        """What the dense head's search holds at once: the Gram matrix of the binary rows,
+        one variant of it (rating-weighted, mixed, collective) that becomes the weights in
+        place, and the float32 heads kept (the best of the current L2, and the best over the
+        L2s when several are searched)."""
         square = (n_items, n_items)
         return (
             memory.Dense("the Gram matrix", square, np.float64),
@@ -258,34 +263,56 @@ class TransferRecommender(Recommender):
             memory.Dense("the heads kept", square, np.float32, copies=2 if searching else 1),
         )
 
+    def _sparse_linear_memory(self, n_items: int, l2s: int) -> tuple[memory.Dense, ...]:
+        """What the sparse head's search holds at once: the neighbour lists, the heads of
+        the best setting so far and of the one being solved (one per L2), and one more
+        being built (values and column indices, 8 bytes a weight)."""
+        k = max(1, min(self.config.linear_neighbours, n_items - 1))
+        return (
+            memory.Dense("the neighbour lists", (n_items, k), np.int64),
+            memory.Dense("the sparse heads", (n_items, k), np.float64, copies=2 * l2s + 1),
+        )
+
     def _choose_linear(self, train: Interactions, validator: Validator | None) -> None:
-        """Fit the head for each L2 (the configured one, or each of ``LINEAR_L2_GRID``), choose
-        its weight on validation, and keep the best pair (the first L2 without validation).
+        """Fit the head and choose its parts and weight on validation.
 
-        For each L2, the head's Gram matrix is chosen first by the validation score of the
-        head alone, one part after the other: the spread of the rating strengths of its input
-        rows (``LINEAR_RATING_GRID``), the share of co-occurrences close in time
+        The head is EASE's closed form over the whole catalogue (``linear_solver =
+        "dense"``) or the sparse EASE of :mod:`kinrec.models.sparse_linear`, each item
+        regressed on its ``linear_neighbours`` most similar items (``"sparse"``); ``"auto"``
+        takes the dense one up to ``dense_linear_items`` items where its search fits in the
+        memory the model may use (:mod:`kinrec.models.memory`), the sparse one otherwise.
+        Where even the sparse one does not fit, the head is skipped: the two-tower model is
+        kept, with a warning and the reason in ``fit_info["linear_head"]``.
+
+        The head's Gram matrix is chosen by the validation score of the head alone, one
+        part after the other: the spread of the rating strengths of its input rows
+        (``LINEAR_RATING_GRID``), the share of co-occurrences close in time
         (``LINEAR_SESSION_GRID``), then the strength of the language-model neighbour graph
-        (``LINEAR_TEXT_GRID``, in units of the mean item count) added to it.
-
-        The search holds one Gram matrix, one variant being inverted and two float32 heads
-        (:meth:`_linear_memory`). Where that does not fit in the memory the model may use
-        (:mod:`kinrec.models.memory`), now or at any step of the search, the head is
-        skipped: the two-tower model is kept, with a warning and the reason in
-        ``fit_info["linear_head"]``."""
+        (``LINEAR_TEXT_GRID``, in units of the mean item count) added to it; its L2 comes
+        from ``LINEAR_L2_GRID`` (unless configured) and its weight from ``LINEAR_GRID``."""
         n = self.seen.shape[1]
-        grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
-        arrays = self._linear_memory(n, validator is not None and len(grid) > 1)
+        cfg = self.config
+        grid = (cfg.linear_l2,) if cfg.linear_l2 else self.LINEAR_L2_GRID
+        searching = validator is not None and len(grid) > 1
+        dense = self._linear_memory(n, searching)
+        solver = cfg.linear_solver
+        if solver == "auto":
+            solver = "dense" if n <= cfg.dense_linear_items and memory.fits(*dense) else "sparse"
+        arrays = dense if solver == "dense" else self._sparse_linear_memory(n, len(grid))
         if not memory.fits(*arrays):
             self._skip_linear(memory.short_reason(*arrays))
             return
-        planned = memory.short_reason(*arrays)
+        planned = f"{solver}: {memory.short_reason(*arrays)}"
         try:
-            self._search_linear(train, validator)
+            if solver == "dense":
+                self._search_linear(train, validator)
+            else:
+                self._search_sparse_linear(train, validator)
         except memory.MemoryLimitError as exc:
             self._skip_linear(str(exc))
             return
-        self.fit_info["linear_head"] = f"fitted: {planned}"
+        self.fit_info["linear_head"] = f"fitted, {planned}"
+        self.fit_info["linear_solver"] = solver
 
     def _skip_linear(self, reason: str) -> None:
         """No linear head: the two-tower model alone, and why in ``fit_info``."""
@@ -293,6 +320,123 @@ class TransferRecommender(Recommender):
         self.rating_strength = self.head_rows = None
         self.fit_info["linear_head"] = f"skipped: {reason}"
         log.warning("kinformer: linear head skipped, two-tower model kept: %s", reason)
+
+    def _head_spreads(self, train: Interactions, validating: bool) -> dict:
+        """Rating spread -> (strength, input rows) of each spread to compare."""
+        spreads = self.config.linear_rating_spread
+        spreads = self.LINEAR_RATING_GRID if spreads is None else (spreads,)
+        rated = {}
+        for spread in spreads if validating else spreads[:1]:
+            strength = RatingStrength.fit(train.ratings, spread)
+            if strength is None:
+                rated.setdefault(0.0, (None, self.seen))
+            else:
+                rated[spread] = (strength, strength.rows(train))
+        return rated
+
+    def _search_sparse_linear(self, train: Interactions, validator: Validator | None) -> None:
+        """The search of :meth:`_choose_linear` for the sparse head. Each setting of the
+        Gram matrix (rating spread, share of close co-occurrences, text strength) is one
+        pass that solves every L2 of the grid at once (the systems are gathered once), and
+        the setting whose best head alone validates best is kept; then, as in the dense
+        search, each L2's head of that setting gets its weight on validation, and the best
+        pair of L2 and weight is kept. It holds the heads of two settings at most."""
+        from kinrec.models.ease import (
+            EASE,
+            collective_gram,
+            dense_gram,
+            dense_gram_fits,
+            mixed_gram,
+        )
+        from kinrec.models.sparse_linear import GramParts, neighbourhood_weights
+
+        cfg = self.config
+        n = self.seen.shape[1]
+        k = max(1, min(cfg.linear_neighbours, n - 1))
+        validating = validator is not None
+        grid = (cfg.linear_l2,) if cfg.linear_l2 else self.LINEAR_L2_GRID
+        if not validating:
+            grid = grid[:1]
+        rated = self._head_spreads(train, validating)
+        dense = dense_gram_fits(n)
+        counts = np.asarray(self.seen.sum(axis=0)).ravel()
+        graph = self._text_graph(float(counts.mean())) if validating else None
+        session = self._session_gram(train) if validating else None
+        shares = self.LINEAR_SESSION_GRID if session is not None else (0.0,)
+        strengths = self.LINEAR_TEXT_GRID if graph is not None else (0.0,)
+        alone = EASE()
+        alone.user_map, alone.item_map = self.user_map, self.item_map
+        compare = len(grid) > 1 or len(rated) > 1 or len(shares) > 1 or len(strengths) > 1
+        step = f"kinformer's sparse head ({n:,} items, {k} neighbours)"
+
+        def solve(spread: float, share: float, strength: float) -> list[sp.csr_matrix]:
+            rows = rated[spread][1]
+            if dense:  # the systems read from the dense Gram matrix: faster where it fits
+                gram = dense_gram(rows)
+                gram = mixed_gram(gram, session, share, inplace=True)
+                gram = collective_gram(gram, graph, strength, inplace=True)
+            else:
+                gram = GramParts(rows, session, share, graph, strength)
+            tag = f"ratings={spread:g} session={share:g} text={strength:g}"
+            progress = self._progress
+
+            def report(done: int, total: int) -> None:
+                if progress is not None:
+                    progress(f"{step}: {tag}", done, total, {})
+
+            return neighbourhood_weights(gram, grid, k, progress=report)
+
+        best = None  # (head-alone score, (spread, share, strength), heads by L2)
+        searches: dict[str, float] = {}
+        phases = {
+            "ratings": lambda _: [(spread, 0.0, 0.0) for spread in rated],
+            "session": lambda h: [(h[0], share, 0.0) for share in shares[1:]],
+            "text": lambda h: [(h[0], h[1], strength) for strength in strengths[1:]],
+        }
+        for settings in phases.values():
+            for setting in settings(best[1] if best else None):
+                heads_by_l2 = solve(*setting)
+                alone.seen = rated[setting[0]][1]
+                score = None
+                for l2, weights in zip(grid, heads_by_l2, strict=True):
+                    alone.weights = weights
+                    value = validator(alone) if compare else 0.0
+                    tag = "l2={:g} ratings={:g} session={:g} text={:g}".format(l2, *setting)
+                    if compare:
+                        searches[f"{tag} head alone"] = round(value, 5)
+                    score = value if score is None else max(score, value)
+                alone.weights = None
+                if best is None or score > best[0]:
+                    best = None  # the former best's heads go before the next pass
+                    best = (score, setting, heads_by_l2)
+                heads_by_l2 = None
+        # the setting's head for each L2, with its weight chosen on validation, as the
+        # dense search does: the pair of L2 and weight that scores best with the model
+        _, setting, heads_by_l2 = best
+        best, chosen = None, None  # chosen: (score, l2, head, weight)
+        self._set_strength(*rated[setting[0]])
+        for l2, weights in zip(grid, heads_by_l2, strict=True):
+            self.linear = weights
+            self._impute_new_items(np.flatnonzero(self.item_degree == 0))
+            choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
+            search = self.fit_info.pop("linear_weight_search", {})
+            tag = "l2={:g} ratings={:g} session={:g} text={:g}".format(l2, *setting)
+            searches.update({f"{tag} weight={w}": v for w, v in search.items()})
+            score = max(search.values(), default=0.0)
+            if chosen is None or score > chosen[0]:
+                chosen = (score, l2, self.linear, self.linear_weight)
+        heads_by_l2 = None
+        _, l2, self.linear, self.linear_weight = chosen
+        self.fit_info.update(
+            linear_search=searches,
+            linear_not_positive_definite=[],
+            linear_l2=l2,
+            linear_rating_spread=setting[0],
+            linear_session_share=setting[1],
+            linear_text_strength=setting[2],
+            linear_weight=self.linear_weight,
+            linear_neighbours=k,
+        )
 
     def _search_linear(self, train: Interactions, validator: Validator | None) -> None:
         """The search of :meth:`_choose_linear`; raises :class:`memory.MemoryLimitError`
@@ -321,15 +465,7 @@ class TransferRecommender(Recommender):
         # their weight is validated
         graph = self._text_graph(gram) if validating else None
         session = self._session_gram(train) if validating else None
-        spreads = self.config.linear_rating_spread
-        spreads = self.LINEAR_RATING_GRID if spreads is None else (spreads,)
-        rated = {}  # spread -> (strength, rows); their Gram matrices are built when needed
-        for spread in spreads if validating else spreads[:1]:
-            strength = RatingStrength.fit(train.ratings, spread)
-            if strength is None:
-                rated.setdefault(0.0, (None, self.seen))
-            else:
-                rated[spread] = (strength, strength.rows(train))
+        rated = self._head_spreads(train, validating)  # their Gram matrices: when needed
         kept: dict[float, np.ndarray] = {}  # rated Gram matrices kept while memory allows
 
         def rated_gram(spread: float) -> tuple[np.ndarray, bool]:
@@ -417,8 +553,9 @@ class TransferRecommender(Recommender):
         window = self.config.linear_session_window
         return session_gram(train, window) if window else None
 
-    def _text_graph(self, gram: np.ndarray) -> sp.csr_matrix | None:
-        """The items' language-model neighbour graph on the Gram matrix's scale (None: off)."""
+    def _text_graph(self, gram: np.ndarray | float) -> sp.csr_matrix | None:
+        """The items' language-model neighbour graph on the scale of the Gram matrix (or of
+        the mean of its diagonal) (None: off)."""
         from kinrec.models.ease import scaled_neighbour_graph
 
         k = self.config.linear_text_neighbours
@@ -426,8 +563,8 @@ class TransferRecommender(Recommender):
             return None
         return scaled_neighbour_graph(self.content.text, gram, k)
 
-    def _linear_scores(self, rows: sp.spmatrix | np.ndarray, linear: np.ndarray) -> np.ndarray:
-        return np.asarray(rows @ linear, dtype=np.float32)
+    def _linear_scores(self, rows: sp.spmatrix | np.ndarray, linear: heads.Head) -> np.ndarray:
+        return heads.scores(rows, linear)
 
     def _set_strength(self, strength: RatingStrength | None, rows: sp.csr_matrix) -> None:
         """Keep the rating strengths of the head's input rows (None: every row entry is 1)."""
@@ -538,13 +675,16 @@ class TransferRecommender(Recommender):
         weights.eliminate_zeros()
         return weights.astype(np.float32)
 
-    def _borrowed(self, weights: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Final vectors, propagated layers and linear-head columns ``(n_items, rows)``
-        borrowed through ``weights``; rows without neighbours come out zero (callers keep
-        those items' own content vectors)."""
+    def _borrowed(self, weights: sp.csr_matrix, columns: bool = True):
+        """Final vectors, propagated layers and (with ``columns``, and a head) linear-head
+        columns ``(n_items, rows)`` borrowed through ``weights``; rows without neighbours
+        come out zero (callers keep those items' own content vectors)."""
         final = self._finish(np.asarray(weights @ self.item_final))
         layers = np.stack([np.asarray(weights @ layer) for layer in self.item_layers])
-        columns = np.asarray(weights @ self.linear.T).T if self.linear is not None else None
+        if columns and self.linear is not None:
+            columns = heads.borrowed_columns(self.linear, weights)
+        else:
+            columns = None
         return final, layers.astype(np.float32), columns
 
     def _impute_new_items(self, items: np.ndarray) -> None:
@@ -557,23 +697,15 @@ class TransferRecommender(Recommender):
         if not has.any():
             return
         target = items[has]
-        if self.linear is not None:  # idempotent: forget what an earlier call borrowed
-            self.linear[:, target] = 0.0
-            self.linear[target] = 0.0
-        final, layers, columns = self._borrowed(weights[has])
+        if self.linear is not None:  # idempotent: what an earlier call borrowed goes first
+            self.linear = heads.with_borrowed(self.linear, weights[has], target)
+        final, layers, _ = self._borrowed(weights[has], columns=False)
         self.item_final[target] = final
         self.item_layers[:, target] = layers
-        if self.linear is not None:
-            rows = np.asarray(weights[has] @ self.linear)
-            self.linear[:, target] = columns
-            self.linear[target] = rows
-            self.linear[target, target] = 0.0
 
     # ------------------------------------------------------------- cold calibration
     COLD_BOOSTS = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0)
     NEIGHBOUR_TEMPERATURES = (0.2, 0.1, 0.05, 0.02)
-    CALIBRATION_USERS = 20_000
-    """At most this many users (a seeded sample) score the pseudo-cold validation."""
 
     def _calibrate_cold(self, train: Interactions, valid: Interactions) -> None:
         """Choose the score offset of new items, and the temperature of the weights they
@@ -588,7 +720,7 @@ class TransferRecommender(Recommender):
         they crowd out what the user would pick. (The users' trained vectors still include
         those items; this mild leak makes the choice conservative.)
         """
-        from kinrec.evaluation.protocol import evaluate_scores
+        from kinrec.evaluation.protocol import evaluate_scores, validation_users
 
         eligible = np.flatnonzero(self.item_degree >= 5)
         if len(eligible) < 2:
@@ -605,11 +737,12 @@ class TransferRecommender(Recommender):
             train.item_map,
         )
         users = np.unique(truth.users)
-        if len(users) > self.CALIBRATION_USERS:  # a seeded sample of them is enough
+        most = validation_users(train.n_items)  # as many as any validation pass scores
+        if len(users) > most:  # a seeded sample of them is enough
             kept = np.zeros(train.n_users, dtype=bool)
-            kept[rng.choice(users, size=self.CALIBRATION_USERS, replace=False)] = True
+            kept[rng.choice(users, size=most, replace=False)] = True
             truth = truth.subset(kept[truth.users])
-            self.fit_info["cold_search_users"] = self.CALIBRATION_USERS
+            self.fit_info["cold_search_users"] = most
         seen = train.subset(~in_train)
         seen_rows = self.history_rows(seen)
         offset = self.item_offset()  # the popularity prior (no cold terms yet)
@@ -649,7 +782,7 @@ class TransferRecommender(Recommender):
             # held apart (a copy of the whole head would double its memory)
             columns = None
             if self.linear is not None and self.linear_weight:
-                columns = np.where(has[None, :], borrowed_columns, 0.0).astype(self.linear.dtype)
+                columns = heads.masked_columns(borrowed_columns, has)
             del borrowed_columns
             cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -727,6 +860,10 @@ class TransferRecommender(Recommender):
         coo = self.seen.tocoo()
         pairs_u, pairs_i = coo.row.astype(np.int64), coo.col.astype(np.int64)
         n_pairs = len(pairs_u)
+        batch_size = cfg.batch_size
+        if cfg.max_steps_per_epoch:
+            batch_size = max(batch_size, -(-n_pairs // cfg.max_steps_per_epoch))
+        self.fit_info["batch_size"] = batch_size
         interacted = di > 0
         warm = np.flatnonzero(interacted)
 
@@ -751,8 +888,8 @@ class TransferRecommender(Recommender):
             net.train()
             perm = rng.permutation(n_pairs)
             total, steps = 0.0, 0
-            for start in range(0, n_pairs, cfg.batch_size):
-                idx = perm[start : start + cfg.batch_size]
+            for start in range(0, n_pairs, batch_size):
+                idx = perm[start : start + batch_size]
                 available = base_available.copy()
                 content_only = ~interacted
                 if cfg.id_dropout > 0 and cfg.use_id:
@@ -881,8 +1018,8 @@ class TransferRecommender(Recommender):
         item_vectors = self.item_final if items is None else self.item_final[items]
         scores = (self.user_final[users] @ item_vectors.T) / self._scale
         if self.linear is not None and self.linear_weight:
-            linear = self.linear if items is None else self.linear[:, items]
-            scores += self.linear_weight * self._linear_scores(self._head_input()[users], linear)
+            rows = self._head_input()[users]
+            scores += self.linear_weight * heads.scores(rows, self.linear, items)
         offset = self.item_offset()
         return scores + (offset if items is None else offset[items])
 
@@ -919,7 +1056,7 @@ class TransferRecommender(Recommender):
         user = self._finish(np.sum(layers, axis=0)[None, :] / (len(layers) + 1))[0]
         scores = (self.item_final @ user) / self._scale + self.item_offset()
         if self.linear is not None and self.linear_weight:
-            scores += self.linear_weight * (w.astype(np.float32) @ self.linear[items])
+            scores += self.linear_weight * heads.history_scores(self.linear, items, w)
         return scores
 
     def add_items(self, item_ids: list[str], side: Dataset) -> None:
@@ -929,7 +1066,7 @@ class TransferRecommender(Recommender):
         new = [i for i in item_ids if i not in self.item_map]
         if not new:
             return
-        if self.linear is not None:  # checked before anything changes
+        if isinstance(self.linear, np.ndarray):  # checked before anything changes
             n = len(self.item_map) + len(new)
             memory.require(
                 f"kinformer add_items ({len(new):,} new, {n:,} items in all)",
@@ -972,10 +1109,7 @@ class TransferRecommender(Recommender):
             c.entity_idf,
         )
         if self.linear is not None:
-            n_old, n = self.linear.shape[0], len(self.item_map)
-            linear = np.zeros((n, n), dtype=np.float32)
-            linear[:n_old, :n_old] = self.linear
-            self.linear = linear
+            self.linear = heads.widened(self.linear, len(self.item_map))
         self._impute_new_items(np.arange(len(self.item_map) - len(new), len(self.item_map)))
         self._widen_seen()
         if self.head_rows is not None:
@@ -1009,7 +1143,7 @@ class TransferRecommender(Recommender):
             **self.popularity.state(),
         )
         if self.linear is not None:
-            state["linear"] = self.linear
+            state.update(heads.state(self.linear))
         if self.rating_strength is not None:
             r = self.rating_strength
             state["rating_strength"] = np.array([r.low, r.high, r.spread])
@@ -1030,7 +1164,7 @@ class TransferRecommender(Recommender):
         saved = arrays.get("neighbour_temperature", [self.neighbour_temperature])
         self.neighbour_temperature = float(saved[0])
         self.is_new = arrays["is_new"].astype(bool)
-        self.linear = arrays.get("linear")
+        self.linear = heads.from_state(arrays, len(self.item_final))
         self.linear_weight = float(arrays["linear_weight"][0])
         if "rating_strength" in arrays:
             self.rating_strength = RatingStrength(*map(float, arrays["rating_strength"]))

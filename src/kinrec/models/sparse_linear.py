@@ -1,0 +1,220 @@
+"""Sparse EASE: each item regressed on its ``k`` most similar items only.
+
+EASE's weights of item ``j`` are the ridge regression of ``j``'s column on every other
+column: ``(G[-j, -j] + l2 I) w = G[-j, j]`` (Steck, 2019; the zero-diagonal constraint is
+exactly the exclusion of ``j``). Restricting the regressors to ``j``'s ``k`` most
+cosine-similar items (its neighbourhood ``N_j``) gives
+
+    (G[N_j, N_j] + l2 I) w_j = G[N_j, j]
+
+one ``k x k`` system per item: the weights are a sparse matrix of ``n k`` entries and the
+work is ``n k^3 / 3`` (the dense closed form holds ``n^2`` floats and does ``n^3 / 3``
+work). With ``k >= n - 1`` on a Gram matrix without zeros it is EASE exactly. This is the
+neighbourhood restriction of feature-selected SLIM (Ning & Karypis, 2012) applied to
+EASE's closed form.
+
+The Gram matrix comes either dense (catalogues where it fits) or as :class:`GramParts`,
+the input rows and sparse extra terms, from which the exact Gram entries are computed one
+block of items at a time: the neighbourhoods from column blocks of ``rows.T @ rows``, and
+each batch's systems from the dense Gram matrix of the batch's items and their neighbours.
+No approximation of the Gram matrix is made (a pruned one is not positive definite in
+general, and its systems then give meaningless weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class GramParts:
+    """A Gram matrix kept as what it is made of: ``rows.T @ rows`` whose off-diagonal part
+    is mixed with ``session`` (``(1 - share) G + share S``, the diagonal kept) and to which
+    ``strength * graph`` is added: the variants of :mod:`kinrec.models.ease`
+    (:func:`~kinrec.models.ease.mixed_gram`, :func:`~kinrec.models.ease.collective_gram`)
+    without the dense matrix."""
+
+    rows: sp.spmatrix
+    session: sp.spmatrix | None = None
+    share: float = 0.0
+    graph: sp.spmatrix | None = None
+    strength: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.rows = sp.csc_matrix(self.rows, dtype=np.float64)
+        self._rows_t = self.rows.T.tocsr()
+        if not self.share:
+            self.session = None
+        if not self.strength:
+            self.graph = None
+        self.session = None if self.session is None else sp.csr_matrix(self.session)
+        self.graph = None if self.graph is None else sp.csr_matrix(self.graph)
+
+    @property
+    def n_items(self) -> int:
+        return self.rows.shape[1]
+
+    def diagonal(self) -> np.ndarray:
+        diag = np.asarray(self.rows.multiply(self.rows).sum(axis=0)).ravel()
+        if self.graph is not None:
+            diag = diag + self.strength * self.graph.diagonal()
+        return diag
+
+    def columns(self, start: int, stop: int) -> sp.csr_matrix:
+        """Columns ``start:stop`` of the Gram matrix, transposed: a sparse ``(stop - start,
+        n_items)`` matrix (row ``i`` is item ``start + i``'s entries)."""
+        part = (self._rows_t @ self.rows[:, start:stop]).T.tocsr()
+        if self.session is not None:
+            diag = part.diagonal(k=start)
+            part = (1.0 - self.share) * part + self.share * self.session[start:stop]
+            part = part.tolil()
+            part.setdiag(diag, k=start)
+            part = part.tocsr()
+        if self.graph is not None:
+            part = part + self.strength * self.graph[start:stop]
+        part = sp.csr_matrix(part)
+        part.sort_indices()
+        return part
+
+    def block(self, items: np.ndarray) -> np.ndarray:
+        """The dense Gram matrix of ``items`` (sorted, unique) with each other."""
+        x = self.rows[:, items]
+        g = (x.T @ x).toarray()
+        if self.session is not None:
+            diag = np.diag(g).copy()
+            g *= 1.0 - self.share
+            g += self.share * self.session[items][:, items].toarray()
+            g[np.diag_indices_from(g)] = diag
+        if self.graph is not None:
+            g += self.strength * self.graph[items][:, items].toarray()
+        return g
+
+
+Gram = np.ndarray | GramParts
+
+
+def _inverse_root(counts: np.ndarray) -> np.ndarray:
+    """``1 / sqrt(counts)``, 0 where a count is not positive."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1e-300)), 0.0)
+
+
+def _rank_top(row: np.ndarray, col: np.ndarray, cosine: np.ndarray, k: int):
+    """Of (row, column, cosine) entries, each row's ``k`` largest (ties: lower column
+    first): (row, column, rank) triples."""
+    order = np.lexsort((col, -cosine, row))
+    row, col = row[order], col[order]
+    rank = np.arange(len(row)) - np.searchsorted(row, row)
+    top = rank < k
+    return row[top], col[top], rank[top]
+
+
+def _top_sparse_rows(part: sp.csr_matrix, start: int, scale: np.ndarray, k: int):
+    """Per row of ``part`` (item ``start + row``), its ``k`` positive off-diagonal entries
+    with the largest cosine: (row, column, rank) triples."""
+    lengths = np.diff(part.indptr)
+    row = np.repeat(np.arange(part.shape[0]), lengths)
+    keep = (part.indices != row + start) & (part.data > 0)
+    row, col = row[keep], part.indices[keep]
+    return _rank_top(row, col, part.data[keep] * scale[col], k)
+
+
+def top_neighbours(gram: Gram, k: int, block: int = 4096) -> np.ndarray:
+    """Each item's ``k`` most cosine-similar items by the Gram matrix (``G_ij / sqrt(G_ii
+    G_jj)``, positive entries only): an ``(n, k)`` index array, ``-1`` where an item has
+    fewer.
+
+    Cosine rather than the raw count: a raw count ranks the most popular items first in
+    every neighbourhood, while the regression gains most from the items an item is
+    specifically bought with (ml-100k, k = 100: NDCG@10 0.324 against 0.311)."""
+    n = gram.n_items if isinstance(gram, GramParts) else gram.shape[0]
+    k = max(0, min(k, n - 1))
+    idx = np.full((n, k), -1, dtype=np.int64)
+    if k == 0:
+        return idx
+    if isinstance(gram, GramParts):
+        scale = _inverse_root(gram.diagonal())
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            r, c, rank = _top_sparse_rows(gram.columns(start, stop), start, scale, k)
+            idx[start + r, rank] = c
+        return idx
+    scale = _inverse_root(np.diag(gram))
+    for start in range(0, n, 2048):
+        rows = np.array(gram[start : start + 2048], dtype=np.float64)
+        local = np.arange(len(rows))
+        cosine = rows * scale[None, :]
+        cosine[rows <= 0] = -np.inf
+        cosine[local, start + local] = -np.inf
+        # every entry at least the k-th largest (ties at the boundary decided by column)
+        kth = -np.partition(-cosine, k - 1, axis=1)[:, k - 1 : k]
+        r, c = np.nonzero((cosine >= kth) & np.isfinite(cosine))
+        r, c, rank = _rank_top(r, c, cosine[r, c], k)
+        idx[start + r, rank] = c
+    return idx
+
+
+def _systems(gram: Gram, items: np.ndarray, nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each item of the batch, ``G[N, N]`` ``(B, k, k)`` and ``G[N, j]`` ``(B, k)``;
+    padded neighbours (``-1``) have zero rows, columns and right-hand side."""
+    valid = nb >= 0
+    if isinstance(gram, GramParts):
+        members = np.unique(np.concatenate([items, nb[valid]]))
+        local = np.searchsorted(members, np.where(valid, nb, items[:, None]))
+        own = np.searchsorted(members, items)
+        g = gram.block(members)
+    else:
+        local, own, g = np.where(valid, nb, 0), items, gram
+    a = np.asarray(g[local[:, :, None], local[:, None, :]], dtype=np.float64)
+    a *= valid[:, :, None] & valid[:, None, :]
+    b = np.asarray(g[local, own[:, None]], dtype=np.float64) * valid
+    return a, b
+
+
+def neighbourhood_weights(
+    gram: Gram,
+    l2: float | Sequence[float],
+    k: int,
+    batch: int | None = None,
+    progress: Progress | None = None,
+) -> sp.csr_matrix | list[sp.csr_matrix]:
+    """Sparse EASE weights (module docstring): a float32 ``(n, n)`` CSR matrix ``B`` with
+    ``B[N_j, j] = w_j``, so that a user's scores are ``row @ B``. With several L2 weights,
+    one matrix per weight from one pass (the systems are gathered once, which is most of
+    the work).
+
+    ``batch`` items are solved at a time (default: about 2,000 distinct items in a batch's
+    Gram block, and at most ~64 MB of systems)."""
+    l2s = [float(l2)] if np.isscalar(l2) else [float(x) for x in l2]
+    nb = top_neighbours(gram, k)
+    n, k = nb.shape
+    valid = nb >= 0
+    if batch is None:
+        batch = max(1, (64 << 20) // (8 * max(k, 1) ** 2))
+        if isinstance(gram, GramParts):
+            batch = min(batch, max(1, 2000 // (k + 1)))
+    eye = np.eye(k)
+    weights = [np.zeros((n, k), dtype=np.float32) for _ in l2s]
+    for start in range(0, n, batch if k else n or 1):
+        stop = min(start + batch, n)
+        if k == 0:
+            break
+        a, b = _systems(gram, np.arange(start, stop), nb[start:stop])
+        for reg, out in zip(l2s, weights, strict=True):
+            # a padded neighbour: the L2 on its diagonal, 0 on its right-hand side
+            out[start:stop] = np.linalg.solve(a + reg * eye, b[:, :, None])[:, :, 0]
+        if progress is not None and (stop == n or stop * 100 // n > start * 100 // n):
+            progress(stop, n)  # about once per percent
+    cols = np.repeat(np.arange(n), valid.sum(axis=1))
+    heads = []
+    for out in weights:
+        head = sp.csr_matrix((out[valid], (nb[valid], cols)), shape=(n, n), dtype=np.float32)
+        head.sort_indices()
+        heads.append(head)
+    return heads[0] if np.isscalar(l2) else heads

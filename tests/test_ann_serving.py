@@ -1,0 +1,350 @@
+"""kinformer served through an index: candidates from an HNSW index over its tower and from
+its linear head, scored exactly on the candidates only (the service's ``hnsw+rescore``
+path), with a dense head and with a sparse one."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from fastapi.testclient import TestClient
+
+from kinrec.data.dataset import Dataset
+from kinrec.data.splits import random_split
+from kinrec.models.base import Recommender
+from kinrec.models.transfer.model import TransferRecommender
+from kinrec.serving import foldin
+from kinrec.serving.app import create_app
+from kinrec.serving.config import ServingConfig
+from kinrec.serving.engine import Engine
+from kinrec.store import Event, Store
+
+DATASET = "annflix"
+N_ITEMS, N_USERS, N_GROUPS = 1500, 500, 12
+RESCORE = 60  # index candidates per request besides k and the history: a few % of the items
+
+
+def make_dataset(seed: int = 3) -> Dataset:
+    """Items in taste groups with skewed popularity (and a few nobody chose); each user
+    likes two groups and rates 15-50 of their items, in time order."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, N_GROUPS, N_ITEMS)
+    popularity = rng.pareto(1.2, N_ITEMS) + 1.0
+    rows = []
+    for u in range(N_USERS):
+        pool = np.flatnonzero(np.isin(group, rng.choice(N_GROUPS, 2, replace=False)))
+        p = popularity[pool] / popularity[pool].sum()
+        picked = rng.choice(pool, size=int(rng.integers(15, 50)), replace=False, p=p)
+        for pos, i in enumerate(picked):
+            rows.append((f"u{u}", f"i{i}", float(rng.integers(1, 6)), 1e3 + u * 100 + pos))
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(N_ITEMS)],
+            "title": [f"Item {i}" for i in range(N_ITEMS)],
+            "genre": [(f"g{g}",) for g in group],
+        }
+    )
+    return Dataset(
+        name=DATASET,
+        interactions=inter.astype({"user_id": object, "item_id": object}),
+        items=items.astype(object),
+        text_fields=["title"],
+        attribute_fields=["genre"],
+    )
+
+
+class SparseHeadKinformer(TransferRecommender):
+    """kinformer whose full scoring also takes a sparse head (the reference the service's
+    exact path and these tests compare with)."""
+
+    def _linear_scores(self, rows, linear):
+        product = rows @ linear
+        return np.asarray(product.toarray() if sp.issparse(product) else product, np.float32)
+
+
+def balance_head(model: TransferRecommender) -> None:
+    """Give the head as much weight as makes its scores spread like the tower's (a real
+    mixture: neither part alone decides), a popularity prior, a dormant-item offset and a
+    popularity prior for new users' short histories."""
+    users = np.arange(0, len(model.user_map), 7)
+    tower = model.user_final[users] @ model.item_final.T / model._scale
+    head = np.asarray(model._head_input()[users] @ model.linear)
+    model.linear_weight = float(tower.std() / max(head.std(), 1e-9))
+    model.prior_weight = 0.5
+    model.dormant_offset = -1.0
+    model.history_prior_strength = 5.0  # new users' scores lean on popularity
+
+
+def sparse_copy(model: TransferRecommender) -> TransferRecommender:
+    """The model with its head pruned to its strongest entries, as a CSR matrix."""
+    dense = np.asarray(model.linear)
+    cut = np.quantile(np.abs(dense), 0.95)
+    pruned = np.where(np.abs(dense) >= cut, dense, 0.0).astype(np.float32)
+    out = copy.copy(model)
+    out.__class__ = SparseHeadKinformer
+    out.linear = sp.csr_matrix(pruned)
+    out._offset_cache = None
+    return out
+
+
+def densified(model: TransferRecommender) -> TransferRecommender:
+    """The same model with a dense head (``TransferRecommender``'s own scoring)."""
+    out = copy.copy(model)
+    out.__class__ = TransferRecommender
+    out.linear = model.linear.toarray() if sp.issparse(model.linear) else model.linear
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("ann")
+    dataset = make_dataset()
+    url = f"sqlite:///{root / 'ann.db'}"
+    with Store(url) as store:
+        store.ingest(dataset)
+    split = random_split(dataset, seed=1)
+    params = {
+        "use_text": False,
+        "use_kg": False,
+        "max_epochs": 2,
+        "dim": 16,
+        "n_negatives": 64,
+        "batch_size": 4096,
+        "linear_l2": 200.0,
+        "linear_rating_spread": 0.4,
+        "cold_calibration": 0.0,
+    }
+    model = TransferRecommender(params).fit(split.train, side=dataset)
+    assert model.linear is not None and model.head_rows is not None  # rating-strength rows
+    balance_head(model)
+    return {"root": root, "url": url, "dense": model, "sparse": sparse_copy(model)}
+
+
+def engine_for(world: dict, model: Recommender, url: str | None = None, **overrides) -> Engine:
+    config = ServingConfig(model_dir=world["root"], db=url or world["url"], **overrides)
+    return Engine(model, Store(config.db), DATASET, config)
+
+
+def ann_engine(world: dict, model: Recommender, url: str | None = None, **overrides) -> Engine:
+    overrides = {"hnsw_threshold": 100, "rescore_candidates": RESCORE, **overrides}
+    return engine_for(world, model, url, **overrides)
+
+
+def top_ids(payload: dict) -> list[str]:
+    return [x["item_id"] for x in payload["items"]]
+
+
+def some_histories(model: Recommender, count: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = len(model.item_map)
+    for _ in range(count):
+        items = rng.choice(n, size=int(rng.integers(1, 30)), replace=False)
+        yield items, rng.uniform(0.2, 1.5, len(items)).astype(np.float32)
+
+
+HEADS = ("dense", "sparse")
+
+
+# ------------------------------------------------------------------ the model's interface
+@pytest.mark.parametrize("head", HEADS)
+def test_candidate_scores_are_the_model_scores(world, head: str) -> None:
+    model = world[head]
+    reference = densified(model)  # the full scores, with the head as a dense array
+    assert model.supports_retrieval and sp.issparse(model.linear) == (head == "sparse")
+    rng = np.random.default_rng(1)
+    n = len(model.item_map)
+    vectors, offsets = model.retrieval_vectors()
+    for user in rng.choice(len(model.user_map), 12, replace=False):
+        cand = rng.choice(n, 300, replace=False)  # unsorted, as any caller may give them
+        want = reference.score(np.array([user]))[0]
+        got = model.score_candidates(int(user), np.zeros(0, np.int64), None, cand)
+        np.testing.assert_allclose(got, want[cand], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            reference.score(np.array([user]), cand)[0], want[cand], rtol=1e-5, atol=1e-5
+        )
+        # the tower is one inner product: query . vector + offset, the head the rest
+        q = model.retrieval_query(int(user), np.zeros(0, np.int64))
+        row = model._head_input()[int(user)]
+        head_part = model.linear_weight * np.asarray(reference.linear[row.indices].T @ row.data)
+        np.testing.assert_allclose(
+            vectors[cand] @ q + offsets[cand] + head_part[cand], want[cand], rtol=1e-4, atol=1e-4
+        )
+    for items, weights in some_histories(model, 12):
+        cand = rng.choice(n, 300, replace=False)
+        want = reference.score_history(items, weights)
+        got = model.score_candidates(None, items, weights, cand)
+        np.testing.assert_allclose(got, want[cand], rtol=1e-5, atol=1e-5)
+        q = model.retrieval_query(None, items, weights)
+        head_part = model.linear_weight * (weights @ reference.linear[items])
+        np.testing.assert_allclose(
+            vectors[cand] @ q + offsets[cand] + head_part[cand], want[cand], rtol=1e-4, atol=1e-4
+        )
+    assert not len(model.score_candidates(None, np.zeros(0, np.int64), None, np.zeros(0)))
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_head_candidates_are_the_heads_best_items(world, head: str) -> None:
+    model = world[head]
+    dense = densified(model).linear
+    for items, weights in some_histories(model, 8, seed=2):
+        full = weights @ dense[items]
+        found = model.head_candidates(None, items, weights, 40)
+        assert 0 < len(found) <= 40
+        assert (full[found] > 0).all()
+        assert np.all(np.diff(full[found]) <= 1e-6)  # best first
+        reached = full > 0
+        if head == "sparse":  # only columns the history's rows reach
+            reached &= np.asarray((model.linear[items] != 0).sum(axis=0)).ravel() > 0
+        best = np.sort(full[reached])[::-1][: len(found)]
+        np.testing.assert_allclose(np.sort(full[found])[::-1], best, rtol=1e-5, atol=1e-6)
+    user = 3
+    row = model._head_input()[user]
+    found = model.head_candidates(user, np.zeros(0, np.int64), None, 25)
+    full = row.data @ dense[row.indices]
+    np.testing.assert_allclose(
+        np.sort(full[found]), np.sort(full)[::-1][: len(found)][::-1], rtol=1e-5, atol=1e-6
+    )
+
+
+def test_the_default_interface_scores_everything_and_declares_nothing(world) -> None:
+    from kinrec.models.ease import EASE
+
+    assert not EASE().supports_retrieval and EASE().retrieval_vectors() is None
+    assert not len(EASE().head_candidates(None, np.arange(3), None, 10))
+    model = world["dense"]
+    cand = np.array([7, 3, 1200, 42])
+    items, weights = next(some_histories(model, 1, seed=9))
+    for user, hist, w in ((4, np.zeros(0, np.int64), None), (None, items, weights)):
+        np.testing.assert_allclose(
+            Recommender.score_candidates(model, user, hist, w, cand),
+            model.score_candidates(user, hist, w, cand),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+
+
+def test_subset_blend_equals_the_full_blend_given_every_item(world) -> None:
+    model = copy.copy(world["dense"])
+    model.history_prior_strength = 3.0
+    items, weights = next(some_histories(model, 1, seed=5))
+    scores = model.score_history(items, weights)
+    everything = np.arange(len(scores))
+    np.testing.assert_allclose(
+        model.blend_history_prior_subset(scores, everything, len(items), np.ones_like(everything)),
+        model.blend_history_prior(scores, len(items)),
+        rtol=1e-10,
+    )
+
+
+# ------------------------------------------------------------------ the service
+@pytest.mark.parametrize("head", HEADS)
+def test_served_lists_match_the_exact_lists(world, head: str, monkeypatch) -> None:
+    # new users' blend with popularity is standardised on a sample of the catalogue
+    monkeypatch.setattr(foldin, "REFERENCE_ITEMS", N_ITEMS // 5)
+    model = world[head]
+    exact = engine_for(world, model)
+    served = ann_engine(world, model)
+    assert exact.info()["index"] == "exact" and exact.retrieval is None
+    assert served.info()["index"] == "hnsw+rescore" and served.retrieval.kind == "hnsw"
+    rng = np.random.default_rng(4)
+    users = [model.user_map.ids([int(u)])[0] for u in rng.choice(len(model.user_map), 40)]
+    overlaps, towers = [], []
+    for user in users:
+        want, got = exact.recommend(user, 10), served.recommend(user, 10)
+        assert want["source"] == "exact" and got["source"] == "index"
+        overlaps.append(len(set(top_ids(want)) & set(top_ids(got))) / 10)
+        u = model.user_map.index(user)
+        tower = model.user_final[u] @ model.item_final.T / model._scale + model.item_offset()
+        tower[model.seen[u].indices] = -np.inf
+        tower_top = model.item_map.ids(np.argsort(-tower)[:10].tolist())
+        towers.append(len(set(top_ids(want)) & set(tower_top)) / 10)
+        # the scores shown are the model's exact scores of the items listed
+        scores = {x["item_id"]: x["score"] for x in want["items"]}
+        for x in got["items"]:
+            if x["item_id"] in scores:
+                assert x["score"] == pytest.approx(scores[x["item_id"]], rel=1e-4, abs=1e-4)
+    # fold-in: trained users with new events, and new users with a few events
+    events, ids = [], model.item_map.ids()
+    for n, user in enumerate(users[:15] + [f"new-{i}" for i in range(15)]):
+        for j, item in enumerate(rng.choice(len(ids), int(rng.integers(1, 8)), replace=False)):
+            events.append(Event(10_000 + 100 * n + j, user, ids[item], "like", None, 0.0, 0.0))
+    for engine in (exact, served):
+        engine.apply_events(events)
+    for user in users[:15] + [f"new-{i}" for i in range(15)]:
+        want, got = exact.recommend(user, 10), served.recommend(user, 10)
+        assert got["source"] == "index"
+        overlaps.append(len(set(top_ids(want)) & set(top_ids(got))) / 10)
+    assert np.mean(overlaps) >= 0.95, overlaps
+    assert np.mean(towers) < 0.8  # the head matters here: the tower alone ranks otherwise
+    exact.close()
+    served.close()
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_an_event_changes_the_next_recommendation(world, head: str, tmp_path: Path) -> None:
+    engine = ann_engine(world, world[head])
+    client = TestClient(create_app(engine=engine))
+    user = world[head].user_map.ids([5])[0]
+    before = client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    assert before["source"] == "index"
+    top = before["items"][0]["item_id"]
+    r = client.post("/v1/events", json={"user_id": user, "item_id": top, "type": "like"})
+    assert r.status_code == 201, r.text
+    after = client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    assert after["source"] == "index" and top not in top_ids(after)
+    assert top_ids(after) != top_ids(before)
+    # a new user: their first event is folded in through the index at once
+    r = client.post("/v1/events", json={"user_id": "brand-new", "item_id": top, "type": "like"})
+    assert r.status_code == 201
+    fresh = client.get("/v1/users/brand-new/recommendations", params={"k": 10}).json()
+    assert fresh["source"] == "index" and not fresh["cold_start"] and len(fresh["items"]) == 10
+    assert client.get("/v1/info").json()["index"] == "hnsw+rescore"
+    engine.close()
+
+
+def test_a_new_item_is_in_the_index_and_servable(world, tmp_path: Path) -> None:
+    model = copy.deepcopy(world["dense"])  # items are added to this copy only
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    with Store(url) as store:
+        store.ingest(make_dataset())
+    engine = ann_engine(world, model, url)
+    client = TestClient(create_app(engine=engine))
+    size = engine.retrieval.size
+    assert size == len(engine.catalog)
+    user = model.user_map.ids([9])[0]
+    before = client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    # a new-item offset that puts a new item first: only the index can find it for the
+    # plain list (nothing else adds new items to the candidates without reserved slots)
+    model.cold_boost = 1e3
+    item = {"item_id": "brand-new-item", "text": {"title": "A new thing"}}
+    r = client.post("/v1/items", json=item)
+    assert r.status_code == 201 and r.json()["recommendable"], r.text
+    assert engine.retrieval.size == size + 1 == len(engine.catalog)
+    idx = model.item_map.index("brand-new-item")
+    np.testing.assert_array_equal(engine.retrieval.row(idx), engine.scorer.retrieval_rows(idx)[0])
+    after = client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    assert after["source"] == "index"
+    assert top_ids(after)[0] == "brand-new-item" and after["items"][0]["new"]
+    assert top_ids(after)[1:] == top_ids(before)[:9]  # the others keep their order
+    # reserved slots join every new item (no training interactions) to the candidates:
+    # the slot holds the best of them by the model's exact scores
+    model.cold_boost = 0.0
+    engine.retrieval.rebuild(engine.scorer.retrieval_rows())  # as a restart would build it
+    engine.cache.clear()
+    slotted = client.get(
+        f"/v1/users/{user}/recommendations", params={"k": 10, "new_item_slots": 1}
+    ).json()
+    assert slotted["source"] == "index"
+    fresh = [x["item_id"] for x in slotted["items"] if x["new"]]
+    u = model.user_map.index(user)
+    scores = model.score(np.array([u]))[0]
+    new = engine.new_items()
+    new[model.seen[u].indices] = False
+    best = model.item_map.ids([int(np.flatnonzero(new)[np.argmax(scores[new])])])
+    assert fresh == best
+    engine.close()
