@@ -74,9 +74,10 @@ def run_model(
     eval_users: int | None = None,
 ) -> dict:
     """One ``kinrec benchmark`` run in a fresh process (with the pipeline TOML ``config``
-    when given, evaluating ``eval_users`` sampled test users when given): its record, or its error line, with its wall time and peak resident memory
-    (``wait4``'s maximum RSS of that process). ``timed_out`` is set (true) when it was
-    killed at ``timeout`` seconds; ``record`` holds the whole record of a run that fit."""
+    and ``--eval-users`` when given): its record, or its error line, with its wall time and
+    peak resident memory (``wait4``'s maximum RSS of that process). ``timed_out`` is set
+    (true) when it was killed at ``timeout`` seconds; ``record`` holds the whole record of a
+    run that fit."""
     command = [
         sys.executable,
         "-m",

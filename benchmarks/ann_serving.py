@@ -23,9 +23,7 @@ kinformer with a linear head, on a synthetic catalogue of any size.
     python benchmarks/ann_serving.py [--items 1000000] [--users 100000] [--rate 100]
         [--seconds 20] [--candidates 200] [--head sparse|dense] [--work DIR]
 
-Writes ``benchmarks/results/ann_serving.{md,json}`` (``--results DIR`` elsewhere). The
-exact path over a sparse head needs kinformer's full scoring to take a sparse head: the
-model class here does (:class:`BenchKinformer`).
+Writes ``benchmarks/results/ann_serving.{md,json}`` (``--results DIR`` elsewhere).
 """
 
 from __future__ import annotations
@@ -57,14 +55,6 @@ DATASET = "ann-synthetic"
 PY = sys.executable
 REPORTED = ("items", "users", "epochs", "dim", "head", "head_k", "candidates", "sample", "rate",
             "seconds")  # fmt: skip
-
-
-class BenchKinformer(TransferRecommender):
-    """kinformer whose full scoring (the exact path) also takes a sparse head."""
-
-    def _linear_scores(self, rows, linear):
-        product = rows @ linear
-        return np.asarray(product.toarray() if sp.issparse(product) else product, np.float32)
 
 
 # --------------------------------------------------------------------------- data, model
@@ -137,7 +127,7 @@ def cooccurrence_head(seen: sp.csr_matrix, k: int, block: int = 2048) -> sp.csr_
     return sp.csr_matrix((v.astype(np.float32), (r, c)), shape=(n, n))
 
 
-def build_model(args, work: Path) -> tuple[BenchKinformer, dict]:
+def build_model(args, work: Path) -> tuple[TransferRecommender, dict]:
     from kinrec.data.splits import random_split
     from kinrec.store import Store
 
@@ -159,7 +149,7 @@ def build_model(args, work: Path) -> tuple[BenchKinformer, dict]:
         "batch_size": 4096,
         "cold_calibration": 0.0,
     }
-    model = BenchKinformer(params).fit(split.train, side=dataset)
+    model = TransferRecommender(params).fit(split.train, side=dataset)
     timings["fit_s"] = time.perf_counter() - t
     t = time.perf_counter()
     head = cooccurrence_head(model.seen, args.head_k)

@@ -58,15 +58,6 @@ def make_dataset(seed: int = 3) -> Dataset:
     )
 
 
-class SparseHeadKinformer(TransferRecommender):
-    """kinformer whose full scoring also takes a sparse head (the reference the service's
-    exact path and these tests compare with)."""
-
-    def _linear_scores(self, rows, linear):
-        product = rows @ linear
-        return np.asarray(product.toarray() if sp.issparse(product) else product, np.float32)
-
-
 def balance_head(model: TransferRecommender) -> None:
     """Give the head as much weight as makes its scores spread like the tower's (a real
     mixture: neither part alone decides), a popularity prior, a dormant-item offset and a
@@ -86,7 +77,7 @@ def sparse_copy(model: TransferRecommender) -> TransferRecommender:
     cut = np.quantile(np.abs(dense), 0.95)
     pruned = np.where(np.abs(dense) >= cut, dense, 0.0).astype(np.float32)
     out = copy.copy(model)
-    out.__class__ = SparseHeadKinformer
+    out.__class__ = TransferRecommender
     out.linear = sp.csr_matrix(pruned)
     out._offset_cache = None
     return out

@@ -126,3 +126,19 @@ def test_validation_scores_a_seeded_sample_of_users_on_large_catalogues() -> Non
     np.testing.assert_array_equal(np.unique(protocol.sample_users(truth, 10).users), kept)
     assert protocol.sample_users(truth, 50) is truth
     assert protocol.sample_users(truth, None) is truth
+
+
+def test_benchmark_evaluates_a_sample_of_test_users_when_asked() -> None:
+    from kinrec.data.dataset import Dataset
+    from kinrec.data.splits import random_split
+    from kinrec.evaluation.benchmark import run_one
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {"user_id": [f"u{u}" for u in rng.integers(0, 40, 800)],
+         "item_id": [f"i{i}" for i in rng.integers(0, 25, 800)]}
+    ).drop_duplicates().astype(object)  # fmt: skip
+    split = random_split(Dataset("sample", frame))
+    whole = run_one("pop", split, 2026)
+    sample = run_one("pop", split, 2026, eval_users=7)
+    assert whole["n_users"] > 7 and sample["n_users"] == 7

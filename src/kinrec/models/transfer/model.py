@@ -334,6 +334,18 @@ class TransferRecommender(TransferRetrieval, Recommender):
                 rated[spread] = (strength, strength.rows(train))
         return rated
 
+    @staticmethod
+    def _head_phases(rated: dict, shares: tuple, strengths: tuple) -> tuple:
+        """The head's Gram settings (rating spread, share of close co-occurrences, text
+        strength) in the order they are searched: each phase maps the best setting so far
+        (None before the first) to the settings it tries: every spread, then the other
+        shares at the best spread, then the other strengths at the best share."""
+        return (
+            lambda _: [(spread, 0.0, 0.0) for spread in rated],
+            lambda h: [(h[0], share, 0.0) for share in shares[1:]],
+            lambda h: [(h[0], h[1], strength) for strength in strengths[1:]],
+        )
+
     def _search_sparse_linear(self, train: Interactions, validator: Validator | None) -> None:
         """The search of :meth:`_choose_linear` for the sparse head. Each setting of the
         Gram matrix (rating spread, share of close co-occurrences, text strength) is one
@@ -388,12 +400,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
 
         best = None  # (head-alone score, (spread, share, strength), heads by L2)
         searches: dict[str, float] = {}
-        phases = {
-            "ratings": lambda _: [(spread, 0.0, 0.0) for spread in rated],
-            "session": lambda h: [(h[0], share, 0.0) for share in shares[1:]],
-            "text": lambda h: [(h[0], h[1], strength) for strength in strengths[1:]],
-        }
-        for settings in phases.values():
+        for settings in self._head_phases(rated, shares, strengths):
             for setting in settings(best[1] if best else None):
                 heads_by_l2 = solve(*setting)
                 alone.seen = rated[setting[0]][1]
@@ -493,12 +500,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
         for l2 in grid:
             self.linear = None  # the best L2's head so far is in ``best``
             head = None  # (validation score, (spread, share, text strength), float32 weights)
-            phases = {
-                "ratings": lambda _: [(spread, 0.0, 0.0) for spread in rated],
-                "session": lambda h: [(h[0], share, 0.0) for share in shares[1:]],
-                "text": lambda h: [(h[0], h[1], strength) for strength in strengths[1:]],
-            }
-            for settings in phases.values():
+            for settings in self._head_phases(rated, shares, strengths):
                 for setting in settings(head[1] if head else None):
                     spread, share, strength = setting
                     tag = f"l2={l2:g} ratings={spread:g} session={share:g} text={strength:g}"
