@@ -116,3 +116,12 @@ def run_model(
     else:
         result["error"] = error_line(run)
     return result
+
+
+def total_memory_gib() -> float:
+    """The machine's memory in GiB (``MemTotal``; NaN where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) / 1024**2
+    except (OSError, ValueError, IndexError):
+        return float("nan")

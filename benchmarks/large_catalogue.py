@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _runner import run_model
+from _runner import run_model, total_memory_gib
 
 from kinrec.data.synth import generate
 
@@ -124,7 +124,7 @@ def main() -> None:
         f"Split: {sizes['items']:,} items, {sizes['users']:,} users, {sizes['train']:,} train / "
         f"{sizes['valid']:,} valid / {sizes['test']:,} test rows (interactions only, seed "
         f"{args.seed}); machine: {os.cpu_count()} cores, "
-        f"{_total_memory_gib():.1f} GiB; memory limit: {memory or 'none set'}.\n\n"
+        f"{total_memory_gib():.1f} GiB; memory limit: {memory or 'none set'}.\n\n"
         f"{table}\n"
     )
     print(text)
@@ -133,14 +133,6 @@ def main() -> None:
     (RESULTS / f"{args.out}.json").write_text(
         json.dumps({"command": command, "split": sizes, "results": results}, indent=1)
     )
-
-
-def _total_memory_gib() -> float:
-    try:
-        with open("/proc/meminfo") as f:
-            return int(f.readline().split()[1]) / 1024**2
-    except (OSError, ValueError, IndexError):
-        return float("nan")
 
 
 if __name__ == "__main__":

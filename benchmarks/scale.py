@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _runner import error_line, run_model, timed_run
+from _runner import error_line, run_model, timed_run, total_memory_gib
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -390,14 +390,6 @@ def _command() -> str:
     return "python " + shlex.join(args)
 
 
-def _total_memory_gib() -> float:
-    try:
-        with open("/proc/meminfo") as f:
-            return int(f.readline().split()[1]) / 1024**2
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def _ints(text: str) -> list[int]:
     return [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
 
@@ -486,7 +478,7 @@ def main() -> None:
         "budget": args.budget,
         "memory_limit": os.environ.get("KINREC_MEMORY_LIMIT") or args.memory_limit,
         "cores": os.cpu_count(),
-        "memory_gib": _total_memory_gib(),
+        "memory_gib": total_memory_gib(),
         "models": models,
         "sizes": reports,
         "exponents": exponents(reports, models),

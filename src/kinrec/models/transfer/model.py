@@ -346,6 +346,19 @@ class TransferRecommender(TransferRetrieval, Recommender):
             lambda h: [(h[0], h[1], strength) for strength in strengths[1:]],
         )
 
+    def _choose_head_weight(
+        self, l2: float, setting: tuple, searches: dict, validator: Validator | None
+    ) -> float:
+        """With ``self.linear`` the head fitted at ``l2`` and Gram ``setting``: let items
+        without interactions borrow its rows and columns, choose its weight on validation,
+        record the search in ``searches``; returns the best validation score (0 without)."""
+        self._impute_new_items(np.flatnonzero(self.item_degree == 0))
+        choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
+        search = self.fit_info.pop("linear_weight_search", {})
+        tag = "l2={:g} ratings={:g} session={:g} text={:g}".format(l2, *setting)
+        searches.update({f"{tag} weight={w}": v for w, v in search.items()})
+        return max(search.values(), default=0.0)
+
     def _search_sparse_linear(self, train: Interactions, validator: Validator | None) -> None:
         """The search of :meth:`_choose_linear` for the sparse head. Each setting of the
         Gram matrix (rating spread, share of close co-occurrences, text strength) is one
@@ -424,12 +437,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
         self._set_strength(*rated[setting[0]])
         for l2, weights in zip(grid, heads_by_l2, strict=True):
             self.linear = weights
-            self._impute_new_items(np.flatnonzero(self.item_degree == 0))
-            choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
-            search = self.fit_info.pop("linear_weight_search", {})
-            tag = "l2={:g} ratings={:g} session={:g} text={:g}".format(l2, *setting)
-            searches.update({f"{tag} weight={w}": v for w, v in search.items()})
-            score = max(search.values(), default=0.0)
+            score = self._choose_head_weight(l2, setting, searches, validator)
             if chosen is None or score > chosen[0]:
                 chosen = (score, l2, self.linear, self.linear_weight)
         heads_by_l2 = None
@@ -528,12 +536,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
             _, setting, self.linear = head
             head = None
             self._set_strength(*rated[setting[0]])
-            self._impute_new_items(np.flatnonzero(self.item_degree == 0))
-            choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
-            search = self.fit_info.pop("linear_weight_search", {})
-            tag = "l2={:g} ratings={:g} session={:g} text={:g}".format(l2, *setting)
-            searches.update({f"{tag} weight={w}": v for w, v in search.items()})
-            score = max(search.values(), default=0.0)
+            score = self._choose_head_weight(l2, setting, searches, validator)
             if best is None or score > best[0]:
                 best = (score, l2, setting, self.linear, self.linear_weight)
         _, l2, setting, self.linear, self.linear_weight = best
