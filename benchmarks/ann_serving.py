@@ -5,10 +5,10 @@ kinformer with a linear head, on a synthetic catalogue of any size.
    ``--users`` users who each rate 15-50 items of two groups, in time order; stored in a
    temporary SQLite store.
 2. kinformer is fitted on them (ID view only, ``--epochs``; the linear head is not fitted
-   there, a dense head does not fit at this size) and then given a head: ``--head sparse``
-   (default) each item's ``--head-k`` strongest co-occurring items with cosine weights (a
-   CSR matrix: a stand-in for a sparse EASE head, whose scores it resembles), ``--head
-   dense`` the same as a dense array (small catalogues only). The head's weight makes its
+   there: its search takes long at this size) and then given a head: ``--head sparse``
+   (default) itemknn's weights, each item's ``--head-k`` most cosine-similar items (a CSR
+   matrix: a stand-in for the sparse EASE head, with the same sparsity and ranking role),
+   ``--head dense`` the same as a dense array (small catalogues only). The head's weight makes its
    scores spread like the tower's, so that neither part alone ranks; a popularity prior and
    a new users' history prior are set as validation would (fixed values here).
 3. Overlap@10: the service's lists on the ``hnsw+rescore`` path (``--candidates``
@@ -47,6 +47,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving as load  # benchmarks/serving.py: the load client
 
+from kinrec.models.itemknn import cosine_topk
 from kinrec.models.transfer.model import TransferRecommender
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,36 +98,6 @@ def make_dataset(n_items: int, n_users: int, seed: int = 3):
     )
 
 
-def cooccurrence_head(seen: sp.csr_matrix, k: int, block: int = 2048) -> sp.csr_matrix:
-    """Each item's ``k`` strongest co-occurring items, cosine-weighted, one block of items at
-    a time (the whole co-occurrence matrix never exists)."""
-    x = sp.csc_matrix(seen, dtype=np.float32)
-    xt = x.T.tocsr()
-    counts = np.asarray(x.sum(axis=0)).ravel()
-    n = x.shape[1]
-    rows, cols, vals = [], [], []
-    for start in range(0, n, block):
-        part = (xt[start : start + block] @ x).tocsr()  # rows: the block's items
-        part.setdiag(0.0)
-        part.eliminate_zeros()
-        for r in range(part.shape[0]):
-            lo, hi = part.indptr[r], part.indptr[r + 1]
-            if lo == hi:
-                continue
-            c, v = part.indices[lo:hi], part.data[lo:hi]
-            if len(c) > k:
-                top = np.argpartition(-v, k - 1)[:k]
-                c, v = c[top], v[top]
-            i = start + r
-            rows.append(np.full(len(c), i))
-            cols.append(c)
-            vals.append(v / np.sqrt(counts[i] * counts[c]))
-    if not rows:
-        return sp.csr_matrix((n, n), dtype=np.float32)
-    r, c, v = (np.concatenate(a) for a in (rows, cols, vals))
-    return sp.csr_matrix((v.astype(np.float32), (r, c)), shape=(n, n))
-
-
 def build_model(args, work: Path) -> tuple[TransferRecommender, dict]:
     from kinrec.data.splits import random_split
     from kinrec.store import Store
@@ -152,7 +123,7 @@ def build_model(args, work: Path) -> tuple[TransferRecommender, dict]:
     model = TransferRecommender(params).fit(split.train, side=dataset)
     timings["fit_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    head = cooccurrence_head(model.seen, args.head_k)
+    head = cosine_topk(model.seen, args.head_k)  # itemknn's weights: W[j, i] = sim(j, i)
     model.linear = head if args.head == "sparse" else head.toarray()
     users = np.arange(0, len(model.user_map), max(1, len(model.user_map) // 500))
     tower = model.user_final[users] @ model.item_final.T / model._scale

@@ -260,6 +260,14 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`",
         "",
+    ]
+    if report.get("merged_from"):
+        lines += [
+            f"Rows marked (†) are kept from the earlier run `{report['merged_from']}`, on the "
+            "same data (same seed and sizes), for the models this run did not run.",
+            "",
+        ]
+    lines += [
         f"Data: `kinrec data synth` (seed {report['seed']}), {report['per_item']} interactions "
         f"per item and {report['per_user']} per user (users = items x {report['per_item']} / "
         f"{report['per_user']}), Zipf popularity, latent topics, item titles and a knowledge "
@@ -300,8 +308,9 @@ def markdown(report: dict) -> str:
     for s in report["sizes"]:
         for r in s["results"]:
             wall, rss = r.get("wall_seconds"), r.get("peak_rss_gib")
+            mark = " (†)" if r.get("run") else ""
             lines.append(
-                f"| {s['items']:,} | {r['model']} | {_describe(r)} | "
+                f"| {s['items']:,} | {r['model']} | {_describe(r)}{mark} | "
                 f"{_number(r.get('fit_seconds'), 1)} | {_number(wall, 1)} | {_number(rss, 2)} | "
                 f"{_number(r.get('ndcg10'), 4)} |"
             )
@@ -383,6 +392,27 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def merge_previous(reports: list[dict], models: list[str], path: Path):
+    """Add to ``reports`` the earlier run's results (``path``) of the models this run did
+    not run, at the sizes both runs have, each marked with that run's command. Returns the
+    models in the earlier run's order and that command (None: nothing to merge)."""
+    if not path.exists():
+        return models, None
+    old = json.loads(path.read_text())
+    command = old.get("command")
+    by_size = {s["items"]: s for s in old.get("sizes", [])}
+    kept = [m for m in old.get("models", []) if m not in models]
+    for size in reports:
+        earlier = by_size.get(size["items"])
+        if earlier is None:
+            continue
+        for result in earlier.get("results", []):
+            if result["model"] in kept:
+                size["results"].append({**result, "run": result.get("run") or command})
+    order = [m for m in old.get("models", []) if m in kept or m in models]
+    return order + [m for m in models if m not in order], command
+
+
 def _command() -> str:
     args = list(sys.argv)
     script = Path(args[0]).resolve()
@@ -419,6 +449,11 @@ def main() -> None:
         help="encode item texts first: auto = when a model reads text",
     )
     parser.add_argument("--keep", type=Path, default=None, help="write the data here, keep it")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the earlier results of models not in --models (marked with their command)",
+    )
     parser.add_argument("--out", default="scale", help="results file stem")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--generate-child", type=Path, help=argparse.SUPPRESS)
@@ -469,6 +504,9 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
+    merged_from = None
+    if args.merge:
+        models, merged_from = merge_previous(reports, models, args.results_dir / f"{args.out}.json")
     report = {
         "command": _command(),
         "seed": args.seed,
@@ -483,6 +521,7 @@ def main() -> None:
         "sizes": reports,
         "exponents": exponents(reports, models),
         "plot": f"{args.out}.png",
+        "merged_from": merged_from,
     }
     plot(report, args.results_dir / f"{args.out}.png")
     text = markdown(report)

@@ -190,3 +190,24 @@ def test_kinformer_sparse_head_search_scores_adds_items_and_reloads(data, tmp_pa
     assert sp.issparse(model.linear) and model.linear.shape == (before + 1, before + 1)
     assert model.linear[:, before].nnz > 0  # the new item borrowed its neighbours' column
     assert np.isfinite(model.score(users)[:, before]).all()
+
+
+def test_kinformer_sparse_head_above_its_search_size_solves_once(data) -> None:
+    """Above ``linear_search_items`` the plain Gram matrix is solved once for every L2 and
+    only the head that validates best alone gets a weight."""
+    _, split = data
+    params = {**KINFORMER, "dense_linear_items": 10, "linear_neighbours": 5}
+    model = create_model("kinformer", {**params, "linear_search_items": 10})
+    fit_with_validation(model, split)
+    info = model.fit_info
+    assert info["linear_search_scope"] == "plain Gram matrix, best L2 alone"
+    assert info["linear_session_share"] == 0 and info["linear_text_strength"] == 0
+    alone = {k: v for k, v in info["linear_search"].items() if k.endswith("head alone")}
+    assert len(alone) == len(model.LINEAR_L2_GRID)
+    best = max(alone, key=alone.get).split(" ")[0]
+    weighted = {k.split(" ")[0] for k in info["linear_search"] if " weight=" in k}
+    assert weighted == {best} == {f"l2={info['linear_l2']:g}"}
+    broad = create_model("kinformer", params)
+    fit_with_validation(broad, split)
+    assert broad.fit_info["linear_search_scope"] == "every setting"
+    assert len(broad.fit_info["linear_search"]) > len(info["linear_search"])

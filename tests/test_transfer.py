@@ -153,6 +153,9 @@ TRANSFER_SWITCHES = [
     {"linear_text_neighbours": 0},
     {"linear_session_window": 0},
     {"linear_rating_spread": 0.4},
+    {"propagation": "cached", "cache_refresh_steps": 2},
+    {"propagation": "cached", "use_id": False},
+    {"propagation": "cached", "user_embeddings": False, "similarity": "dot"},
 ]
 
 
@@ -460,3 +463,70 @@ def test_transfer_is_seeded_and_deterministic(data) -> None:
     np.testing.assert_array_equal(first.score(np.arange(8)), second.score(np.arange(8)))
     other = _fit("kinformer", split, **{**params, "seed": 8})
     assert not np.array_equal(first.score(np.arange(8)), other.score(np.arange(8)))
+
+
+def test_cached_propagation_equals_full_right_after_a_refresh(data) -> None:
+    """A cached step's batch vectors are the full propagation's, refreshed with the same
+    parameters; gradients reach the batch's own layer-0 rows only."""
+    import torch
+
+    from kinrec.models.transfer import TransferConfig
+    from kinrec.models.transfer.network import FusionNetwork
+    from kinrec.models.transfer.propagation import (
+        CachedPropagation,
+        FullPropagation,
+        Graph,
+        make_propagation,
+    )
+
+    _, split = data
+    model = _fit("kinformer", split, max_epochs=2, batch_size=64)
+    content, seen = model.content, model.seen
+    cfg = TransferConfig(propagation="cached", n_layers=2)
+    graph = Graph(seen, cfg.n_layers)
+    text = torch.from_numpy(content.text)
+    net = FusionNetwork(cfg, seen.shape[1], content.text, content.entities.shape[1], seen.shape[0])
+    available = np.ones((seen.shape[1], 3), dtype=bool)
+    available[:, 0] = graph.item_degree > 0
+    content_only = graph.item_degree == 0
+    full = FullPropagation(cfg, net, graph, text, content.entities)
+    cached = make_propagation(cfg, net, graph, text, content.entities, available)
+    assert isinstance(cached, CachedPropagation)
+    bu, rows = np.array([0, 3, 3, 7]), np.array([1, 2, 5, 20, 23])
+    a = full.step(bu, rows, available, content_only)
+    b = cached.step(bu, rows, available, content_only)
+    torch.testing.assert_close(b.users, a.users, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b.items, a.items, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b.x, a.x, rtol=1e-5, atol=1e-6)
+    b.items.sum().backward()
+    touched = net.id_emb.weight.grad.abs().sum(dim=1).numpy() > 0
+    assert set(np.flatnonzero(touched)) <= set(rows[~content_only[rows]])
+    # after an optimiser step the cache is stale until the next refresh
+    with torch.no_grad():
+        net.id_emb.weight.add_(0.5)
+    stale = cached.step(bu, rows, available, content_only).items
+    fresh = full.step(bu, rows, available, content_only).items
+    assert not torch.allclose(stale, fresh, atol=1e-4)
+    cached.refresh()
+    torch.testing.assert_close(
+        cached.step(bu, rows, available, content_only).items, fresh, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_propagation_auto_follows_the_catalogue_size(data) -> None:
+    from kinrec.models.transfer import TransferConfig
+    from kinrec.models.transfer.propagation import propagation_mode
+
+    _, split = data
+    n = split.n_items
+    assert propagation_mode(TransferConfig(full_propagation_items=n), n) == "full"
+    assert propagation_mode(TransferConfig(full_propagation_items=n - 1), n) == "cached"
+    contrast = TransferConfig(full_propagation_items=0, cl_weight=0.1)
+    assert propagation_mode(contrast, n) == "full"
+    with pytest.raises(ValueError, match="cl_weight > 0"):
+        TransferConfig(propagation="cached", cl_weight=0.1)
+    model = _fit("kinformer", split, max_epochs=20, batch_size=64, full_propagation_items=n - 1)
+    assert model.fit_info["propagation"] == "cached"
+    assert model.fit_info["cache_refreshes"] >= 1
+    res = evaluate(model, split.test, [split.train, split.valid], ks=(4,), train=split.train)
+    assert res.segments["cold"]["recall@4"] > 4 / 24  # better than a random ranking

@@ -32,7 +32,10 @@ def cosine_topk(
     ``j != i`` most similar to item ``i`` (RecBole's ``ComputeSimilarity``).
 
     ``sim(j, i) = co(j, i) / (|x_j| |x_i| + shrink + 1e-6)`` over the binary user-item matrix.
-    Similarities are computed one block of items at a time.
+    Similarities are computed one block of items at a time and stay sparse: a block costs its
+    co-occurrences, not ``n_items x block`` cells, and only its top ``k`` per item are kept.
+    Items that co-occur with fewer than ``k`` others keep only those (a zero similarity is
+    never a neighbour); ties at the cut go to the lower item index.
     """
     x = sp.csc_matrix(matrix, dtype=np.float64)
     n_items = x.shape[1]
@@ -41,21 +44,25 @@ def cosine_topk(
     k = min(k, max(n_items - 1, 1))
     rows, cols, vals = [], [], []
     for start in range(0, n_items, block_size):
-        block = np.arange(start, min(start + block_size, n_items))
-        co = (xt @ x[:, block]).toarray()  # n_items x len(block)
-        co /= np.outer(norms, norms[block]) + shrink + 1e-6
-        co[block, np.arange(len(block))] = 0.0  # no self-similarity
-        top = np.argpartition(-co, k - 1, axis=0)[:k]  # k x len(block)
-        sims = np.take_along_axis(co, top, axis=0)
-        rows.append(top.ravel())
-        cols.append(np.broadcast_to(block, top.shape).ravel())
-        vals.append(sims.ravel())
+        stop = min(start + block_size, n_items)
+        co = (xt @ x[:, start:stop]).tocoo()  # n_items x block, only co-occurring pairs
+        item, column = co.row, co.col + start
+        sims = co.data / (norms[item] * norms[column] + shrink + 1e-6)
+        keep = (item != column) & (sims > 0)
+        item, column, sims = item[keep], column[keep], sims[keep]
+        # per column: highest similarity first, then lower item index
+        order = np.lexsort((item, -sims, column))
+        column = column[order]
+        first = np.searchsorted(column, column, side="left")
+        top = order[np.arange(len(order)) - first < k]
+        rows.append(item[top].astype(np.int64))
+        cols.append(column[np.arange(len(order)) - first < k].astype(np.int64))
+        vals.append(sims[top])
     w = sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n_items, n_items),
         dtype=np.float32,
     )
-    w.eliminate_zeros()
     w.sort_indices()
     return w
 
@@ -83,9 +90,10 @@ class ItemKNN(Recommender):
         validate_one_pass(self, validator, start)
 
     def _block_size(self) -> int:
-        """Items per similarity block: the configured size, or fewer where a block (a few
-        dense ``n_items x block`` float64 arrays) does not fit in memory; the weights are
-        the same for any block size."""
+        """Items per similarity block: the configured size, or fewer where a block's worst
+        case (every pair co-occurs: ``n_items x block`` triplets of value and indices, a few
+        copies while sorting) does not fit in memory; the weights are the same for any block
+        size."""
         n, wanted = self.seen.shape[1], self.config.block_size
         column = memory.Dense("similarity block columns", (n,), np.float64, copies=4)
         block = memory.rows_that_fit(column.nbytes, wanted)

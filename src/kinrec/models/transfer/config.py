@@ -51,11 +51,30 @@ class TransferConfig(IterativeConfig):
         256,
         ge=1,
         description=(
-            "every step propagates over the whole interaction graph and runs the content "
-            "views of every item, so its cost grows with the data: on data with more than "
-            "batch_size x this many training pairs, the batch grows instead of the number "
-            "of steps (an epoch's cost then grows linearly, not quadratically); None: off"
+            "on data with more than batch_size x this many training pairs, the batch grows "
+            "instead of the number of steps: a full-propagation step costs about the whole "
+            "graph, and a cached step's fixed costs (the optimiser's update of the ID and user "
+            "tables, the cache refreshes) are paid fewer times; None: off"
         ),
+    )
+    propagation: Literal["auto", "full", "cached"] = Field(
+        "auto",
+        description=(
+            "'full': every step runs the views of every item and LightGCN over the whole "
+            "graph (exact gradients; a step costs about the catalogue); 'cached': a step runs "
+            "the views of its batch's items only and takes the graph layers from a "
+            "propagation without gradients refreshed every cache_refresh_steps steps "
+            "(historical embeddings; a step costs about its batch); 'auto': full up to "
+            "full_propagation_items items (and whenever cl_weight > 0), cached above"
+        ),
+    )
+    full_propagation_items: int = Field(
+        50_000,
+        ge=0,
+        description="largest catalogue 'auto' propagates in full at every step",
+    )
+    cache_refresh_steps: int = Field(
+        32, ge=1, description="steps between refreshes of the cached graph layers"
     )
     learning_rate: float = Field(1e-2, gt=0)
     max_epochs: int = Field(100, ge=1)
@@ -98,6 +117,17 @@ class TransferConfig(IterativeConfig):
         description=(
             "largest catalogue the 'auto' solver solves densely (a dense head search holds "
             "three items^2 matrices: 2.5 GiB at 15,000 items, 11 GiB at 30,000)"
+        ),
+    )
+    linear_search_items: int = Field(
+        20_000,
+        ge=0,
+        description=(
+            "largest catalogue whose sparse head searches every Gram setting (rating spread, "
+            "session share, text strength: one pass over the catalogue each, minutes at "
+            "100,000 items) and gives every L2's head a weight on validation; above it the "
+            "plain Gram matrix is solved once for every L2 and only the head that validates "
+            "best alone gets a weight"
         ),
     )
     linear_neighbours: int = Field(
@@ -176,6 +206,15 @@ class TransferConfig(IterativeConfig):
         if isinstance(data, dict) and "max_linear_items" in data:
             data = {k: v for k, v in data.items() if k != "max_linear_items"}
         return data
+
+    @model_validator(mode="after")
+    def _cached_without_layer_contrast(self) -> TransferConfig:
+        if self.propagation == "cached" and self.cl_weight > 0:
+            raise ValueError(
+                "cl_weight > 0 contrasts propagated layers at every step, which needs "
+                "propagation = 'full' (or 'auto')"
+            )
+        return self
 
     @model_validator(mode="after")
     def _some_view(self) -> TransferConfig:

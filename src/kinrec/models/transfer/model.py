@@ -33,6 +33,12 @@ from kinrec.models.ease import RatingStrength
 from kinrec.models.prior import PopularityPrior, choose_prior_weight
 from kinrec.models.transfer.config import TransferConfig
 from kinrec.models.transfer.network import VIEWS, FusionNetwork, SparseOperator, info_nce
+from kinrec.models.transfer.propagation import (
+    CachedPropagation,
+    Graph,
+    Propagation,
+    make_propagation,
+)
 from kinrec.models.transfer.retrieval import TransferRetrieval
 from kinrec.training.loop import (
     choose_on_validation,
@@ -383,6 +389,10 @@ class TransferRecommender(TransferRetrieval, Recommender):
         if not validating:
             grid = grid[:1]
         rated = self._head_spreads(train, validating)
+        broad = n <= cfg.linear_search_items
+        if not broad:  # one pass: the plain Gram matrix
+            rated = dict(list(rated.items())[:1])
+            validating = False
         dense = dense_gram_fits(n)
         counts = np.asarray(self.seen.sum(axis=0)).ravel()
         graph = self._text_graph(float(counts.mean())) if validating else None
@@ -391,7 +401,9 @@ class TransferRecommender(TransferRetrieval, Recommender):
         strengths = self.LINEAR_TEXT_GRID if graph is not None else (0.0,)
         alone = EASE()
         alone.user_map, alone.item_map = self.user_map, self.item_map
-        compare = len(grid) > 1 or len(rated) > 1 or len(shares) > 1 or len(strengths) > 1
+        compare = validator is not None and (
+            len(grid) > 1 or len(rated) > 1 or len(shares) > 1 or len(strengths) > 1
+        )
         step = f"kinformer's sparse head ({n:,} items, {k} neighbours)"
 
         def solve(spread: float, share: float, strength: float) -> list[sp.csr_matrix]:
@@ -435,12 +447,17 @@ class TransferRecommender(TransferRetrieval, Recommender):
         _, setting, heads_by_l2 = best
         best, chosen = None, None  # chosen: (score, l2, head, weight)
         self._set_strength(*rated[setting[0]])
-        for l2, weights in zip(grid, heads_by_l2, strict=True):
+        candidates = list(zip(grid, heads_by_l2, strict=True))
+        if not broad and compare:  # only the head that validates best alone
+            alone_tag = "l2={:g} ratings={:g} session={:g} text={:g} head alone"
+            candidates = [max(candidates, key=lambda c: searches[alone_tag.format(c[0], *setting)])]
+        heads_by_l2 = None
+        for l2, weights in candidates:
             self.linear = weights
             score = self._choose_head_weight(l2, setting, searches, validator)
             if chosen is None or score > chosen[0]:
                 chosen = (score, l2, self.linear, self.linear_weight)
-        heads_by_l2 = None
+        candidates = None
         _, l2, self.linear, self.linear_weight = chosen
         self.fit_info.update(
             linear_search=searches,
@@ -451,6 +468,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
             linear_text_strength=setting[2],
             linear_weight=self.linear_weight,
             linear_neighbours=k,
+            linear_search_scope="every setting" if broad else "plain Gram matrix, best L2 alone",
         )
 
     def _search_linear(self, train: Interactions, validator: Validator | None) -> None:
@@ -843,51 +861,28 @@ class TransferRecommender(TransferRetrieval, Recommender):
         cfg: TransferConfig = self.config
         content = self.content
         n_users, n_items = train.n_users, train.n_items
-        r = self.seen.astype(np.float32)
-        du = np.asarray(r.sum(axis=1)).ravel()
-        di = np.asarray(r.sum(axis=0)).ravel()
+        graph = Graph(self.seen, cfg.n_layers)
+        di = graph.item_degree
         self.item_degree = di
-        norm = (
-            sp.diags(1 / np.sqrt(np.maximum(du, 1))) @ r @ sp.diags(1 / np.sqrt(np.maximum(di, 1)))
-        )
-        adj = SparseOperator(norm)
-        adj_t = adj.T
         text = torch.from_numpy(content.text)
-        entities = SparseOperator(content.entities)
         has_entity = np.diff(content.entities.indptr) > 0
         base_available = np.stack([di > 0, content.has_text, has_entity], axis=1)
         base_available &= np.array([cfg.use_id, cfg.use_text, cfg.use_kg])[None, :]
         net = FusionNetwork(cfg, n_items, content.text, content.entities.shape[1], n_users)
         self._net = net
-        opt = torch.optim.AdamW(
-            net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
         coo = self.seen.tocoo()
         pairs_u, pairs_i = coo.row.astype(np.int64), coo.col.astype(np.int64)
         n_pairs = len(pairs_u)
+        interacted = di > 0
+        warm = np.flatnonzero(interacted)
+        prop = make_propagation(cfg, net, graph, text, content.entities, base_available)
         batch_size = cfg.batch_size
         if cfg.max_steps_per_epoch:
             batch_size = max(batch_size, -(-n_pairs // cfg.max_steps_per_epoch))
         self.fit_info["batch_size"] = batch_size
-        interacted = di > 0
-        warm = np.flatnonzero(interacted)
-
-        user_emb = net.user_emb
-
-        def propagate(x: torch.Tensor, noise: bool):
-            """LightGCN layers over the bipartite graph; returns users, items, item layers."""
-            u = user_emb.weight if user_emb is not None else torch.zeros(n_users, cfg.dim)
-            i = x
-            users, items, item_layers = [u], [i], [i]
-            for _ in range(cfg.n_layers):
-                u, i = adj @ i, adj_t @ u
-                if noise:
-                    u = u + cfg.cl_noise * F.normalize(torch.rand_like(u), dim=-1) * torch.sign(u)
-                    i = i + cfg.cl_noise * F.normalize(torch.rand_like(i), dim=-1) * torch.sign(i)
-                users.append(u)
-                items.append(i)
-                item_layers.append(i)
-            return torch.stack(users).mean(0), torch.stack(items).mean(0), users[1], item_layers
+        opt = prop.optimiser()
+        self.fit_info["propagation"] = prop.name
+        use_align = cfg.align_weight > 0 and cfg.use_id and (cfg.use_text or cfg.use_kg)
 
         def run_epoch(epoch: int) -> float:
             net.train()
@@ -903,47 +898,44 @@ class TransferRecommender(TransferRetrieval, Recommender):
                     drop &= available[:, 1:].any(axis=1)
                     available[drop, 0] = False
                     content_only = content_only | drop
-                avail_t = torch.from_numpy(available)
-                x, views = net(text, entities, avail_t)
-                use_cl = cfg.cl_weight > 0
-                users, items, u1, _ = propagate(x, noise=use_cl)
-                # Items without their ID view this step (dropped, or never interacted with) are
-                # represented by their content alone, exactly as a new item is at serving time.
-                items = torch.where(torch.from_numpy(content_only)[:, None], x, items)
-                bu = torch.from_numpy(pairs_u[idx])
-                bi = torch.from_numpy(pairs_i[idx])
+                bu, bi = pairs_u[idx], pairs_i[idx]
                 # Negatives come from items that have interactions: an item nobody could have
                 # interacted with yet (not in the training data) is not evidence of dislike.
-                negs = torch.from_numpy(warm[rng.integers(0, len(warm), cfg.n_negatives)])
+                negs = warm[rng.integers(0, len(warm), cfg.n_negatives)]
+                batch = prop.step(bu, np.union1d(bi, negs), available, content_only)
                 cos = cfg.similarity == "cosine"
                 # 1/temperature is folded into the user side, so the (batch x negatives)
                 # logits are never rescaled; the loss is softmax cross-entropy with the
                 # positive in front, written without materialising the concatenation.
-                u = F.normalize(users[bu], dim=-1) / cfg.temperature if cos else users[bu]
-                pi = F.normalize(items[bi], dim=-1) if cos else items[bi]
-                ni = F.normalize(items[negs], dim=-1) if cos else items[negs]
+                users = batch.users
+                pi = batch.items[batch.positions(bi)]
+                ni = batch.items[batch.positions(negs)]
+                u = F.normalize(users, dim=-1) / cfg.temperature if cos else users
+                pi = F.normalize(pi, dim=-1) if cos else pi
+                ni = F.normalize(ni, dim=-1) if cos else ni
                 pos = (u * pi).sum(-1)
                 negative = torch.logsumexp(u @ ni.T, dim=1)
                 loss = (torch.logaddexp(pos, negative) - pos).mean()
-                if cfg.align_weight > 0 and cfg.use_id and (cfg.use_text or cfg.use_kg):
-                    batch_items = torch.from_numpy(np.unique(pairs_i[idx])[: min(1024, len(idx))])
-                    content_view = (views["text"] + views["kg"])[batch_items]
+                if use_align:
+                    at = batch.positions(np.unique(bi)[: min(1024, len(idx))])
+                    content_view = batch.views["text"][at] + batch.views["kg"][at]
                     loss = loss + cfg.align_weight * info_nce(
-                        views["id"][batch_items], content_view, cfg.temperature
+                        batch.views["id"][at], content_view, cfg.temperature
                     )
-                if use_cl:
-                    ub = torch.unique(bu)
-                    ib = torch.unique(bi)
+                if cfg.cl_weight > 0:
+                    ub = np.unique(bu, return_index=True)[1]
+                    ib = batch.positions(np.unique(bi))
                     loss = loss + cfg.cl_weight * (
-                        info_nce(users[ub], u1[ub], cfg.cl_temperature)
-                        + info_nce(items[ib], x[ib], cfg.cl_temperature)
+                        info_nce(users[ub], batch.layer1[ub], cfg.cl_temperature)
+                        + info_nce(batch.items[ib], batch.x[ib], cfg.cl_temperature)
                     )
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                prop.after_step()
                 total += loss.item()
                 steps += 1
-            self._refresh(text, entities, base_available, propagate)
+            self._refresh(prop, base_available)
             return total / max(steps, 1)
 
         def snapshot():
@@ -968,19 +960,20 @@ class TransferRecommender(TransferRetrieval, Recommender):
             phase=self.name,
         )
         self.fit_info.update(result.fit_info())
+        if isinstance(prop, CachedPropagation):
+            self.fit_info["cache_refreshes"] = prop.refreshes
         self.fit_info["trainable_parameters"] = sum(p.numel() for p in net.parameters())
         self.fit_info["gate_mean"] = dict(
             zip(VIEWS, np.round(self.gate_weights.mean(axis=0), 4).tolist(), strict=True)
         )
 
     @torch.no_grad()
-    def _refresh(self, text, entities, available, propagate) -> None:
+    def _refresh(self, prop: Propagation, available: np.ndarray) -> None:
         """Recompute the inference matrices from the current parameters (no noise, no dropout)."""
         net = self._net
         net.eval()
         avail_t = torch.from_numpy(available)
-        x, views = net(text, entities, avail_t)
-        users, items, _, item_layers = propagate(x, noise=False)
+        x, views, users, items, item_layers = prop.full(available)
         items = torch.where(torch.from_numpy(self.item_degree == 0)[:, None], x, items)
         logits = net.gate(torch.cat([views[v] for v in VIEWS], dim=1)).masked_fill(~avail_t, -1e9)
         # items without any usable view have no gate (their weights are 0, not uniform)
@@ -992,7 +985,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
         self.user_final = self._finish(users.numpy())
         content_only = avail_t.clone()
         content_only[:, 0] = False
-        self.item_content = self._finish(net(text, entities, content_only)[0].numpy())
+        self.item_content = self._finish(net(prop.text, prop.entities, content_only)[0].numpy())
 
     def _finish(self, vectors: np.ndarray) -> np.ndarray:
         if self.config.similarity == "cosine":
