@@ -125,3 +125,12 @@ def total_memory_gib() -> float:
             return int(f.readline().split()[1]) / 1024**2
     except (OSError, ValueError, IndexError):
         return float("nan")
+
+
+def write_results(path: Path, text: str, payload: dict) -> None:
+    """Print a benchmark's markdown ``text`` and write it to ``path``.md, ``payload`` to
+    ``path``.json (``path`` without suffix; its folder is created)."""
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".md").write_text(text)
+    path.with_suffix(".json").write_text(json.dumps(payload, indent=1))

@@ -20,7 +20,7 @@ kinformer with a linear head, on a synthetic catalogue of any size.
    ``--rate`` requests/s for ``--seconds`` (90% recommendation GETs for random trained
    users, 10% event POSTs); p50 / p99 latency and errors.
 
-    python benchmarks/ann_serving.py [--items 1000000] [--users 100000] [--rate 100]
+    python benchmarks/ann_serving.py [--items 1000000] [--users 100000] [--rate 200]
         [--seconds 20] [--candidates 200] [--head sparse|dense] [--work DIR]
 
 Writes ``benchmarks/results/ann_serving.{md,json}`` (``--results DIR`` elsewhere).
@@ -42,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving as load  # benchmarks/serving.py: the load client
@@ -268,10 +267,12 @@ def write_report(result: dict, results: Path) -> None:
     lines = [
         f"# Index retrieval with exact re-scoring ({a['items']:,} items, {a['head']} head)",
         "",
-        f"`python benchmarks/ann_serving.py` on {result['machine']['cpus']} cores, "
+        f"`python benchmarks/ann_serving.py --items {a['items']} --users {a['users']} "
+        f"--rate {a['rate']:g} --seconds {a['seconds']:g}` on {result['machine']['cpus']} cores, "
         f"{result['date']}: kinformer on {a['users']:,} synthetic users, a {a['head']} "
-        f"co-occurrence head ({result['setup']['head_nnz']:,} entries, top {a['head_k']} per "
-        f"item); `{c['index']}` with {a['candidates']} index candidates per request "
+        f"head of itemknn's cosine weights ({result['setup']['head_nnz']:,} entries, top "
+        f"{a['head_k']} per item); `{c['index']}` with {a['candidates']} index candidates "
+        "per request "
         f"(index built in {c['index_build_s']} s).",
         "",
         "## Lists and per-request time (in process, no HTTP, no cache)",
@@ -317,7 +318,7 @@ def main() -> None:
     parser.add_argument("--head-k", type=int, default=100, help="head entries per item")
     parser.add_argument("--candidates", type=int, default=200, help="rescore_candidates")
     parser.add_argument("--sample", type=int, default=200, help="users per group compared")
-    parser.add_argument("--rate", type=float, default=100.0, help="requests/s under load")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests/s under load")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=RESULTS)

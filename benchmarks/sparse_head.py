@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runner import run_model
+from _runner import run_model, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -102,13 +102,7 @@ def main() -> None:
         f"{args.neighbours} neighbours per item for the sparse solver; machine: "
         f"{os.cpu_count()} cores. Each row is one fresh process.\n\n" + "\n".join(lines) + "\n"
     )
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / args.out
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(
-        json.dumps({"command": command, "results": results}, indent=1)
-    )
+    write_results(RESULTS / args.out, text, {"command": command, "results": results})
 
 
 if __name__ == "__main__":
