@@ -12,6 +12,7 @@ from pydantic import Field
 from kinrec.data.dataset import Interactions
 from kinrec.models import memory
 from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Scored, Validator
+from kinrec.models.sparse_linear import top_per_group
 from kinrec.training.loop import history_row, validate_one_pass
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,9 @@ def cosine_topk(
         sims = co.data / (norms[item] * norms[column] + shrink + 1e-6)
         keep = (item != column) & (sims > 0)
         item, column, sims = item[keep], column[keep], sims[keep]
-        # per column: highest similarity first, then lower item index
-        order = np.lexsort((item, -sims, column))
-        column = column[order]
-        first = np.searchsorted(column, column, side="left")
-        top = order[np.arange(len(order)) - first < k]
+        top, _ = top_per_group(column, item, sims, k)  # ties: lower item index
         rows.append(item[top].astype(np.int64))
-        cols.append(column[np.arange(len(order)) - first < k].astype(np.int64))
+        cols.append(column[top].astype(np.int64))
         vals.append(sims[top])
     w = sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),

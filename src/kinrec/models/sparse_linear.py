@@ -105,14 +105,24 @@ def _inverse_root(counts: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1e-300)), 0.0)
 
 
+def top_per_group(
+    group: np.ndarray, other: np.ndarray, value: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Of entries ``(group, other, value)``, each group's ``k`` largest values (ties: lower
+    ``other`` first): their positions, grouped in ascending group order and best first,
+    and their rank within the group."""
+    order = np.lexsort((other, -value, group))
+    grouped = group[order]
+    rank = np.arange(len(order)) - np.searchsorted(grouped, grouped)
+    top = rank < k
+    return order[top], rank[top]
+
+
 def _rank_top(row: np.ndarray, col: np.ndarray, cosine: np.ndarray, k: int):
     """Of (row, column, cosine) entries, each row's ``k`` largest (ties: lower column
     first): (row, column, rank) triples."""
-    order = np.lexsort((col, -cosine, row))
-    row, col = row[order], col[order]
-    rank = np.arange(len(row)) - np.searchsorted(row, row)
-    top = rank < k
-    return row[top], col[top], rank[top]
+    at, rank = top_per_group(row, col, cosine, k)
+    return row[at], col[at], rank
 
 
 def _top_sparse_rows(part: sp.csr_matrix, start: int, scale: np.ndarray, k: int):
