@@ -134,3 +134,29 @@ def write_results(path: Path, text: str, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".md").write_text(text)
     path.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+
+
+def encode_split_texts(folder: Path, db: str) -> dict:
+    """What ``kinrec encode`` does for a stored dataset, for the item texts of the split in
+    ``folder`` (rendered as the models render them), into the embedding cache at ``db``:
+    the number of texts, encoded and cached ones, model load and encoding seconds."""
+    from kinrec.data.loaders import load_split_dir
+    from kinrec.knowledge.encoder import EncoderConfig, StoreEmbeddingCache, TextEncoder
+    from kinrec.knowledge.text import render_item_texts
+
+    split = load_split_dir(folder)
+    texts = [text for _, text in render_item_texts(split.dataset) if text.strip()]
+    start = time.perf_counter()
+    encoder = TextEncoder(EncoderConfig(progress=False), cache=StoreEmbeddingCache(db))
+    loaded = time.perf_counter()
+    encoder.encode(texts)
+    done = time.perf_counter()
+    return {
+        "texts": len(texts),
+        "encoded": encoder.stats.encoded,
+        "cache_hits": encoder.stats.cache_hits,
+        "load_seconds": round(loaded - start, 2),
+        "seconds": round(done - loaded, 2),
+        "texts_per_second": round(len(texts) / max(done - loaded, 1e-9), 1),
+        "model": encoder.model_id,
+    }

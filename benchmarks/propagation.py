@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runner import run_model, write_results
+from _runner import encode_split_texts, run_model, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -39,16 +39,6 @@ def _synthetic(folder: Path, items: int) -> None:
 
     generate(folder, users=items * 30 // 40, items=items, interactions=items * 30, seed=2026,
              name="synth")  # fmt: skip
-
-
-def _encode(folder: Path, db: str) -> None:
-    from kinrec.data.loaders import load_split_dir
-    from kinrec.knowledge.encoder import EncoderConfig, StoreEmbeddingCache, TextEncoder
-    from kinrec.knowledge.text import render_item_texts
-
-    split = load_split_dir(folder)
-    texts = [text for _, text in render_item_texts(split.dataset) if text.strip()]
-    TextEncoder(EncoderConfig(progress=False), cache=StoreEmbeddingCache(db)).encode(texts)
 
 
 def main() -> None:
@@ -66,7 +56,7 @@ def main() -> None:
             split_dir = Path(tmp) / "synth"
             _synthetic(split_dir, args.items)
         db = f"sqlite:///{Path(tmp) / 'embeddings.db'}"
-        _encode(split_dir, db)
+        encode_split_texts(split_dir, db)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "KINREC_DB": db}
         for mode in MODES:
             config = Path(tmp) / f"{mode}.toml"

@@ -42,10 +42,9 @@ import shlex
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _runner import error_line, run_model, timed_run, total_memory_gib
+from _runner import encode_split_texts, error_line, run_model, timed_run, total_memory_gib
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,32 +66,8 @@ def _generate_child(folder: Path, users: int, items: int, interactions: int, see
 
 
 def _encode_child(folder: Path, db: str) -> None:
-    """Run in a process of its own: what ``kinrec encode`` does for a stored dataset, for the
-    split's item texts (rendered as the models render them), into the cache at ``db``."""
-    from kinrec.data.loaders import load_split_dir
-    from kinrec.knowledge.encoder import EncoderConfig, StoreEmbeddingCache, TextEncoder
-    from kinrec.knowledge.text import render_item_texts
-
-    split = load_split_dir(folder)
-    texts = [text for _, text in render_item_texts(split.dataset) if text.strip()]
-    start = time.perf_counter()
-    encoder = TextEncoder(EncoderConfig(progress=False), cache=StoreEmbeddingCache(db))
-    loaded = time.perf_counter()
-    encoder.encode(texts)
-    done = time.perf_counter()
-    print(
-        json.dumps(
-            {
-                "texts": len(texts),
-                "encoded": encoder.stats.encoded,
-                "cache_hits": encoder.stats.cache_hits,
-                "load_seconds": round(loaded - start, 2),
-                "seconds": round(done - loaded, 2),
-                "texts_per_second": round(len(texts) / max(done - loaded, 1e-9), 1),
-                "model": encoder.model_id,
-            }
-        )
-    )
+    """Run in a process of its own: encode the split's item texts (print the figures)."""
+    print(json.dumps(encode_split_texts(folder, db)))
 
 
 def _check_child(args: argparse.Namespace) -> None:
