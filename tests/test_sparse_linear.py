@@ -211,3 +211,18 @@ def test_kinformer_sparse_head_above_its_search_size_solves_once(data) -> None:
     fit_with_validation(broad, split)
     assert broad.fit_info["linear_search_scope"] == "every setting"
     assert len(broad.fit_info["linear_search"]) > len(info["linear_search"])
+
+
+def test_kinformer_cached_propagation_trains_on_interactions_only() -> None:
+    """No item text or graph: the cached steps run the ID view alone."""
+    split = _dense_split()
+    model = create_model(
+        "kinformer",
+        {**KINFORMER, "max_epochs": 8, "propagation": "cached", "linear_head": False},
+    )
+    losses = []
+    model.fit(split.train, side=split.dataset, progress=lambda *a: losses.append(a[3]["loss"]))
+    assert model.fit_info["propagation"] == "cached"
+    assert model.fit_info["views"] == {"id": True, "text": False, "kg": False}
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])
+    assert np.isfinite(model.score(np.arange(split.n_users))).all()
