@@ -140,11 +140,11 @@ def engine(model, db: str, work: Path, exact: bool, candidates: int):
     from kinrec.serving.engine import Engine
     from kinrec.store import Store
 
-    threshold = 10**9 if exact else 1
     config = ServingConfig(
         model_dir=work,
         db=db,
-        hnsw_threshold=threshold,
+        hnsw_threshold=1,
+        scoring="exact" if exact else "auto",
         rescore_candidates=candidates,
         log_requests=False,
     )
@@ -215,7 +215,8 @@ def serve(model_path: str, db: str, port: int, exact: bool, candidates: int) -> 
     config = ServingConfig(
         model_dir=Path(model_path).parent,
         db=db,
-        hnsw_threshold=10**9 if exact else 1,
+        hnsw_threshold=1,
+        scoring="exact" if exact else "auto",
         rescore_candidates=candidates,
         log_requests=False,
     )

@@ -238,9 +238,11 @@ def test_served_lists_match_the_exact_lists(world, head: str, monkeypatch) -> No
     # new users' blend with popularity is standardised on a sample of the catalogue
     monkeypatch.setattr(foldin, "REFERENCE_ITEMS", N_ITEMS // 5)
     model = world[head]
-    exact = engine_for(world, model)
+    exact = ann_engine(world, model, scoring="exact")  # same size, every item scored
     served = ann_engine(world, model)
     assert exact.info()["index"] == "exact" and exact.retrieval is None
+    # the neighbour index follows the size, not the scoring (all pairs are quadratic)
+    assert exact.cos_index.kind == served.cos_index.kind == "hnsw"
     assert served.info()["index"] == "hnsw+rescore" and served.retrieval.kind == "hnsw"
     rng = np.random.default_rng(4)
     users = [model.user_map.ids([int(u)])[0] for u in rng.choice(len(model.user_map), 40)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +32,15 @@ class ServingConfig(BaseModel):
     insecure_no_auth: bool = Field(False, description="serve without API keys (local demos)")
     hnsw_threshold: int = Field(
         50_000, ge=1, description="catalogue size above which the index is HNSW, not exact"
+    )
+    scoring: Literal["auto", "exact"] = Field(
+        "auto",
+        description=(
+            "auto: recommendations come from an index above hnsw_threshold (HNSW candidates, "
+            "scored exactly where the model is not one dot product); exact: every item is "
+            "scored for every request at any size (audits, benchmarks). The similar-items "
+            "neighbour index follows hnsw_threshold either way"
+        ),
     )
     hnsw_m: int = Field(32, ge=4, le=128)
     hnsw_ef_search: int = Field(128, ge=8, le=4096)
