@@ -108,6 +108,37 @@ def test_scorer_shape_is_checked() -> None:
         evaluate_scores(lambda u: np.zeros((len(u), 3)), s.test, [s.train], (1,))
 
 
+def test_scorers_in_one_pass_equal_each_scorer_alone() -> None:
+    from kinrec.evaluation.protocol import evaluate_scorers
+
+    rng = np.random.default_rng(3)
+    n_users, n_items = 60, 40
+    base = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    bias = rng.normal(size=n_items).astype(np.float32)
+    users, items = rng.integers(0, n_users, 500), rng.integers(0, n_items, 500)
+    umap, imap = IdMap([f"u{i}" for i in range(n_users)]), IdMap([f"i{i}" for i in range(n_items)])
+    train = Interactions(users[:400], items[:400], umap, imap)
+    truth = Interactions(users[400:], items[400:], umap, imap)
+    calls: list[tuple[float, int]] = []
+
+    def scorer(weight: float):
+        def score(batch: np.ndarray) -> np.ndarray:
+            calls.append((weight, int(batch[0])))
+            return base[batch] + weight * bias
+
+        return score
+
+    weights = (0.0, 0.5, 4.0)
+    together = evaluate_scorers({w: scorer(w) for w in weights}, truth, [train], batch_size=16)
+    # batch by batch: every scorer on a batch before the next batch
+    firsts = [c[1] for c in calls]
+    assert firsts == sorted(firsts) and len(calls) == 3 * len(set(firsts)) > 3
+    for w in weights:
+        alone = evaluate_scores(scorer(w), truth, [train], batch_size=16)
+        assert together[w].metrics == alone.metrics
+    assert together[0.0].metrics != together[4.0].metrics  # the weights do change rankings
+
+
 def test_validation_scores_a_seeded_sample_of_users_on_large_catalogues() -> None:
     from kinrec.evaluation import protocol
 

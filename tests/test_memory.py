@@ -303,25 +303,35 @@ def test_kinformer_head_goes_sparse_where_the_dense_one_does_not_fit(data, monke
     assert skipped.fit_info["linear_head"].startswith("skipped: needs 3,840 bytes")
 
 
-def test_kinformer_cold_calibration_without_its_score_cache_chooses_the_same(data, monkeypatch):
+def test_kinformer_searches_in_one_pass_choose_what_value_by_value_passes_do(data, monkeypatch):
+    """The validator's one-pass grid (every value scored per batch of users, the tower and
+    head reused) gives the searches of a plain callable validator scored value by value."""
     _, split = data
     monkeypatch.delenv(memory.ENV, raising=False)
-    cached = fit("kinformer", split, **KINFORMER)
-    real_fits = memory.fits
-
-    def no_room_for_the_cache(*arrays, spare=0):
-        if any("cold calibration" in a.label for a in arrays):
-            return False
-        return real_fits(*arrays, spare=spare)
-
-    monkeypatch.setattr(memory, "fits", no_room_for_the_cache)
-    uncached = fit("kinformer", split, **KINFORMER)
-    assert uncached.fit_info["cold_search_cache"].startswith("off: needs")
-    assert "cold_search_cache" not in cached.fit_info
-    assert uncached.fit_info["cold_search"] == cached.fit_info["cold_search"]
-    assert uncached.linear is not None
+    one_pass = fit("kinformer", split, **KINFORMER)
+    validator = ndcg_validator(split.train, split.valid)
+    model = create_model("kinformer", KINFORMER)
+    by_value = model.fit(
+        split.train, split.valid, validator=lambda m: validator(m), side=split.dataset
+    )
+    assert one_pass.linear is not None and one_pass.fit_info["linear_weight"] > 0
+    for key in ("linear_search", "prior_weight_search", "cold_search"):
+        assert one_pass.fit_info[key] == by_value.fit_info[key], key
     users = np.arange(split.n_users)
-    np.testing.assert_array_equal(uncached.score(users), cached.score(users))
+    np.testing.assert_array_equal(one_pass.score(users), by_value.score(users))
+    # inside the reuse context, scores equal those outside it, whatever the weights
+    weights = (0.0, 3.0, 0.5)
+    outside = []
+    for weight in weights:
+        one_pass.linear_weight = weight
+        outside.append(one_pass.score(users[:7]))
+    with one_pass.reusing_score_parts():
+        for weight, want in zip(weights, outside, strict=True):
+            one_pass.linear_weight = weight
+            np.testing.assert_allclose(one_pass.score(users[:7]), want, rtol=1e-6)
+            assert "tower" in one_pass._score_parts
+        other = one_pass.score(users[3:9])  # other users: computed afresh
+        np.testing.assert_allclose(other[:4], outside[-1][3:], rtol=1e-6)
 
 
 def test_kinformer_add_items_refuses_before_changing_anything(data, monkeypatch) -> None:

@@ -222,3 +222,55 @@ def test_history_row_and_config_validation() -> None:
         IterativeConfig(patience=0)
     with pytest.raises(ValueError):
         IterativeConfig(unknown=1)
+
+
+def test_time_budget_stops_before_an_epoch_that_would_overrun_and_keeps_the_best(
+    monkeypatch,
+) -> None:
+    import kinrec.training.loop as loop
+
+    now = {"t": 0.0}  # a clock that runs 10 s per epoch and 1 s per validation
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: now["t"])
+    state = {"epoch": 0}
+    scores = iter([0.1, 0.5, 0.2])
+
+    def validate() -> float:
+        now["t"] += 1.0
+        return next(scores)
+
+    def epoch(e: int) -> float:
+        now["t"] += 10.0
+        state.update(epoch=e)
+        return 1.0
+
+    result = loop.train_epochs(
+        epoch,
+        max_epochs=50,
+        validate=validate,
+        snapshot=lambda: dict(state),
+        restore=lambda s: state.update(s),
+        patience=10,
+        eval_every=2,
+        max_seconds=45.0,
+    )
+    # after epoch 3 (31 s) a 4th would end near 41 s: it runs; after epoch 4 (42 s) a 5th
+    # would end past 45 s: epoch 4 is the last, and it was validated on schedule
+    assert result.stopped_by_budget and not result.stopped_early and result.epochs_run == 4
+    assert [h.get("valid_ndcg@10") for h in result.history] == [None, 0.1, None, 0.5]
+    assert result.best_epoch == 4 and state["epoch"] == 4
+    # an epoch off the schedule is validated when the budget ends training after it
+    now["t"], scores = 0.0, iter([0.3, 0.2])
+    result = loop.train_epochs(
+        epoch,
+        max_epochs=50,
+        validate=validate,
+        snapshot=lambda: dict(state),
+        restore=lambda s: state.update(s),
+        eval_every=2,
+        max_seconds=30.0,
+    )
+    assert result.epochs_run == 3 and result.history[-1]["valid_ndcg@10"] == 0.2
+    assert result.best_epoch == 2 and state["epoch"] == 2  # the best validated state back
+    assert result.fit_info()["stopped_by_budget"]
+    unlimited = loop.train_epochs(lambda e: 1.0, max_epochs=6)
+    assert unlimited.epochs_run == 6 and not unlimited.stopped_by_budget

@@ -8,8 +8,9 @@ and ``users:<group>`` = the users of an activity group (by number of train inter
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +86,23 @@ def evaluate_scores(
     name to a boolean mask over items that restricts the relevant set; ``user_segments`` to a
     boolean mask over users that restricts the evaluated users.
     """
+    return evaluate_scorers(
+        {None: scorer}, truth, exclude, ks, item_segments, user_segments, batch_size
+    )[None]
+
+
+def evaluate_scorers(
+    scorers: Mapping[Hashable, Scorer],
+    truth: Interactions,
+    exclude: Sequence[Interactions] = (),
+    ks: Sequence[int] = DEFAULT_KS,
+    item_segments: dict[str, np.ndarray] | None = None,
+    user_segments: dict[str, np.ndarray] | None = None,
+    batch_size: int = 1024,
+) -> dict[Hashable, EvaluationResult]:
+    """:func:`evaluate_scores` of several scorers in one pass over the users: each batch of
+    users is scored by every scorer in turn, so that scorers which share work (variants of
+    one model along a grid) can reuse it for the batch they were last called with."""
     ks = tuple(sorted(set(int(k) for k in ks)))
     kmax = max(ks)
     n_items = truth.n_items
@@ -98,12 +116,15 @@ def evaluate_scores(
     for name, item_mask in (item_segments or {}).items():
         rel[name] = (truth_m @ sp.diags(item_mask.astype(np.float32))).astype(bool).tocsr()
         rel[name].eliminate_zeros()
-    hits = {name: np.zeros((len(users), kmax), dtype=bool) for name in rel}
-    tops = np.zeros((len(users), kmax), dtype=np.int64)
+    hits = {
+        key: {name: np.zeros((len(users), kmax), dtype=bool) for name in rel} for key in scorers
+    }
+    tops = {key: np.zeros((len(users), kmax), dtype=np.int64) for key in scorers}
     # A batch holds a few dense score rows per user (the scorer's, possibly float64 on the
-    # way, a float32 copy, the masked copy) and one relevance row per segment: fewer users
-    # per batch where memory is short (each user's ranking is the same either way).
-    row_bytes = n_items * (24 + len(rel))
+    # way, a float32 copy, the masked copy, what a scorer keeps for the batch) and one
+    # relevance row per segment: fewer users per batch where memory is short (each user's
+    # ranking is the same either way).
+    row_bytes = n_items * (32 + len(rel))
     fitting = memory.rows_that_fit(row_bytes, batch_size)
     if fitting < batch_size:
         if (n_items, fitting) not in _WARNED:
@@ -118,24 +139,33 @@ def evaluate_scores(
         batch_size = fitting
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
-        scores = np.asarray(scorer(batch), dtype=np.float32)
-        if scores.shape != (len(batch), n_items):
-            raise ValueError(
-                f"scorer returned shape {scores.shape}, expected {(len(batch), n_items)}"
-            )
-        scores = scores.copy()
-        if mask_m is not None:
-            sub = mask_m[batch].tocoo()
-            scores[sub.row, sub.col] = -np.inf
-        top = torch.topk(torch.from_numpy(scores), min(kmax, n_items), dim=1).indices.numpy()
-        if top.shape[1] < kmax:  # tiny catalogues: pad with an impossible index
-            top = np.pad(top, ((0, 0), (0, kmax - top.shape[1])), constant_values=-1)
-        tops[start : start + len(batch)] = top
-        safe = np.where(top >= 0, top, 0)
-        for name, m in rel.items():
-            dense = m[batch].toarray()
-            h = np.take_along_axis(dense, safe, axis=1) & (top >= 0)
-            hits[name][start : start + len(batch)] = h
+        here = slice(start, start + len(batch))
+        masked = mask_m[batch].tocoo() if mask_m is not None else None
+        relevant = {name: m[batch].toarray() for name, m in rel.items()}
+        for key, scorer in scorers.items():
+            scores = np.asarray(scorer(batch), dtype=np.float32)
+            if scores.shape != (len(batch), n_items):
+                raise ValueError(
+                    f"scorer returned shape {scores.shape}, expected {(len(batch), n_items)}"
+                )
+            scores = scores.copy()
+            if masked is not None:
+                scores[masked.row, masked.col] = -np.inf
+            top = torch.topk(torch.from_numpy(scores), min(kmax, n_items), dim=1).indices.numpy()
+            del scores
+            if top.shape[1] < kmax:  # tiny catalogues: pad with an impossible index
+                top = np.pad(top, ((0, 0), (0, kmax - top.shape[1])), constant_values=-1)
+            tops[key][here] = top
+            safe = np.where(top >= 0, top, 0)
+            for name, dense in relevant.items():
+                hits[key][name][here] = np.take_along_axis(dense, safe, axis=1) & (top >= 0)
+    return {
+        key: _result(hits[key], tops[key], users, truth_m, rel, user_segments, ks, n_items)
+        for key in scorers
+    }
+
+
+def _result(hits, tops, users, truth_m, rel, user_segments, ks, n_items) -> EvaluationResult:
     result = EvaluationResult(metrics={}, n_users=len(users))
     n_rel_all = np.diff(truth_m.indptr)[users]
     result.metrics = summarize(hits["all"], n_rel_all, ks)
@@ -215,18 +245,42 @@ def sample_users(truth: Interactions, users: int | None, seed: int = 2026) -> In
     return truth.subset(keep[truth.users])
 
 
+class NdcgValidator:
+    """NDCG@k on a validation part with the train items masked: ``validator(model)`` scores
+    the model as it is; :meth:`grid` scores it at each value of one attribute, in one pass
+    over the users (:func:`evaluate_scorers`), inside the model's ``reusing_score_parts``
+    context where it has one, so that what the values do not change is computed once per
+    batch of users."""
+
+    def __init__(self, train: Interactions, valid: Interactions, k: int = 10) -> None:
+        self.train, self.valid, self.k = train, valid, k
+
+    def __call__(self, model) -> float:
+        res = evaluate(model, self.valid, exclude=[self.train], ks=(self.k,), segments=False)
+        return res.metrics[f"ndcg@{self.k}"]
+
+    def grid(self, model, attribute: str, values: Sequence[float]) -> dict[float, float]:
+        def scorer(value: float) -> Scorer:
+            def score(users: np.ndarray) -> np.ndarray:
+                setattr(model, attribute, value)
+                return model.score(users)
+
+            return score
+
+        reuse = getattr(model, "reusing_score_parts", contextlib.nullcontext)
+        with reuse():
+            results = evaluate_scorers(
+                {v: scorer(v) for v in values}, self.valid, [self.train], ks=(self.k,)
+            )
+        return {v: r.metrics[f"ndcg@{self.k}"] for v, r in results.items()}
+
+
 def ndcg_validator(
     train: Interactions, valid: Interactions, k: int = 10, users: int | None = -1
-) -> Callable:
+) -> NdcgValidator:
     """A validator for early stopping: model -> NDCG@k on ``valid`` with train items masked,
     over at most ``users`` validation users (a seeded sample; -1: :func:`validation_users`
     of the catalogue; None: all)."""
     if users == -1:
         users = validation_users(valid.n_items)
-    valid = sample_users(valid, users)
-
-    def validate(model) -> float:
-        res = evaluate(model, valid, exclude=[train], ks=(k,), segments=False)
-        return res.metrics[f"ndcg@{k}"]
-
-    return validate
+    return NdcgValidator(train, sample_users(valid, users), k)

@@ -30,6 +30,15 @@ class IterativeConfig(ModelConfig):
     max_epochs: int = Field(300, ge=1)
     patience: int = Field(10, ge=1, description="validations without improvement before stopping")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs")
+    max_train_seconds: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "time budget of the training epochs: no epoch is started that would, at the "
+            "mean epoch time so far (validation included), end past it; the best validated "
+            "state is kept as with early stopping (None: epochs and patience only)"
+        ),
+    )
     batch_size: int = Field(2048, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     threads: int | None = Field(
@@ -101,6 +110,7 @@ class TrainingResult:
     best_epoch: int | None = None
     best_score: float | None = None
     stopped_early: bool = False
+    stopped_by_budget: bool = False
     last_loss: float | None = None
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -112,6 +122,8 @@ class TrainingResult:
             "best_epoch": self.best_epoch,
             "best_valid_ndcg@10": self.best_score,
             "stopped_early": self.stopped_early,
+            "stopped_by_budget": self.stopped_by_budget,
+            "epochs_seconds": round(self.seconds, 2),
             "last_loss": self.last_loss,
             "evaluations": sum(VALID_KEY in h for h in self.history),
         }
@@ -128,6 +140,7 @@ def train_epochs(
     eval_every: int = 1,
     progress: ProgressCallback | None = None,
     phase: str = "train",
+    max_seconds: float | None = None,
 ) -> TrainingResult:
     """Run up to ``max_epochs`` epochs with early stopping on ``validate`` (higher is better).
 
@@ -136,6 +149,11 @@ def train_epochs(
     each new best and ``restore`` puts the best one back at the end. ``progress`` is called after
     every epoch with ``(phase, epoch, max_epochs, {"loss": ..., "valid_ndcg@10": ...})`` (the
     validation value only on epochs that were validated).
+
+    ``max_seconds``: no epoch is started that would end past this budget at the mean epoch
+    time so far (validations included; at least one epoch runs). An epoch that was not
+    validated when the budget stops training is validated then, so the best state is chosen
+    among every state trained.
     """
     if (snapshot is None) != (restore is None):
         raise ValueError("give both snapshot and restore, or neither")
@@ -149,7 +167,15 @@ def train_epochs(
             raise FloatingPointError(f"{phase}: loss became {loss} at epoch {epoch}")
         values: dict[str, float] = {"loss": loss}
         result.epochs_run, result.last_loss = epoch, loss
-        if validate is not None and (epoch % eval_every == 0 or epoch == max_epochs):
+        elapsed = time.perf_counter() - start
+        # would one more epoch (validation included) end past the budget?
+        out_of_time = (
+            max_seconds is not None
+            and epoch < max_epochs
+            and elapsed * (epoch + 1) > max_seconds * epoch
+        )
+        due = epoch % eval_every == 0 or epoch == max_epochs or out_of_time
+        if validate is not None and due:
             score = float(validate())
             values[VALID_KEY] = score
             if stopper.update(score, epoch) and snapshot is not None:
@@ -159,6 +185,9 @@ def train_epochs(
             progress(phase, epoch, max_epochs, values)
         if validate is not None and stopper.should_stop:
             result.stopped_early = True
+            break
+        if out_of_time:
+            result.stopped_by_budget = True
             break
     if validate is not None and stopper.best_epoch:
         result.best_epoch, result.best_score = stopper.best_epoch, stopper.best_score
@@ -195,6 +224,7 @@ def train_module(
         snapshot=lambda: module_snapshot(module),
         restore=module.load_state_dict,
         patience=config.patience,
+        max_seconds=config.max_train_seconds,
         eval_every=config.eval_every,
         progress=progress,
         phase=model.name,
@@ -260,10 +290,13 @@ def choose_on_validation(
     if validator is None:
         setattr(model, attribute, grid[0])
         return
-    scores = {}
-    for value in grid:
-        setattr(model, attribute, value)
-        scores[value] = validator(model)
+    if hasattr(validator, "grid"):  # every value in one pass over the validation users
+        scores = dict(validator.grid(model, attribute, grid))
+    else:
+        scores = {}
+        for value in grid:
+            setattr(model, attribute, value)
+            scores[value] = validator(model)
     setattr(model, attribute, max(scores, key=scores.get))
     model.fit_info[f"{attribute}_search"] = {str(k): round(v, 5) for k, v in scores.items()}
     model.fit_info[attribute] = getattr(model, attribute)

@@ -3,8 +3,10 @@ items and persistence. The package docstring (:mod:`kinrec.models.transfer`) giv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -743,7 +745,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
         they crowd out what the user would pick. (The users' trained vectors still include
         those items; this mild leak makes the choice conservative.)
         """
-        from kinrec.evaluation.protocol import evaluate_scores, validation_users
+        from kinrec.evaluation.protocol import evaluate_scorers, validation_users
 
         eligible = np.flatnonzero(self.item_degree >= 5)
         if len(eligible) < 2:
@@ -781,18 +783,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
             else self.NEIGHBOUR_TEMPERATURES
         )
         results: dict[tuple[float, float], float] = {}
-        # The users' base scores are computed once per temperature and reused for every
-        # offset, where memory allows holding them all (users x items); else recomputed.
-        cached = memory.Dense(
-            "the cold calibration's base scores",
-            (len(np.unique(truth.users)), len(self.item_final)),
-            np.float32,
-        )
-        use_cache = memory.fits(cached)
-        if not use_cache:
-            reason = memory.short_reason(cached)
-            self.fit_info["cold_search_cache"] = f"off: {reason}"
-            log.warning("kinformer: cold calibration recomputes its base scores: %s", reason)
+        boosts = [b * self._offset_scale for b in self.COLD_BOOSTS]
         for temperature in temperatures:
             weights = self._neighbour_weights(
                 self.content.text[pseudo], exclude=pseudo, temperature=temperature
@@ -807,11 +798,12 @@ class TransferRecommender(TransferRetrieval, Recommender):
             if self.linear is not None and self.linear_weight:
                 columns = heads.masked_columns(borrowed_columns, has)
             del borrowed_columns
-            cache: dict[tuple[int, int], np.ndarray] = {}
+            # every offset is scored in one pass over the users, the base scores of a batch
+            # computed once (evaluate_scorers calls each scorer on a batch in turn)
+            last: dict = {}
 
-            def base_scores(users: np.ndarray, final=final, columns=columns, cache=cache):
-                key = (int(users[0]), len(users))
-                if key not in cache:
+            def base_scores(users: np.ndarray, final=final, columns=columns, last=last):
+                if "users" not in last or not np.array_equal(last["users"], users):
                     u = self.user_final[users]
                     scores = u @ self.item_final.T / self._scale
                     scores[:, pseudo] = u @ final.T / self._scale
@@ -820,21 +812,23 @@ class TransferRecommender(TransferRetrieval, Recommender):
                         linear = self._linear_scores(rows, self.linear)
                         linear[:, pseudo] = self._linear_scores(rows, columns)
                         scores += self.linear_weight * linear
-                    if not use_cache:
-                        return scores + offset
-                    cache[key] = scores + offset
-                return cache[key]
+                    last.update(users=users.copy(), scores=scores + offset)
+                return last["scores"]
 
-            for boost in (b * self._offset_scale for b in self.COLD_BOOSTS):
-
-                def scorer(users: np.ndarray, boost: float = boost, base=base_scores):
+            def scorer(boost: float, base=base_scores):
+                def score(users: np.ndarray) -> np.ndarray:
                     scores = base(users).copy()
                     scores[:, pseudo] += boost
                     return scores
 
-                result = evaluate_scores(scorer, truth, [seen], ks=(10,), batch_size=2048)
+                return score
+
+            scored = evaluate_scorers(
+                {b: scorer(b) for b in boosts}, truth, [seen], ks=(10,), batch_size=2048
+            )
+            for boost, result in scored.items():
                 results[(temperature, boost)] = result.metrics["ndcg@10"]
-            del cache, columns
+            del last, columns
         self.neighbour_temperature, self.cold_boost = max(results, key=results.get)
         self.fit_info["cold_search"] = {
             f"temperature={t:g} offset={b:g}": round(v, 5) for (t, b), v in results.items()
@@ -955,6 +949,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
             snapshot=snapshot if validator else None,
             restore=restore if validator else None,
             patience=cfg.patience,
+            max_seconds=cfg.max_train_seconds,
             eval_every=cfg.eval_every,
             progress=progress,
             phase=self.name,
@@ -1013,13 +1008,38 @@ class TransferRecommender(TransferRetrieval, Recommender):
 
     # ----------------------------------------------------------------- inference
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        item_vectors = self.item_final if items is None else self.item_final[items]
-        scores = (self.user_final[users] @ item_vectors.T) / self._scale
+        users = np.asarray(users)
+        memo = self._score_parts if items is None else None
+        if memo is None:
+            memo = {}
+        elif "users" not in memo or not np.array_equal(memo["users"], users):
+            memo.clear()
+            memo["users"] = users.copy()
+        if "tower" not in memo:
+            item_vectors = self.item_final if items is None else self.item_final[items]
+            memo["tower"] = (self.user_final[users] @ item_vectors.T) / self._scale
+        scores = memo["tower"]
         if self.linear is not None and self.linear_weight:
-            rows = self._head_input()[users]
-            scores += self.linear_weight * heads.scores(rows, self.linear, items)
+            if "head" not in memo:
+                memo["head"] = heads.scores(self._head_input()[users], self.linear, items)
+            scores = scores + self.linear_weight * memo["head"]
         offset = self.item_offset()
         return scores + (offset if items is None else offset[items])
+
+    _score_parts: dict | None = None
+
+    @contextlib.contextmanager
+    def reusing_score_parts(self) -> Iterator[None]:
+        """Inside, :meth:`score` over all items keeps the tower's and the head's (unweighted)
+        scores of the last users it was called with, and reuses them while called with the
+        same users: a search over the head's weight or the item offsets then computes them
+        once per batch of validation users. The vectors, the head and its input rows must
+        not change inside."""
+        self._score_parts = {}
+        try:
+            yield
+        finally:
+            self._score_parts = None
 
     def item_offset(self) -> np.ndarray:
         """Per-item score offset: the popularity prior, the calibrated boost of new items
