@@ -143,7 +143,7 @@ def test_validation_scores_a_seeded_sample_of_users_on_large_catalogues() -> Non
     from kinrec.evaluation import protocol
 
     assert protocol.validation_users(3_706) == protocol.VALIDATION_USERS
-    assert protocol.validation_users(100_000) == 10_000
+    assert protocol.validation_users(100_000) == 5_000
     assert protocol.validation_users(1_000_000) == protocol.MIN_VALIDATION_USERS
     rng = np.random.default_rng(0)
     users, items = rng.integers(0, 50, 400), rng.integers(0, 30, 400)

@@ -213,6 +213,21 @@ def test_kinformer_sparse_head_above_its_search_size_solves_once(data) -> None:
     assert len(broad.fit_info["linear_search"]) > len(info["linear_search"])
 
 
+def test_sparse_head_neighbours_shrink_above_the_search_size_to_keep_its_cost() -> None:
+    from kinrec.models.transfer.config import TransferConfig
+
+    cfg = TransferConfig()
+    k, n0 = cfg.linear_neighbours, cfg.linear_search_items
+    assert [cfg.head_neighbours(n) for n in (3_706, n0)] == [k, k]
+    assert cfg.head_neighbours(150) == 149  # never more than the other items
+    for n in (100_000, 1_000_000):
+        got = cfg.head_neighbours(n)
+        # the solves (k^3 per item) cost what they cost at the search size, within rounding
+        assert abs(n * got**3 / (n0 * k**3) - 1) < 0.03 and got < k
+    assert cfg.head_neighbours(10**8) == 50  # the floor
+    assert TransferConfig(linear_neighbours=30).head_neighbours(10**6) == 30
+
+
 def test_kinformer_cached_propagation_trains_on_interactions_only() -> None:
     """No item text or graph: the cached steps run the ID view alone."""
     split = _dense_split()

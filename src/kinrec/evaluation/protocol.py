@@ -219,7 +219,7 @@ def evaluate(
 
 
 VALIDATION_USERS = 20_000
-VALIDATION_CELLS = 1_000_000_000
+VALIDATION_CELLS = 500_000_000
 MIN_VALIDATION_USERS = 2_000
 
 
@@ -228,8 +228,8 @@ def validation_users(n_items: int) -> int:
     choice on validation ranks the whole catalogue for its users, which on large data would
     cost more than the training itself. At most ``VALIDATION_USERS``, and fewer on large
     catalogues so that a pass scores about ``VALIDATION_CELLS`` (user, item) pairs, but
-    never under ``MIN_VALIDATION_USERS``: 20,000 users up to 50,000 items, 10,000 at 100,000
-    items, 2,000 from 500,000 items on. (ml-100k and ml-1m have fewer users: all of them.)"""
+    never under ``MIN_VALIDATION_USERS``: 20,000 users up to 25,000 items, 5,000 at 100,000
+    items, 2,000 from 250,000 items on. (ml-100k and ml-1m have fewer users: all of them.)"""
     by_cells = VALIDATION_CELLS // max(int(n_items), 1)
     return int(min(VALIDATION_USERS, max(MIN_VALIDATION_USERS, by_cells)))
 

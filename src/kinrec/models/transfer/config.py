@@ -131,8 +131,23 @@ class TransferConfig(IterativeConfig):
         ),
     )
     linear_neighbours: int = Field(
-        200, ge=1, description="regressors per item of the sparse head (its most similar items)"
+        200,
+        ge=1,
+        description=(
+            "regressors per item of the sparse head (its most similar items), up to "
+            "linear_search_items items; above, fewer, so that the head's solves (k^3 per "
+            "item) cost what they cost at linear_search_items items: k x (linear_search_items "
+            "/ items)^(1/3), at least 50 (117 at 100,000 items, 54 at 1,000,000)"
+        ),
     )
+
+    def head_neighbours(self, n_items: int) -> int:
+        """Regressors per item of the sparse head on a catalogue of ``n_items`` items."""
+        k = self.linear_neighbours
+        if self.linear_search_items and n_items > self.linear_search_items:
+            scaled = round(k * (self.linear_search_items / n_items) ** (1 / 3))
+            k = min(k, max(50, scaled))
+        return max(1, min(k, n_items - 1))
     linear_text_neighbours: int = Field(
         10,
         ge=0,

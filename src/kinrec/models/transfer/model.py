@@ -275,7 +275,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
         """What the sparse head's search holds at once: the neighbour lists, the heads of
         the best setting so far and of the one being solved (one per L2), and one more
         being built (values and column indices, 8 bytes a weight)."""
-        k = max(1, min(self.config.linear_neighbours, n_items - 1))
+        k = self.config.head_neighbours(n_items)
         return (
             memory.Dense("the neighbour lists", (n_items, k), np.int64),
             memory.Dense("the sparse heads", (n_items, k), np.float64, copies=2 * l2s + 1),
@@ -385,7 +385,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
 
         cfg = self.config
         n = self.seen.shape[1]
-        k = max(1, min(cfg.linear_neighbours, n - 1))
+        k = cfg.head_neighbours(n)
         validating = validator is not None
         grid = (cfg.linear_l2,) if cfg.linear_l2 else self.LINEAR_L2_GRID
         if not validating:
@@ -1018,13 +1018,13 @@ class TransferRecommender(TransferRetrieval, Recommender):
         if "tower" not in memo:
             item_vectors = self.item_final if items is None else self.item_final[items]
             memo["tower"] = (self.user_final[users] @ item_vectors.T) / self._scale
-        scores = memo["tower"]
+        offset = self.item_offset()
+        scores = memo["tower"] + (offset if items is None else offset[items])
         if self.linear is not None and self.linear_weight:
             if "head" not in memo:
                 memo["head"] = heads.scores(self._head_input()[users], self.linear, items)
-            scores = scores + self.linear_weight * memo["head"]
-        offset = self.item_offset()
-        return scores + (offset if items is None else offset[items])
+            scores += self.linear_weight * memo["head"]
+        return scores
 
     _score_parts: dict | None = None
 
