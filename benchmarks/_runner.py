@@ -111,6 +111,8 @@ def run_model(
             fit_seconds=record.get("train_seconds"),
             eval_seconds=record.get("eval_seconds"),
             linear_head=record.get("fit_info", {}).get("linear_head"),
+            epochs_run=record.get("fit_info", {}).get("epochs_run"),
+            stopped_by_budget=record.get("fit_info", {}).get("stopped_by_budget"),
             record=record,
         )
     else:

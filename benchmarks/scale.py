@@ -76,10 +76,13 @@ def _check_child(args: argparse.Namespace) -> None:
     from kinrec.data.synth import check_sizes
     from kinrec.models.registry import get_model_class
 
-    reads_text = {}
+    reads_text, budgeted = {}, []
     try:
         for model in _models(args):
-            reads_text[model] = "text" in getattr(get_model_class(model), "uses", ())
+            cls = get_model_class(model)
+            reads_text[model] = "text" in getattr(cls, "uses", ())
+            if "max_train_seconds" in cls.Config.model_fields:
+                budgeted.append(model)
         for items in _ints(args.sizes):
             users, interactions = _users_and_interactions(items, args)
             check_sizes(users, items, interactions)
@@ -87,7 +90,7 @@ def _check_child(args: argparse.Namespace) -> None:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(json.dumps(reads_text))
+    print(json.dumps({"reads_text": reads_text, "epoch_trained": budgeted}))
 
 
 def _json_line(stdout: str) -> dict | None:
@@ -121,9 +124,13 @@ def _describe(result: dict) -> str:
     """The outcome in words, for the table."""
     outcome = result["outcome"]
     if outcome == "fit":
-        return "fit" + (
-            f"; linear head {result['linear_head']}" if result.get("linear_head") else ""
-        )
+        text = "fit"
+        if result.get("stopped_by_budget"):
+            n = result["epochs_run"]
+            text += f"; training budget reached after {n} epoch{'s' if n != 1 else ''}"
+        if result.get("linear_head"):
+            text += f"; linear head {result['linear_head']}"
+        return text
     if outcome == "timed out":
         return f"timed out after {result['timeout_seconds']:,.0f} s"
     if outcome.startswith("not run"):
@@ -182,7 +189,13 @@ def run_size(
             result = {"model": model, "outcome": "not run (budget spent)"}
         else:
             timeout = min(args.timeout, left)
-            result = run_model(folder, model, model_env, timeout, eval_users=args.eval_users)
+            config = None
+            if args.train_budget and model in state["epoch_trained"]:
+                config = folder / f"{model}-budget.toml"
+                config.write_text(f"[models.{model}]\nmax_train_seconds = {args.train_budget}\n")
+            result = run_model(
+                folder, model, model_env, timeout, config, eval_users=args.eval_users
+            )
             result.pop("record", None)
             result["outcome"] = _outcome(result)
             result["timeout_seconds"] = timeout
@@ -248,7 +261,13 @@ def markdown(report: dict) -> str:
         f"{report['per_user']}), Zipf popularity, latent topics, item titles and a knowledge "
         f"graph; per-user 80/10/10 split in time order. Machine: {report['cores']} cores, "
         f"{report['memory_gib']:.1f} GiB; memory limit: {report['memory_limit'] or 'none set'}; "
-        f"timeout {report['timeout']:,.0f} s per run, budget {report['budget']:,.0f} s per model.",
+        f"timeout {report['timeout']:,.0f} s per run, budget {report['budget']:,.0f} s per model"
+        + (
+            f"; training time budget (`max_train_seconds`) of the epoch-trained models: "
+            f"{report['train_budget']:g} s."
+            if report.get("train_budget")
+            else "."
+        ),
         "",
         "| items | users | train / valid / test rows | generate s | generate peak RSS GiB |",
         "|---:|---:|---|---:|---:|",
@@ -412,6 +431,13 @@ def main() -> None:
     )
     parser.add_argument("--memory-limit", default=None, help="KINREC_MEMORY_LIMIT of the runs")
     parser.add_argument(
+        "--train-budget",
+        type=float,
+        default=None,
+        help="max_train_seconds of the epoch-trained models (bpr, lightgcn, mult-vae, "
+        "kinformer): their training epochs stop within it, the best validated state kept",
+    )
+    parser.add_argument(
         "--eval-users",
         type=int,
         default=10_000,
@@ -464,7 +490,7 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="kinrec-scale-"))
     state = {
         "models": models,
-        "reads_text": _json_line(run["stdout"]),
+        **_json_line(run["stdout"]),
         "stopped": {},
         "budget_left": dict.fromkeys(models, args.budget),
     }
@@ -489,6 +515,7 @@ def main() -> None:
         "per_user": args.per_user,
         "timeout": args.timeout,
         "budget": args.budget,
+        "train_budget": args.train_budget,
         "memory_limit": os.environ.get("KINREC_MEMORY_LIMIT") or args.memory_limit,
         "cores": os.cpu_count(),
         "memory_gib": total_memory_gib(),

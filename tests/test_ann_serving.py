@@ -5,6 +5,7 @@ path), with a dense head and with a sparse one."""
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -340,4 +341,35 @@ def test_a_new_item_is_in_the_index_and_servable(world, tmp_path: Path) -> None:
     new[model.seen[u].indices] = False
     best = model.item_map.ids([int(np.flatnonzero(new)[np.argmax(scores[new])])])
     assert fresh == best
+    engine.close()
+
+
+def test_hnsw_indexes_are_kept_for_the_next_start(world, tmp_path: Path, caplog) -> None:
+    from kinrec.serving.index import ItemIndex
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(300, 8)).astype(np.float32)
+    built = ItemIndex(vectors, hnsw_threshold=100, cache_dir=tmp_path, name="demo")
+    files = list(tmp_path.glob("demo-*.faiss"))
+    assert built.kind == "hnsw" and len(files) == 1
+    with caplog.at_level(logging.INFO, logger="kinrec.serving.index"):
+        again = ItemIndex(vectors, hnsw_threshold=100, cache_dir=tmp_path, name="demo")
+    assert any("read from" in r.getMessage() for r in caplog.records)
+    for q in vectors[:20]:
+        np.testing.assert_array_equal(again.search(q, 10)[0], built.search(q, 10)[0])
+    # other vectors: another file, the stale one removed; a damaged file is rebuilt
+    changed = ItemIndex(vectors * 2 + 1, hnsw_threshold=100, cache_dir=tmp_path, name="demo")
+    (kept,) = tmp_path.glob("demo-*.faiss")
+    assert kept != files[0] and changed.size == 300
+    kept.write_bytes(b"not an index")
+    rebuilt = ItemIndex(vectors * 2 + 1, hnsw_threshold=100, cache_dir=tmp_path, name="demo")
+    assert rebuilt.kind == "hnsw" and kept.stat().st_size > 100
+    # an unwritable place only costs the build
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    assert ItemIndex(vectors, hnsw_threshold=100, cache_dir=blocked / "sub").size == 300
+    # the engine keeps its indexes in the model directory unless told not to
+    engine = ann_engine(world, world["sparse"])
+    names = {p.name.split("-")[0] for p in (world["root"] / "index-cache").glob("*.faiss")}
+    assert {"retrieval", "neighbours"} <= names
     engine.close()

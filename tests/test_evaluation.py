@@ -139,6 +139,35 @@ def test_scorers_in_one_pass_equal_each_scorer_alone() -> None:
     assert together[0.0].metrics != together[4.0].metrics  # the weights do change rankings
 
 
+def test_group_offsets_rank_as_the_full_scores_with_the_offset_added() -> None:
+    from kinrec.evaluation.protocol import evaluate_group_offsets
+
+    rng = np.random.default_rng(8)
+    n_users, n_items = 80, 60
+    base = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    group = rng.random(n_items) < 0.2
+    users, items = rng.integers(0, n_users, 900), rng.integers(0, n_items, 900)
+    umap, imap = IdMap([f"u{i}" for i in range(n_users)]), IdMap([f"i{i}" for i in range(n_items)])
+    train = Interactions(users[:600], items[:600], umap, imap)
+    truth = Interactions(users[600:], items[600:], umap, imap)
+    offsets = (-3.0, 0.0, 0.4, 1.5, 10.0)
+    got = evaluate_group_offsets(
+        lambda b: base[b], group, offsets, truth, [train], ks=(5, 10), batch_size=32
+    )
+    seen = set()
+    for offset in offsets:
+        full = evaluate_scores(
+            lambda b, o=offset: base[b] + o * group.astype(np.float32),
+            truth,
+            [train],
+            ks=(5, 10),
+            batch_size=32,
+        )
+        assert got[offset].metrics == full.metrics
+        seen.add(round(full.metrics["ndcg@10"], 9))
+    assert len(seen) > 2  # the offsets do change the rankings
+
+
 def test_validation_scores_a_seeded_sample_of_users_on_large_catalogues() -> None:
     from kinrec.evaluation import protocol
 

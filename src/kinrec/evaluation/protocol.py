@@ -103,6 +103,89 @@ def evaluate_scorers(
     """:func:`evaluate_scores` of several scorers in one pass over the users: each batch of
     users is scored by every scorer in turn, so that scorers which share work (variants of
     one model along a grid) can reuse it for the batch they were last called with."""
+
+    def rank(batch: np.ndarray, masked, kmax: int) -> dict[Hashable, np.ndarray]:
+        tops = {}
+        for key, scorer in scorers.items():
+            scores = _checked(scorer(batch), batch, truth.n_items).copy()
+            if masked is not None:
+                scores[masked.row, masked.col] = -np.inf
+            tops[key] = _top(scores, kmax)
+        return tops
+
+    return _evaluate_rankings(
+        list(scorers), rank, truth, exclude, ks, item_segments, user_segments, batch_size
+    )
+
+
+def evaluate_group_offsets(
+    scorer: Scorer,
+    group: np.ndarray,
+    offsets: Sequence[float],
+    truth: Interactions,
+    exclude: Sequence[Interactions] = (),
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 1024,
+) -> dict[float, EvaluationResult]:
+    """:func:`evaluate_scores` of ``scorer + offset * group`` for each offset, ``group`` a
+    boolean mask over items (new items and their boost, say): an offset does not reorder
+    the items inside or outside the group, so each user's top k at any offset is the top k
+    of the group's own top k (shifted) and the others' top k. One scoring and two top-k
+    selections per batch serve every offset."""
+    group = np.asarray(group, dtype=bool)
+
+    def rank(batch: np.ndarray, masked, kmax: int) -> dict[float, np.ndarray]:
+        scores = _checked(scorer(batch), batch, truth.n_items).copy()
+        if masked is not None:
+            scores[masked.row, masked.col] = -np.inf
+        inside = scores.copy()
+        inside[:, ~group] = -np.inf
+        scores[:, group] = -np.inf
+        k = min(kmax, truth.n_items)
+        tops = [torch.topk(torch.from_numpy(x), k, dim=1) for x in (inside, scores)]
+        values = torch.cat([tops[0].values, tops[1].values], dim=1)
+        indices = torch.cat([tops[0].indices, tops[1].indices], dim=1)
+        out = {}
+        for offset in offsets:
+            shifted = values.clone()
+            shifted[:, :k] += offset  # float32, as the full scores' sum would be
+            best = torch.topk(shifted, k, dim=1).indices
+            out[offset] = _padded(torch.gather(indices, 1, best).numpy(), kmax)
+        return out
+
+    return _evaluate_rankings(list(offsets), rank, truth, exclude, ks, None, None, batch_size)
+
+
+def _checked(scores, batch: np.ndarray, n_items: int) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.shape != (len(batch), n_items):
+        raise ValueError(f"scorer returned shape {scores.shape}, expected {(len(batch), n_items)}")
+    return scores
+
+
+def _padded(top: np.ndarray, kmax: int) -> np.ndarray:
+    if top.shape[1] < kmax:  # tiny catalogues: pad with an impossible index
+        top = np.pad(top, ((0, 0), (0, kmax - top.shape[1])), constant_values=-1)
+    return top
+
+
+def _top(scores: np.ndarray, kmax: int) -> np.ndarray:
+    k = min(kmax, scores.shape[1])
+    return _padded(torch.topk(torch.from_numpy(scores), k, dim=1).indices.numpy(), kmax)
+
+
+def _evaluate_rankings(
+    keys: list,
+    rank: Callable,
+    truth: Interactions,
+    exclude: Sequence[Interactions],
+    ks: Sequence[int],
+    item_segments: dict[str, np.ndarray] | None,
+    user_segments: dict[str, np.ndarray] | None,
+    batch_size: int,
+) -> dict[Hashable, EvaluationResult]:
+    """Metrics of the rankings ``rank(batch, masked, kmax)`` gives (a top-``kmax`` item
+    index array per key, ``masked`` the batch's excluded (row, item) pairs as COO)."""
     ks = tuple(sorted(set(int(k) for k in ks)))
     kmax = max(ks)
     n_items = truth.n_items
@@ -116,10 +199,8 @@ def evaluate_scorers(
     for name, item_mask in (item_segments or {}).items():
         rel[name] = (truth_m @ sp.diags(item_mask.astype(np.float32))).astype(bool).tocsr()
         rel[name].eliminate_zeros()
-    hits = {
-        key: {name: np.zeros((len(users), kmax), dtype=bool) for name in rel} for key in scorers
-    }
-    tops = {key: np.zeros((len(users), kmax), dtype=np.int64) for key in scorers}
+    hits = {key: {name: np.zeros((len(users), kmax), dtype=bool) for name in rel} for key in keys}
+    tops = {key: np.zeros((len(users), kmax), dtype=np.int64) for key in keys}
     # A batch holds a few dense score rows per user (the scorer's, possibly float64 on the
     # way, a float32 copy, the masked copy, what a scorer keeps for the batch) and one
     # relevance row per segment: fewer users per batch where memory is short (each user's
@@ -142,26 +223,14 @@ def evaluate_scorers(
         here = slice(start, start + len(batch))
         masked = mask_m[batch].tocoo() if mask_m is not None else None
         relevant = {name: m[batch].toarray() for name, m in rel.items()}
-        for key, scorer in scorers.items():
-            scores = np.asarray(scorer(batch), dtype=np.float32)
-            if scores.shape != (len(batch), n_items):
-                raise ValueError(
-                    f"scorer returned shape {scores.shape}, expected {(len(batch), n_items)}"
-                )
-            scores = scores.copy()
-            if masked is not None:
-                scores[masked.row, masked.col] = -np.inf
-            top = torch.topk(torch.from_numpy(scores), min(kmax, n_items), dim=1).indices.numpy()
-            del scores
-            if top.shape[1] < kmax:  # tiny catalogues: pad with an impossible index
-                top = np.pad(top, ((0, 0), (0, kmax - top.shape[1])), constant_values=-1)
+        for key, top in rank(batch, masked, kmax).items():
             tops[key][here] = top
             safe = np.where(top >= 0, top, 0)
             for name, dense in relevant.items():
                 hits[key][name][here] = np.take_along_axis(dense, safe, axis=1) & (top >= 0)
     return {
         key: _result(hits[key], tops[key], users, truth_m, rel, user_segments, ks, n_items)
-        for key in scorers
+        for key in keys
     }
 
 

@@ -197,21 +197,28 @@ class Engine:
             "hnsw_m": self.config.hnsw_m,
             "ef_search": self.config.hnsw_ef_search,
         }
+        cache = Path(self.config.model_dir) / "index-cache" if self.config.index_cache else None
         exact = self.config.scoring == "exact"
         big = len(self.catalog) > self.config.hnsw_threshold
         if big and not exact and self.scorer.retrieves:
             # not one dot product: candidates from an index over the model's tower (and its
             # head), scored exactly; below the threshold every item is scored exactly
-            self.retrieval = ItemIndex(self.scorer.retrieval_rows(), **options)
+            self.retrieval = ItemIndex(
+                self.scorer.retrieval_rows(), **options, cache_dir=cache, name="retrieval"
+            )
         if vectors is None:
             return
         if self.scorer.dot_model or self.scorer.fold_in == "vector":
             # scoring = exact: a flat index, which scores every item
             recommend = {**options, "hnsw_threshold": 2**62} if exact else options
-            self.index = ItemIndex(self.scorer.index_vectors(), **recommend)
+            self.index = ItemIndex(
+                self.scorer.index_vectors(), **recommend, cache_dir=cache, name="recommend"
+            )
         # similar items and the reasons' neighbour lists: HNSW above the threshold whatever
         # the scoring (the all-pairs flat search is quadratic in the catalogue)
-        self.cos_index = ItemIndex(vectors, cosine=True, **options)
+        self.cos_index = ItemIndex(
+            vectors, cosine=True, **options, cache_dir=cache, name="neighbours"
+        )
 
     @property
     def scoring(self) -> str:

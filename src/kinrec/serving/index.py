@@ -6,10 +6,17 @@ are not removed (HNSW cannot remove): callers filter results with their own mask
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 import faiss
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 faiss.omp_set_num_threads(1)  # one query at a time: threads only add latency
 
@@ -27,12 +34,48 @@ class ItemIndex:
         hnsw_m: int = 32,
         ef_search: int = 128,
         cosine: bool = False,
+        cache_dir: Path | None = None,
+        name: str = "items",
     ) -> None:
         self.hnsw_threshold = hnsw_threshold
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
         self.cosine = cosine
+        if cache_dir is not None and len(vectors) > hnsw_threshold:
+            self._load_or_build(vectors, Path(cache_dir), name)
+        else:
+            self.rebuild(vectors)
+
+    def _load_or_build(self, vectors: np.ndarray, cache_dir: Path, name: str) -> None:
+        """An HNSW graph takes minutes to build on a million items: the one built for these
+        exact vectors and settings is read back from ``cache_dir`` (``<name>-<digest>.faiss``),
+        else built and written there, replacing the files of earlier vectors of ``name``. A
+        directory that cannot be written only costs the build."""
+        x = self._prepare(vectors)
+        digest = hashlib.sha256(x.tobytes())
+        digest.update(f"{x.shape}|{self.hnsw_m}|{self.cosine}|{faiss.__version__}".encode())
+        path = cache_dir / f"{name}-{digest.hexdigest()[:24]}.faiss"
+        if path.exists():
+            try:
+                index = faiss.read_index(str(path))
+                index.hnsw.efSearch = self.ef_search
+                self.index, self.dim, self.kind = index, x.shape[1], "hnsw"
+                log.info("index %s read from %s", name, path)
+                return
+            except RuntimeError as exc:  # a damaged file: build again
+                log.warning("index %s: cannot read %s (%s); building it", name, path, exc)
         self.rebuild(vectors)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+            os.close(fd)
+            faiss.write_index(self.index, tmp)
+            os.replace(tmp, path)  # readers never see half a file
+            for old in cache_dir.glob(f"{name}-*.faiss"):
+                if old != path:
+                    old.unlink(missing_ok=True)
+        except (OSError, RuntimeError) as exc:
+            log.warning("index %s: not cached in %s (%s)", name, cache_dir, exc)
 
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(vectors, dtype=np.float32)

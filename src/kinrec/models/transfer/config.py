@@ -148,6 +148,7 @@ class TransferConfig(IterativeConfig):
             scaled = round(k * (self.linear_search_items / n_items) ** (1 / 3))
             k = min(k, max(50, scaled))
         return max(1, min(k, n_items - 1))
+
     linear_text_neighbours: int = Field(
         10,
         ge=0,

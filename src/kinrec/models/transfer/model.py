@@ -669,15 +669,19 @@ class TransferRecommender(TransferRetrieval, Recommender):
         model's), summing to one; only positively similar neighbours count, and rows without
         text or without such a neighbour get none.
         """
-        temperature = temperature or self.neighbour_temperature
+        return self._softmax_weights(self._nearest_warm(text, exclude), temperature)
+
+    def _nearest_warm(self, text: np.ndarray, exclude: np.ndarray | None = None):
+        """Each row's ``cold_neighbours`` most similar items with interactions (not in
+        ``exclude``): ``(items, similarities)``, two ``(rows, k)`` arrays (``k`` = 0 without
+        text or warm items)."""
         k = self.config.cold_neighbours
-        n_items = len(self.item_degree)
         sources = self.item_degree > 0
         if exclude is not None:
             sources &= ~exclude
         pool = np.flatnonzero(sources)
         if k == 0 or not self.config.use_text or text.shape[1] == 0 or not len(pool) * len(text):
-            return sp.csr_matrix((len(text), n_items), dtype=np.float32)
+            return np.zeros((len(text), 0), dtype=np.int64), np.zeros((len(text), 0), np.float32)
         k = min(k, len(pool))
         # rows x warm items similarities, each row cut to its k best: in blocks of rows
         # where all of them at once (new or pseudo-new items x items) do not fit in memory
@@ -685,17 +689,27 @@ class TransferRecommender(TransferRetrieval, Recommender):
         block = memory.rows_that_fit(len(pool) * 4 * 3, len(text))
         tops, best = [], []
         for start in range(0, len(text), block):
-            sims = np.maximum(text[start : start + block] @ pool_text.T, 0.0)
-            tops.append(np.argpartition(-sims, k - 1, axis=1)[:, :k])
-            best.append(np.take_along_axis(sims, tops[-1], axis=1))
+            sims = torch.from_numpy(np.maximum(text[start : start + block] @ pool_text.T, 0.0))
+            found = torch.topk(sims, k, dim=1)
+            tops.append(found.indices.numpy())
+            best.append(found.values.numpy())
         del sims
         top, sims = (np.concatenate(x) if len(x) > 1 else x[0] for x in (tops, best))
+        return pool[top], sims
+
+    def _softmax_weights(self, nearest, temperature: float | None = None) -> sp.csr_matrix:
+        """:meth:`_neighbour_weights` from :meth:`_nearest_warm`'s neighbours."""
+        n_items = len(self.item_degree)
+        items, sims = nearest
+        if items.shape[1] == 0:
+            return sp.csr_matrix((len(items), n_items), dtype=np.float32)
+        temperature = temperature or self.neighbour_temperature
         values = np.exp((sims - sims.max(axis=1, keepdims=True)) / temperature) * (sims > 0)
         totals = values.sum(axis=1, keepdims=True)
         values = np.divide(values, totals, out=np.zeros_like(values), where=totals > 0)
-        rows = np.repeat(np.arange(len(text)), k)
+        rows = np.repeat(np.arange(len(items)), items.shape[1])
         weights = sp.csr_matrix(
-            (values.ravel(), (rows, pool[top].ravel())), shape=(len(text), n_items)
+            (values.ravel(), (rows, items.ravel())), shape=(len(items), n_items)
         )
         weights.eliminate_zeros()
         return weights.astype(np.float32)
@@ -745,7 +759,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
         they crowd out what the user would pick. (The users' trained vectors still include
         those items; this mild leak makes the choice conservative.)
         """
-        from kinrec.evaluation.protocol import evaluate_scorers, validation_users
+        from kinrec.evaluation.protocol import evaluate_group_offsets, validation_users
 
         eligible = np.flatnonzero(self.item_degree >= 5)
         if len(eligible) < 2:
@@ -784,10 +798,9 @@ class TransferRecommender(TransferRetrieval, Recommender):
         )
         results: dict[tuple[float, float], float] = {}
         boosts = [b * self._offset_scale for b in self.COLD_BOOSTS]
+        nearest = self._nearest_warm(self.content.text[pseudo], exclude=pseudo)
         for temperature in temperatures:
-            weights = self._neighbour_weights(
-                self.content.text[pseudo], exclude=pseudo, temperature=temperature
-            )
+            weights = self._softmax_weights(nearest, temperature)
             has = np.diff(weights.indptr) > 0
             final = self.item_content[pseudo].copy()
             borrowed_final, _, borrowed_columns = self._borrowed(weights)
@@ -798,37 +811,26 @@ class TransferRecommender(TransferRetrieval, Recommender):
             if self.linear is not None and self.linear_weight:
                 columns = heads.masked_columns(borrowed_columns, has)
             del borrowed_columns
-            # every offset is scored in one pass over the users, the base scores of a batch
-            # computed once (evaluate_scorers calls each scorer on a batch in turn)
-            last: dict = {}
+            # every offset from one scoring per batch: an offset on the pseudo-new items
+            # does not reorder them among themselves nor the others among themselves
 
-            def base_scores(users: np.ndarray, final=final, columns=columns, last=last):
-                if "users" not in last or not np.array_equal(last["users"], users):
-                    u = self.user_final[users]
-                    scores = u @ self.item_final.T / self._scale
-                    scores[:, pseudo] = u @ final.T / self._scale
-                    if columns is not None:
-                        rows = seen_rows[users]
-                        linear = self._linear_scores(rows, self.linear)
-                        linear[:, pseudo] = self._linear_scores(rows, columns)
-                        scores += self.linear_weight * linear
-                    last.update(users=users.copy(), scores=scores + offset)
-                return last["scores"]
+            def base_scores(users: np.ndarray, final=final, columns=columns) -> np.ndarray:
+                u = self.user_final[users]
+                scores = u @ self.item_final.T / self._scale
+                scores[:, pseudo] = u @ final.T / self._scale
+                if columns is not None:
+                    rows = seen_rows[users]
+                    linear = self._linear_scores(rows, self.linear)
+                    linear[:, pseudo] = self._linear_scores(rows, columns)
+                    scores += self.linear_weight * linear
+                return scores + offset
 
-            def scorer(boost: float, base=base_scores):
-                def score(users: np.ndarray) -> np.ndarray:
-                    scores = base(users).copy()
-                    scores[:, pseudo] += boost
-                    return scores
-
-                return score
-
-            scored = evaluate_scorers(
-                {b: scorer(b) for b in boosts}, truth, [seen], ks=(10,), batch_size=2048
+            scored = evaluate_group_offsets(
+                base_scores, pseudo, boosts, truth, [seen], ks=(10,), batch_size=2048
             )
             for boost, result in scored.items():
                 results[(temperature, boost)] = result.metrics["ndcg@10"]
-            del last, columns
+            del columns
         self.neighbour_temperature, self.cold_boost = max(results, key=results.get)
         self.fit_info["cold_search"] = {
             f"temperature={t:g} offset={b:g}": round(v, 5) for (t, b), v in results.items()
