@@ -387,23 +387,25 @@ def plot(report: dict, path: Path) -> None:
 
 
 def merge_previous(reports: list[dict], models: list[str], path: Path):
-    """Add to ``reports`` the earlier run's results (``path``) of the models this run did
-    not run, at the sizes both runs have, each marked with that run's command. Returns the
-    models in the earlier run's order and that command (None: nothing to merge)."""
+    """Add to ``reports`` the earlier run's results (``path``) that this run did not
+    replace, each marked with that run's command: at the sizes both runs have, the models
+    this run did not run; the sizes this run did not have, whole. Returns the models in the
+    earlier run's order and that command (None: nothing to merge)."""
     if not path.exists():
         return models, None
     old = json.loads(path.read_text())
     command = old.get("command")
-    by_size = {s["items"]: s for s in old.get("sizes", [])}
+    ran = {size["items"]: size for size in reports}
     kept = [m for m in old.get("models", []) if m not in models]
-    for size in reports:
-        earlier = by_size.get(size["items"])
-        if earlier is None:
-            continue
-        for result in earlier.get("results", []):
-            if result["model"] in kept:
-                size["results"].append({**result, "run": result.get("run") or command})
-    order = [m for m in old.get("models", []) if m in kept or m in models]
+    for earlier in old.get("sizes", []):
+        marked = [{**r, "run": r.get("run") or command} for r in earlier.get("results", [])]
+        size = ran.get(earlier["items"])
+        if size is None:
+            reports.append({**earlier, "results": marked})
+        else:
+            size["results"].extend(r for r in marked if r["model"] in kept)
+    reports.sort(key=lambda size: size["items"])
+    order = list(old.get("models", []))
     return order + [m for m in models if m not in order], command
 
 
@@ -453,7 +455,8 @@ def main() -> None:
     parser.add_argument(
         "--merge",
         action="store_true",
-        help="keep the earlier results of models not in --models (marked with their command)",
+        help="keep the earlier results of models not in --models and of sizes not in "
+        "--sizes (marked with their command)",
     )
     parser.add_argument("--out", default="scale", help="results file stem")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
