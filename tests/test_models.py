@@ -367,3 +367,21 @@ def test_ease_weights_refuse_a_gram_matrix_that_is_not_positive_definite() -> No
     graph = np.ones((10, 10)) - np.eye(10)  # a dense graph: eigenvalue -1 per unit strength
     with pytest.raises(NotPositiveDefiniteError, match="not positive definite"):
         ease_weights(np.diag(np.diag(gram)) + 100.0 * graph, 3.0)
+
+
+def test_kinformer_fits_on_interactions_alone_without_side_data(split: Split) -> None:
+    """No ``side`` at all (the Python call a newcomer writes first): kinformer trains on the
+    interactions, ranks each user's own cluster first, and the content models say what
+    they miss instead of failing inside."""
+    from kinrec.models.base import DataRequirementError
+
+    params = {"max_epochs": 6, "dim": 8, "batch_size": 64, "cold_calibration": 0.0}
+    model = create_model("kinformer", params).fit(split.train, split.valid)
+    assert model.fit_info["views"] == {"id": True, "text": False, "kg": False}
+    for user in ("u0", f"u{N_USERS - 1}"):
+        top = model.recommend(user, k=3)
+        assert len(top) == 3
+        assert all(item_cluster(s.item_id) == cluster(int(user[1:]), N_USERS) for s in top)
+    for name in ("lm-knn", "kg-knn"):
+        with pytest.raises(DataRequirementError):
+            create_model(name).fit(split.train)

@@ -111,8 +111,11 @@ def build_item_content(
     graph_rows = {item_id: row for row, item_id in enumerate(graph.item_ids)}
     rows = np.array([graph_rows.get(str(i), -1) for i in ids])
     present = rows >= 0
-    picked = incidence[np.where(present, rows, 0)]
-    picked = sp.diags(present.astype(np.float64)) @ picked
+    if present.any():
+        picked = incidence[np.where(present, rows, 0)]
+        picked = sp.diags(present.astype(np.float64)) @ picked
+    else:  # no item in the graph (or no graph at all)
+        picked = sp.csr_matrix((len(ids), incidence.shape[1]), dtype=np.float64)
     df = np.asarray((picked > 0).sum(axis=0)).ravel()
     keep = np.flatnonzero(df >= min_entity_items)
     picked = picked[:, keep].tocsr()

@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.numpy import load_file, save_file
 
-from kinrec.data.dataset import Dataset, IdMap, Interactions
+from kinrec.data.dataset import INTERACTION_COLUMNS, Dataset, IdMap, Interactions, empty_frame
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -222,6 +222,8 @@ class Recommender(ABC):
         (:class:`DataRequirementError` when one is not met) and kept as ``self.data_holds``.
         """
         self.data_holds = self.check_data(train, side)
+        if side is None:  # interactions only: no item text, attributes or graph
+            side = Dataset(name="", interactions=empty_frame(INTERACTION_COLUMNS))
         self.side = side
         self.text_template = _text_template(side)
         # Own copies: items added after fitting (``add_items``) must not grow the caller's maps.
