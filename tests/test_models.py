@@ -385,3 +385,22 @@ def test_kinformer_fits_on_interactions_alone_without_side_data(split: Split) ->
     for name in ("lm-knn", "kg-knn"):
         with pytest.raises(DataRequirementError):
             create_model(name).fit(split.train)
+
+
+def test_fit_with_a_validation_part_chooses_on_it_without_being_given_a_validator(
+    split: Split,
+) -> None:
+    """``fit(train, valid)`` validates on ``valid``: the same choices as with an explicit
+    validator, not the grids' first values (a head weight of 0)."""
+    params = {"max_epochs": 4, "dim": 8, "batch_size": 64, "cold_calibration": 0.0}
+    implicit = create_model("kinformer", params).fit(split.train, split.valid)
+    explicit = create_model("kinformer", params).fit(
+        split.train, split.valid, validator=ndcg_validator(split.train, split.valid)
+    )
+    assert implicit.fit_info["evaluations"] > 0 and implicit.fit_info["best_epoch"] is not None
+    for key in ("linear_search", "linear_weight", "prior_weight", "best_epoch"):
+        assert implicit.fit_info.get(key) == explicit.fit_info.get(key), key
+    assert implicit.fit_info["linear_search"]  # the head's grid was validated
+    assert implicit.fit_info["linear_weight"] > 0  # chosen, not the grid's first value
+    without = create_model("kinformer", params).fit(split.train)
+    assert without.fit_info["linear_weight"] == 0.0 and without.fit_info["evaluations"] == 0

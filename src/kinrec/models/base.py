@@ -220,7 +220,16 @@ class Recommender(ABC):
 
         What the data holds is checked first against :meth:`requirements`
         (:class:`DataRequirementError` when one is not met) and kept as ``self.data_holds``.
+
+        With ``valid`` rows and no ``validator``, the validator is NDCG@10 on ``valid`` with
+        the train items masked (:func:`~kinrec.evaluation.protocol.ndcg_validator`): early
+        stopping and every choice on validation (a head's weight, a prior's weight) use the
+        validation part whenever it is given, never a silent default.
         """
+        if validator is None and valid is not None and len(valid):
+            from kinrec.evaluation.protocol import ndcg_validator
+
+            validator = ndcg_validator(train, valid)
         self.data_holds = self.check_data(train, side)
         if side is None:  # interactions only: no item text, attributes or graph
             side = Dataset(name="", interactions=empty_frame(INTERACTION_COLUMNS))
