@@ -249,10 +249,13 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`",
         "",
     ]
-    if report.get("merged_from"):
+    earlier = _earlier_runs(report)
+    if earlier:
         lines += [
-            f"Rows marked (†) are kept from the earlier run `{report['merged_from']}`, on the "
-            "same data (same seed and sizes), for the models this run did not run.",
+            "Rows marked (†n) are kept from earlier runs on the same data (same seed and "
+            "sizes), for the models or sizes this run did not run: "
+            + "; ".join(f"†{n} `{run}`" for run, n in earlier.items())
+            + ".",
             "",
         ]
     lines += [
@@ -302,7 +305,7 @@ def markdown(report: dict) -> str:
     for s in report["sizes"]:
         for r in s["results"]:
             wall, rss = r.get("wall_seconds"), r.get("peak_rss_gib")
-            mark = " (†)" if r.get("run") else ""
+            mark = f" (†{earlier[r['run']]})" if r.get("run") else ""
             lines.append(
                 f"| {s['items']:,} | {r['model']} | {_describe(r)}{mark} | "
                 f"{_number(r.get('fit_seconds'), 1)} | {_number(wall, 1)} | {_number(rss, 2)} | "
@@ -316,9 +319,15 @@ def markdown(report: dict) -> str:
         "| model | sizes fit | fit-time exponent | peak-RSS exponent |",
         "|---|---:|---:|---:|",
     ]
+    budgeted = {
+        r["model"] for s in report["sizes"] for r in s["results"] if r.get("stopped_by_budget")
+    }
     for model, e in report["exponents"].items():
+        note = (
+            " (training stopped by its time budget: not a growth rate)" if model in budgeted else ""
+        )
         lines.append(
-            f"| {model} | {e['sizes_fit']} | {_number(e['fit_time'], 2)} "
+            f"| {model} | {e['sizes_fit']} | {_number(e['fit_time'], 2)}{note} "
             f"| {_number(e['peak_rss'], 2)} |"
         )
     lines += [
@@ -326,7 +335,8 @@ def markdown(report: dict) -> str:
         f"![fit time and peak RSS against items]({report['plot']})",
         "",
         "fit s: the model's own training time (`train_seconds`: fit with early stopping on "
-        "validation; text embeddings come from the warm cache). wall s: the whole `kinrec "
+        "validation, and the training time budget where one is set; text embeddings come "
+        "from the warm cache). wall s: the whole `kinrec "
         "benchmark` process (loading the split, fit, full-ranking evaluation of every test "
         "user over all items). Peak RSS: that process's maximum resident memory (`wait4`).",
         "",
@@ -384,6 +394,16 @@ def plot(report: dict, path: Path) -> None:
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _earlier_runs(report: dict) -> dict[str, int]:
+    """The commands of the rows kept from earlier runs, numbered in order of appearance."""
+    runs: dict[str, int] = {}
+    for size in report["sizes"]:
+        for result in size["results"]:
+            if result.get("run") and result["run"] not in runs:
+                runs[result["run"]] = len(runs) + 1
+    return runs
 
 
 def merge_previous(reports: list[dict], models: list[str], path: Path):
