@@ -357,10 +357,22 @@ def test_hnsw_indexes_are_kept_for_the_next_start(world, tmp_path: Path, caplog)
     assert any("read from" in r.getMessage() for r in caplog.records)
     for q in vectors[:20]:
         np.testing.assert_array_equal(again.search(q, 10)[0], built.search(q, 10)[0])
-    # other vectors: another file, the stale one removed; a damaged file is rebuilt
+    # the table of each item's nearest items is kept beside the index, read back by the next
+    ids, sims = built.nearest_to_each(vectors, 6)
+    assert ids.shape == (300, 6) and len(list(tmp_path.glob("demo-*.top6.npz"))) == 1
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched again")
+
+    again.search_many = no_search
+    cached_ids, cached_sims = again.nearest_to_each(vectors, 6)
+    np.testing.assert_array_equal(cached_ids, ids)
+    np.testing.assert_array_equal(cached_sims, sims)
+    # other vectors: another file, the stale ones removed; a damaged file is rebuilt
     changed = ItemIndex(vectors * 2 + 1, hnsw_threshold=100, cache_dir=tmp_path, name="demo")
     (kept,) = tmp_path.glob("demo-*.faiss")
     assert kept != files[0] and changed.size == 300
+    assert not list(tmp_path.glob("demo-*.npz"))  # the old vectors' table went with them
     kept.write_bytes(b"not an index")
     rebuilt = ItemIndex(vectors * 2 + 1, hnsw_threshold=100, cache_dir=tmp_path, name="demo")
     assert rebuilt.kind == "hnsw" and kept.stat().st_size > 100

@@ -240,7 +240,7 @@ class Engine:
         m = self.config.neighbours
         n = len(self.catalog)
         if self.cos_index is not None:
-            ids, sims = self.cos_index.search_many(self.scorer.item_vectors, m + 1)
+            ids, sims = self.cos_index.nearest_to_each(self.scorer.item_vectors, m + 1)
             self.nb_ids, self.nb_sims = _drop_self(ids, sims, m)
             return
         key = self._neighbour_cache_key(m)

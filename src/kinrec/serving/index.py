@@ -41,6 +41,7 @@ class ItemIndex:
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
         self.cosine = cosine
+        self.cache_path: Path | None = None  # the file this index was read from or written to
         if cache_dir is not None and len(vectors) > hnsw_threshold:
             self._load_or_build(vectors, Path(cache_dir), name)
         else:
@@ -60,6 +61,7 @@ class ItemIndex:
                 index = faiss.read_index(str(path))
                 index.hnsw.efSearch = self.ef_search
                 self.index, self.dim, self.kind = index, x.shape[1], "hnsw"
+                self.cache_path = path
                 log.info("index %s read from %s", name, path)
                 return
             except RuntimeError as exc:  # a damaged file: build again
@@ -70,9 +72,11 @@ class ItemIndex:
             fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
             os.close(fd)
             faiss.write_index(self.index, tmp)
+            os.chmod(tmp, 0o644)  # as any file the model directory holds
             os.replace(tmp, path)  # readers never see half a file
-            for old in cache_dir.glob(f"{name}-*.faiss"):
-                if old != path:
+            self.cache_path = path
+            for old in cache_dir.glob(f"{name}-*"):  # earlier vectors' index and tables
+                if not old.name.startswith(path.stem):
                     old.unlink(missing_ok=True)
         except (OSError, RuntimeError) as exc:
             log.warning("index %s: not cached in %s (%s)", name, cache_dir, exc)
@@ -119,6 +123,33 @@ class ItemIndex:
         scores, ids = self.index.search(q, n)
         keep = ids[0] >= 0
         return ids[0][keep].astype(np.int64), scores[0][keep]
+
+    def nearest_to_each(self, vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search_many` of the indexed ``vectors`` themselves (each item's best
+        ``n``, itself included): a minute or two at a million items, so kept beside a cached
+        index (``<index file>.top<n>.npz``) and read back for the same index."""
+        path = None
+        if self.cache_path is not None:
+            path = self.cache_path.with_name(f"{self.cache_path.stem}.top{n}.npz")
+            if path.exists():
+                try:
+                    with np.load(path) as data:
+                        ids, sims = data["ids"], data["sims"]
+                    if ids.shape == (self.size, min(n, self.size)):
+                        return ids, sims
+                except (OSError, ValueError, KeyError) as exc:
+                    log.warning("neighbour table %s unreadable (%s): searching again", path, exc)
+        ids, sims = self.search_many(vectors, n)
+        if path is not None:
+            try:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+                with os.fdopen(fd, "wb") as f:
+                    np.savez(f, ids=ids, sims=sims)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except OSError as exc:
+                log.warning("neighbour table not cached in %s (%s)", path.parent, exc)
+        return ids, sims
 
     def search_many(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch search (start-up work such as neighbour lists)."""
