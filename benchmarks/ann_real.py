@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runner import write_results
+from ann_serving import engine as open_engine
 
 from kinrec.evaluation.metrics import summarize
 from kinrec.pipeline import load_split_folder
@@ -38,22 +39,6 @@ from kinrec.pipeline import load_split_folder
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 KS = (10, 20)
-
-
-def open_engine(model, model_dir: Path, db: str, dataset: str, exact: bool, candidates: int):
-    from kinrec.serving.config import ServingConfig
-    from kinrec.serving.engine import Engine
-    from kinrec.store import Store
-
-    config = ServingConfig(
-        model_dir=model_dir,
-        db=db,
-        hnsw_threshold=1,
-        scoring="exact" if exact else "auto",
-        rescore_candidates=candidates,
-        log_requests=False,
-    )
-    return Engine(model, Store(db), dataset, config)
 
 
 def served_lists(engine, users: list[str], masked: dict[str, set], k: int):
@@ -115,9 +100,9 @@ def main() -> None:
             store.ingest(split.dataset)
         dataset = split.dataset.name
         start = time.perf_counter()
-        index = open_engine(model, Path(tmp), db, dataset, False, args.candidates)
+        index = open_engine(model, db, Path(tmp), False, args.candidates, dataset)
         build_s = time.perf_counter() - start
-        exact = open_engine(model, Path(tmp), db, dataset, True, args.candidates)
+        exact = open_engine(model, db, Path(tmp), True, args.candidates, dataset)
         paths = {}
         for name, engine in (("exact", exact), ("index", index)):
             lists, times = served_lists(engine, users, masked, max(KS))

@@ -135,7 +135,9 @@ def build_model(args, work: Path) -> tuple[TransferRecommender, dict]:
 
 
 # --------------------------------------------------------------------------- in process
-def engine(model, db: str, work: Path, exact: bool, candidates: int):
+def engine(model, db: str, work: Path, exact: bool, candidates: int, dataset: str = DATASET):
+    """The service's engine on one path: ``exact`` scores every item, else HNSW candidates
+    (``hnsw_threshold`` 1) scored exactly."""
     from kinrec.serving.config import ServingConfig
     from kinrec.serving.engine import Engine
     from kinrec.store import Store
@@ -148,7 +150,7 @@ def engine(model, db: str, work: Path, exact: bool, candidates: int):
         rescore_candidates=candidates,
         log_requests=False,
     )
-    return Engine(model, Store(db), DATASET, config)
+    return Engine(model, Store(db), dataset, config)
 
 
 def compare(model, setup: dict, work: Path, args) -> dict:
