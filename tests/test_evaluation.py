@@ -168,6 +168,47 @@ def test_group_offsets_rank_as_the_full_scores_with_the_offset_added() -> None:
     assert len(seen) > 2  # the offsets do change the rankings
 
 
+def test_group_variants_rank_as_full_scores_with_each_variant_and_offset() -> None:
+    from kinrec.evaluation.protocol import evaluate_group_variants
+
+    rng = np.random.default_rng(9)
+    n_users, n_items = 70, 50
+    base = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    group = rng.random(n_items) < 0.3
+    variants = {t: rng.normal(size=(n_users, int(group.sum()))).astype(np.float32) for t in "ab"}
+    users, items = rng.integers(0, n_users, 800), rng.integers(0, n_items, 800)
+    umap, imap = IdMap([f"u{i}" for i in range(n_users)]), IdMap([f"i{i}" for i in range(n_items)])
+    train = Interactions(users[:500], items[:500], umap, imap)
+    truth = Interactions(users[500:], items[500:], umap, imap)
+    offsets = (-2.0, 0.0, 0.7, 5.0)
+    got = evaluate_group_variants(
+        lambda b: base[b][:, ~group],
+        {t: (lambda b, v=v: v[b]) for t, v in variants.items()},
+        group,
+        offsets,
+        truth,
+        [train],
+        ks=(5, 10),
+        batch_size=16,
+    )
+    assert set(got) == {(t, o) for t in variants for o in offsets}
+    seen = set()
+    for t, v in variants.items():
+        full = base.copy()
+        full[:, group] = v
+        for offset in offsets:
+            want = evaluate_scores(
+                lambda b, o=offset, f=full: f[b] + o * group.astype(np.float32),
+                truth,
+                [train],
+                ks=(5, 10),
+                batch_size=16,
+            )
+            assert got[(t, offset)].metrics == want.metrics
+            seen.add(round(want.metrics["ndcg@10"], 9))
+    assert len(seen) > 4  # variants and offsets do change the rankings
+
+
 def test_validation_scores_a_seeded_sample_of_users_on_large_catalogues() -> None:
     from kinrec.evaluation import protocol
 

@@ -185,3 +185,34 @@ def test_service_fold_in_applies_the_models_prior(ease_on_zipf) -> None:
         assert np.array_equal(known, plain)
     finally:
         model.history_prior_strength = 0.0
+
+
+@pytest.mark.parametrize("make_split", [zipf_split, cluster_split])
+def test_candidate_path_equals_whole_catalogue_when_every_item_is_a_candidate(make_split) -> None:
+    split = make_split()
+    model = fit_with_validation(create_model("ease", {"reg_weight": 5.0}), split)
+    whole = create_model("ease", {"reg_weight": 5.0, "history_prior": False})
+    fit_with_validation(whole, split)
+    choose_history_prior(whole, split.train, split.valid)
+    assert whole.fit_info["history_prior"]["ranked"] == "catalogue"
+    every = dict(exact_items=0, candidates=N_ITEMS, reference_size=N_ITEMS)
+    choose_history_prior(model, split.train, split.valid, **every)
+    assert model.fit_info["history_prior"]["ranked"].startswith("candidates")
+    want, got = whole.fit_info["history_prior"]["search"], model.fit_info["history_prior"]["search"]
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose(list(got.values()), list(want.values()), atol=1e-6)
+    assert model.history_prior_strength == whole.history_prior_strength
+
+
+def test_candidate_path_on_a_sample_keeps_the_choice() -> None:
+    # a quarter of the catalogue as reference, a fifth as candidates: the blend's mean and
+    # spread are estimated, and the choice between a prior and none stays the same
+    for make_split in (zipf_split, cluster_split):
+        split = make_split()
+        whole = fit_with_validation(create_model("ease", {"reg_weight": 5.0}), split)
+        sampled = create_model("ease", {"reg_weight": 5.0, "history_prior": False})
+        fit_with_validation(sampled, split)
+        choose_history_prior(
+            sampled, split.train, split.valid, exact_items=0, candidates=8, reference_size=10
+        )
+        assert (sampled.history_prior_strength > 0) == (whole.history_prior_strength > 0)

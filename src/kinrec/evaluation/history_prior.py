@@ -11,21 +11,38 @@ their training rows and their validation rows) with the history masked, as a new
 future would be. The model has trained on those other training rows, which flatters its
 fold-in, so the choice errs towards a weaker prior. The mean NDCG@10 over the history
 lengths picks ``c``; ties go to the smaller ``c`` (0: no prior).
+
+Up to :data:`EXACT_ITEMS` items every simulated user's whole catalogue is blended and ranked
+for every ``c``. Above, each user's top 10 is taken from candidates (the user's
+:data:`CANDIDATES` best items by fold-in score, the as many most popular items and the
+catalogue's reference sample), and the blend is standardised on the reference sample
+(:data:`~kinrec.models.base.REFERENCE_ITEMS`), as the service's index path blends it
+(:meth:`~kinrec.models.base.Recommender.blend_history_prior_subset`). An item outside the
+candidates is below all of them by fold-in score and by popularity, so it would need a blend
+between the two to enter a top 10; given every item as candidate and reference, the two paths
+give the same figures (tested).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from kinrec.data.dataset import Interactions
+from kinrec.evaluation.metrics import per_user_metrics
 from kinrec.evaluation.protocol import evaluate_scores
-from kinrec.models.base import Recommender
+from kinrec.models.base import REFERENCE_ITEMS, Recommender, reference_items
 
 HISTORIES = (1, 2, 3, 5, 10, 20)
 STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+EXACT_ITEMS = 50_000
+"""Catalogues up to this size are blended and ranked whole for every simulated user and
+``c`` (a user x catalogue pass per ``c`` and history length); larger ones from candidates."""
+CANDIDATES = 1_000
+"""Per simulated user: the best items by fold-in score, and the most popular items, that a
+large catalogue's top 10 is taken from (with the reference sample)."""
 
 
 def short_histories(
@@ -56,47 +73,52 @@ def choose_history_prior(
     histories: Sequence[int] = HISTORIES,
     strengths: Sequence[float] = STRENGTHS,
     max_users: int = 300,
+    exact_items: int = EXACT_ITEMS,
+    candidates: int = CANDIDATES,
+    reference_size: int = REFERENCE_ITEMS,
 ) -> float:
     """Set ``model.history_prior_strength`` to the ``c`` with the best validation NDCG@10
-    of simulated new users, record the search in ``model.fit_info`` and return ``c``."""
+    of simulated new users, record the search in ``model.fit_info`` and return ``c``.
+
+    Catalogues above ``exact_items`` rank each user's ``candidates`` best and most popular
+    items and ``reference_size`` reference items (the module's docstring)."""
     if not model.supports_fold_in or not len(valid):
         return model.history_prior_strength
     start = time.perf_counter()
     seed = int(getattr(model.config, "seed", 0))
+    whole = train.n_items <= exact_items
     totals = np.zeros(len(strengths))
     used = 0
-    for n in histories:
-        users, history = short_histories(train, valid, n, max_users, seed + n)
-        if not len(users):
-            continue
-        used += 1
-        row_of = np.full(train.n_users, -1)
-        row_of[users] = np.arange(len(users))
-        firsts = train.subset(history)
-        rows = model.history_rows(firsts)
-        raw = [
-            np.asarray(model.score_history(row.indices, row.data), dtype=np.float64)
-            for row in (rows[u] for u in users)
-        ]
-        rest = train.subset((row_of[train.users] >= 0) & ~history)
-        chosen = valid.subset(row_of[valid.users] >= 0)
-        truth = Interactions(
-            np.concatenate([rest.users, chosen.users]),
-            np.concatenate([rest.items, chosen.items]),
-            train.user_map,
-            train.item_map,
-        )
-        for j, c in enumerate(strengths):
-            model.history_prior_strength = float(c)
-            blended = np.vstack([model.blend_history_prior(s, n) for s in raw])
-
-            def scorer(
-                batch: np.ndarray, blended: np.ndarray = blended, row_of: np.ndarray = row_of
-            ) -> np.ndarray:
-                return blended[row_of[batch]]
-
-            result = evaluate_scores(scorer, truth, [firsts], ks=(10,))
-            totals[j] += result.metrics["ndcg@10"]
+    keep = model.history_prior_strength
+    try:
+        for n in histories:
+            users, history = short_histories(train, valid, n, max_users, seed + n)
+            if not len(users):
+                continue
+            used += 1
+            row_of = np.full(train.n_users, -1)
+            row_of[users] = np.arange(len(users))
+            firsts = train.subset(history)
+            rows = model.history_rows(firsts)
+            raw = (
+                np.asarray(model.score_history(row.indices, row.data), dtype=np.float64)
+                for row in (rows[u] for u in users)
+            )
+            rest = train.subset((row_of[train.users] >= 0) & ~history)
+            chosen = valid.subset(row_of[valid.users] >= 0)
+            truth = Interactions(
+                np.concatenate([rest.users, chosen.users]),
+                np.concatenate([rest.items, chosen.items]),
+                train.user_map,
+                train.item_map,
+            )
+            if whole:
+                totals += _whole_ndcg(model, list(raw), n, row_of, truth, firsts, strengths)
+            else:
+                pick = (candidates, reference_size)
+                totals += _candidate_ndcg(model, raw, n, users, truth, firsts, strengths, pick)
+    finally:
+        model.history_prior_strength = keep
     if not used:
         model.history_prior_strength = 0.0
         return 0.0
@@ -107,6 +129,85 @@ def choose_history_prior(
         "strength": float(strengths[best]),
         "histories": [int(n) for n in histories],
         "search": {f"{c:g}": round(float(m), 6) for c, m in zip(strengths, means, strict=True)},
+        "ranked": "catalogue" if whole else f"candidates ({candidates} + {reference_size})",
         "seconds": round(time.perf_counter() - start, 2),
     }
     return model.history_prior_strength
+
+
+def _whole_ndcg(
+    model: Recommender,
+    raw: list[np.ndarray],
+    n: int,
+    row_of: np.ndarray,
+    truth: Interactions,
+    firsts: Interactions,
+    strengths: Sequence[float],
+) -> np.ndarray:
+    """NDCG@10 of every strength, each simulated user's whole catalogue ranked."""
+    out = np.zeros(len(strengths))
+    for j, c in enumerate(strengths):
+        model.history_prior_strength = float(c)
+        blended = np.vstack([model.blend_history_prior(s, n) for s in raw])
+
+        def scorer(batch: np.ndarray, blended: np.ndarray = blended) -> np.ndarray:
+            return blended[row_of[batch]]
+
+        out[j] = evaluate_scores(scorer, truth, [firsts], ks=(10,)).metrics["ndcg@10"]
+    return out
+
+
+def _candidate_ndcg(
+    model: Recommender,
+    raw: Iterator[np.ndarray],
+    n: int,
+    users: np.ndarray,
+    truth: Interactions,
+    firsts: Interactions,
+    strengths: Sequence[float],
+    pick: tuple[int, int],
+) -> np.ndarray:
+    """NDCG@10 of every strength, each simulated user's top 10 taken from candidates."""
+    n_items = truth.n_items
+    k = 10
+    count, reference_size = pick
+    popularity = np.bincount(model.seen.indices, minlength=n_items)[:n_items]
+    popular = np.argpartition(-popularity, min(count, n_items) - 1)[:count]
+    reference = reference_items(n_items, reference_size)
+    relevant = _rows(truth, users)
+    masked = _rows(firsts, users)
+    hits = np.zeros((len(strengths), len(users), k), dtype=bool)
+    for i, scores in enumerate(raw):
+        seen = masked[i]
+        ranked = scores.copy()
+        ranked[seen] = -np.inf
+        best = np.argpartition(-ranked, min(count, n_items) - 1)[:count]
+        items, first = np.unique(np.concatenate([reference, best, popular]), return_index=True)
+        is_reference = first < len(reference)
+        out = np.isin(items, seen)
+        wanted = np.isin(items, relevant[i])
+        for j, c in enumerate(strengths):
+            model.history_prior_strength = float(c)
+            blended = model.blend_history_prior_subset(scores[items], items, n, is_reference)
+            blended[out] = -np.inf
+            top = np.argsort(-blended, kind="stable")[:k]
+            top = top[np.isfinite(blended[top])]
+            hits[j, i, : len(top)] = wanted[top]
+    n_relevant = np.array([len(r) for r in relevant])
+    evaluated = n_relevant > 0
+    return np.array(
+        [
+            per_user_metrics(h[evaluated], n_relevant[evaluated], k)["ndcg"].mean()
+            if evaluated.any()
+            else 0.0
+            for h in hits
+        ]
+    )
+
+
+def _rows(part: Interactions, users: np.ndarray) -> list[np.ndarray]:
+    """The distinct items of each of ``users`` in ``part``."""
+    order = np.lexsort((part.items, part.users))
+    u, items = part.users[order], part.items[order]
+    starts, ends = np.searchsorted(u, users, "left"), np.searchsorted(u, users, "right")
+    return [np.unique(items[s:e]) for s, e in zip(starts, ends, strict=True)]

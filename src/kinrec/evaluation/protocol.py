@@ -133,27 +133,79 @@ def evaluate_group_offsets(
     of the group's own top k (shifted) and the others' top k. One scoring and two top-k
     selections per batch serve every offset."""
     group = np.asarray(group, dtype=bool)
+    last: dict = {}
 
-    def rank(batch: np.ndarray, masked, kmax: int) -> dict[float, np.ndarray]:
-        scores = _checked(scorer(batch), batch, truth.n_items).copy()
+    def full(batch: np.ndarray) -> np.ndarray:
+        if last.get("batch") is not batch:
+            last.update(batch=batch, scores=_checked(scorer(batch), batch, truth.n_items))
+        return last["scores"]
+
+    results = evaluate_group_variants(
+        lambda b: full(b)[:, ~group],
+        {None: lambda b: full(b)[:, group]},
+        group,
+        offsets,
+        truth,
+        exclude,
+        ks,
+        batch_size,
+    )
+    return {offset: results[(None, offset)] for offset in offsets}
+
+
+def evaluate_group_variants(
+    outside: Scorer,
+    insides: Mapping[Hashable, Scorer],
+    group: np.ndarray,
+    offsets: Sequence[float],
+    truth: Interactions,
+    exclude: Sequence[Interactions] = (),
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 1024,
+) -> dict[tuple[Hashable, float], EvaluationResult]:
+    """:func:`evaluate_group_offsets` for several variants of the group's scores that share
+    the other items' scores: ``outside(batch)`` scores the items outside ``group`` (its
+    columns in item order), each ``insides[key](batch)`` the items inside it. Results are
+    keyed ``(key, offset)``. The outside items are scored and cut to their top k once per
+    batch for every variant and offset; a variant costs only the group's columns."""
+    group = np.asarray(group, dtype=bool)
+    if group.shape != (truth.n_items,):
+        raise ValueError(f"group mask has shape {group.shape}, expected {(truth.n_items,)}")
+    out_items, in_items = np.flatnonzero(~group), np.flatnonzero(group)
+    position = np.empty(truth.n_items, dtype=np.int64)
+    position[out_items] = np.arange(len(out_items))
+    position[in_items] = np.arange(len(in_items))
+
+    def cut(scores, batch, items, masked, inside: bool, kmax: int):
+        scores = np.asarray(scores, dtype=np.float32)
+        if scores.shape != (len(batch), len(items)):
+            raise ValueError(
+                f"scorer returned shape {scores.shape}, expected {(len(batch), len(items))}"
+            )
+        scores = scores.copy()
         if masked is not None:
-            scores[masked.row, masked.col] = -np.inf
-        inside = scores.copy()
-        inside[:, ~group] = -np.inf
-        scores[:, group] = -np.inf
-        k = min(kmax, truth.n_items)
-        tops = [torch.topk(torch.from_numpy(x), k, dim=1) for x in (inside, scores)]
-        values = torch.cat([tops[0].values, tops[1].values], dim=1)
-        indices = torch.cat([tops[0].indices, tops[1].indices], dim=1)
-        out = {}
-        for offset in offsets:
-            shifted = values.clone()
-            shifted[:, :k] += offset  # float32, as the full scores' sum would be
-            best = torch.topk(shifted, k, dim=1).indices
-            out[offset] = _padded(torch.gather(indices, 1, best).numpy(), kmax)
-        return out
+            here = group[masked.col] == inside
+            scores[masked.row[here], position[masked.col[here]]] = -np.inf
+        top = torch.topk(torch.from_numpy(scores), min(kmax, len(items)), dim=1)
+        return top.values, torch.from_numpy(items)[top.indices]
 
-    return _evaluate_rankings(list(offsets), rank, truth, exclude, ks, None, None, batch_size)
+    def rank(batch: np.ndarray, masked, kmax: int) -> dict[tuple[Hashable, float], np.ndarray]:
+        out_values, out_top = cut(outside(batch), batch, out_items, masked, False, kmax)
+        tops = {}
+        for key, inside in insides.items():
+            in_values, in_top = cut(inside(batch), batch, in_items, masked, True, kmax)
+            values = torch.cat([in_values, out_values], dim=1)
+            indices = torch.cat([in_top, out_top], dim=1)
+            k = min(kmax, values.shape[1])
+            for offset in offsets:
+                shifted = values.clone()
+                shifted[:, : in_values.shape[1]] += offset  # float32, as the full sum would be
+                best = torch.topk(shifted, k, dim=1).indices
+                tops[(key, offset)] = _padded(torch.gather(indices, 1, best).numpy(), kmax)
+        return tops
+
+    keys = [(key, offset) for key in insides for offset in offsets]
+    return _evaluate_rankings(keys, rank, truth, exclude, ks, None, None, batch_size)
 
 
 def _checked(scores, batch: np.ndarray, n_items: int) -> np.ndarray:

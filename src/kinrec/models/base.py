@@ -50,6 +50,19 @@ Validator = Callable[["Recommender"], float]
 ProgressCallback = Callable[[str, int, int, dict[str, float]], None]
 """``(phase, step, total, values)``: called by iterative models after each epoch."""
 
+REFERENCE_ITEMS = 2048
+"""Items (a seeded uniform sample) whose fold-in scores stand in for the whole catalogue's
+where a new user's scores are blended with popularity over part of a large catalogue
+(:meth:`Recommender.blend_history_prior_subset`): by the service's index path, and by the
+validation choice of the blend's strength on large catalogues."""
+
+
+def reference_items(n_items: int, size: int = REFERENCE_ITEMS) -> np.ndarray:
+    """The seeded uniform sample of ``size`` items (sorted) that stands in for a catalogue of
+    ``n_items`` (all of them when it is no larger): the same sample for the same size."""
+    rng = np.random.default_rng(n_items)
+    return np.sort(rng.choice(n_items, size=min(n_items, size), replace=False)).astype(np.int64)
+
 
 CAPABILITIES: dict[str, str] = {
     "text": "item text",

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from kinrec.models.base import Recommender
+from kinrec.models.base import REFERENCE_ITEMS, Recommender, reference_items
 
 log = logging.getLogger("kinrec.serving")
 
@@ -47,9 +47,6 @@ EMPTY = np.zeros(0, dtype=np.int64)
 EXTRA_COLUMN_SPREAD = 0.25
 """Spread of the retrieval index's offset and popularity columns, relative to one vector
 component's (:meth:`ModelScorer.column_scales`)."""
-REFERENCE_ITEMS = 2048
-"""Items (a seeded uniform sample) whose fold-in scores stand in for the whole catalogue's
-when a new user's candidate scores are blended with popularity (mean and spread)."""
 
 
 @dataclass(frozen=True)
@@ -363,9 +360,7 @@ class ModelScorer:
         """A seeded uniform sample of the catalogue (sorted): see :data:`REFERENCE_ITEMS`."""
         n = self.n_items
         if self._reference is None or self._reference[0] != n:
-            rng = np.random.default_rng(n)
-            sample = np.sort(rng.choice(n, size=min(n, REFERENCE_ITEMS), replace=False))
-            self._reference = (n, sample.astype(np.int64))
+            self._reference = (n, reference_items(n, REFERENCE_ITEMS))
         return self._reference[1]
 
     def rescore(self, request: RetrievalRequest, candidates: np.ndarray) -> np.ndarray:

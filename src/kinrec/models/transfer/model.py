@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -759,7 +759,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
         they crowd out what the user would pick. (The users' trained vectors still include
         those items; this mild leak makes the choice conservative.)
         """
-        from kinrec.evaluation.protocol import evaluate_group_offsets, validation_users
+        from kinrec.evaluation.protocol import evaluate_group_variants, validation_users
 
         eligible = np.flatnonzero(self.item_degree >= 5)
         if len(eligible) < 2:
@@ -796,41 +796,59 @@ class TransferRecommender(TransferRetrieval, Recommender):
             if self.config.neighbour_temperature or not borrows
             else self.NEIGHBOUR_TEMPERATURES
         )
-        results: dict[tuple[float, float], float] = {}
         boosts = [b * self._offset_scale for b in self.COLD_BOOSTS]
         nearest = self._nearest_warm(self.content.text[pseudo], exclude=pseudo)
+        head = self.linear is not None and bool(self.linear_weight)
+        variants = {}
         for temperature in temperatures:
             weights = self._softmax_weights(nearest, temperature)
             has = np.diff(weights.indptr) > 0
             final = self.item_content[pseudo].copy()
-            borrowed_final, _, borrowed_columns = self._borrowed(weights)
+            borrowed_final, _, borrowed_columns = self._borrowed(weights, columns=head)
             final[has] = borrowed_final[has]
             # the head with the pseudo-new items' columns borrowed: only those columns are
             # held apart (a copy of the whole head would double its memory)
-            columns = None
-            if self.linear is not None and self.linear_weight:
-                columns = heads.masked_columns(borrowed_columns, has)
+            columns = heads.masked_columns(borrowed_columns, has) if head else None
+            variants[temperature] = (final, columns)
             del borrowed_columns
-            # every offset from one scoring per batch: an offset on the pseudo-new items
-            # does not reorder them among themselves nor the others among themselves
+        # Every temperature and offset from one scoring of the other items per batch: the
+        # pseudo-new items' scores are all a temperature changes, and an offset on them does
+        # not reorder them among themselves nor the others among themselves.
+        others = ~pseudo
+        others_final = self.item_final[others]
+        batch: dict = {}
 
-            def base_scores(users: np.ndarray, final=final, columns=columns) -> np.ndarray:
-                u = self.user_final[users]
-                scores = u @ self.item_final.T / self._scale
-                scores[:, pseudo] = u @ final.T / self._scale
+        def of_batch(users: np.ndarray) -> dict:
+            if batch.get("users") is not users:
+                batch.clear()
+                batch.update(users=users, u=self.user_final[users], rows=seen_rows[users])
+            return batch
+
+        def outside(users: np.ndarray) -> np.ndarray:
+            b = of_batch(users)
+            scores = b["u"] @ others_final.T / self._scale
+            if head:
+                scores += (
+                    self.linear_weight * self._linear_scores(b["rows"], self.linear)[:, others]
+                )
+            return scores + offset[others]
+
+        def inside(final: np.ndarray, columns) -> Callable[[np.ndarray], np.ndarray]:
+            def scores_of(users: np.ndarray) -> np.ndarray:
+                b = of_batch(users)
+                scores = b["u"] @ final.T / self._scale
                 if columns is not None:
-                    rows = seen_rows[users]
-                    linear = self._linear_scores(rows, self.linear)
-                    linear[:, pseudo] = self._linear_scores(rows, columns)
-                    scores += self.linear_weight * linear
-                return scores + offset
+                    scores += self.linear_weight * self._linear_scores(b["rows"], columns)
+                return scores + offset[pseudo]
 
-            scored = evaluate_group_offsets(
-                base_scores, pseudo, boosts, truth, [seen], ks=(10,), batch_size=2048
-            )
-            for boost, result in scored.items():
-                results[(temperature, boost)] = result.metrics["ndcg@10"]
-            del columns
+            return scores_of
+
+        insides = {t: inside(final, columns) for t, (final, columns) in variants.items()}
+        scored = evaluate_group_variants(
+            outside, insides, pseudo, boosts, truth, [seen], ks=(10,), batch_size=2048
+        )
+        results = {key: result.metrics["ndcg@10"] for key, result in scored.items()}
+        del variants, insides
         self.neighbour_temperature, self.cold_boost = max(results, key=results.get)
         self.fit_info["cold_search"] = {
             f"temperature={t:g} offset={b:g}": round(v, 5) for (t, b), v in results.items()
