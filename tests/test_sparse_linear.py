@@ -65,6 +65,22 @@ def test_gram_parts_give_the_systems_of_the_dense_variants() -> None:
         assert not from_parts.diagonal().any()
 
 
+def test_threads_give_the_same_neighbours_and_weights() -> None:
+    rows = _rows(users=300, items=60, density=0.1, seed=5)
+    parts = GramParts(rows, _symmetric(60, 0.1, 6), 0.2)
+    one = neighbourhood_weights(parts, [5.0, 50.0], 9, batch=4)
+    reported: list[int] = []
+    three = neighbourhood_weights(
+        parts, [5.0, 50.0], 9, batch=4, workers=3, progress=lambda done, _: reported.append(done)
+    )
+    assert reported == sorted(reported) and reported[-1] == 60  # in order, to the end
+    for a, b in zip(one, three, strict=True):
+        assert (a != b).nnz == 0
+    np.testing.assert_array_equal(
+        top_neighbours(parts, 9, block=7), top_neighbours(parts, 9, block=7, workers=3)
+    )
+
+
 def test_neighbours_are_the_most_cosine_similar_items() -> None:
     rows = _rows(items=25, density=0.2, seed=4)
     gram = dense_gram(rows)

@@ -416,7 +416,7 @@ def sparse_weights(
     )
     gram = dense_gram(rows) if dense_gram_fits(n) else GramParts(rows)
     report = None if progress is None else (lambda done, total: progress(step, done, total, {}))
-    return neighbourhood_weights(gram, l2, k, progress=report)
+    return neighbourhood_weights(gram, l2, k, progress=report, workers=memory.available_cpus())
 
 
 DENSE_GRAM_ITEMS = 20_000

@@ -298,3 +298,11 @@ def rows_that_fit(row_bytes: int, wanted: int, share: float = 0.5) -> int:
     if limit is None or row_bytes <= 0:
         return max(int(wanted), 1)
     return int(max(1, min(int(wanted), int(limit * share) // int(row_bytes))))
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity masks on this platform
+        return max(1, os.cpu_count() or 1)

@@ -23,7 +23,8 @@ general, and its systems then give meaningless weights).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,7 +136,18 @@ def _top_sparse_rows(part: sp.csr_matrix, start: int, scale: np.ndarray, k: int)
     return _rank_top(row, col, part.data[keep] * scale[col], k)
 
 
-def top_neighbours(gram: Gram, k: int, block: int = 4096) -> np.ndarray:
+def _in_threads(work: Callable[[int], int], starts: Sequence[int], workers: int) -> Iterator[int]:
+    """``work(start)`` for every start, in up to ``workers`` threads (the sparse products and
+    the batched solves release the GIL; each start writes its own rows): yields what each
+    returns, in order."""
+    if workers <= 1 or len(starts) <= 1:
+        yield from map(work, starts)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(work, starts)
+
+
+def top_neighbours(gram: Gram, k: int, block: int = 4096, workers: int = 1) -> np.ndarray:
     """Each item's ``k`` most cosine-similar items by the Gram matrix (``G_ij / sqrt(G_ii
     G_jj)``, positive entries only): an ``(n, k)`` index array, ``-1`` where an item has
     fewer.
@@ -150,10 +162,15 @@ def top_neighbours(gram: Gram, k: int, block: int = 4096) -> np.ndarray:
         return idx
     if isinstance(gram, GramParts):
         scale = _inverse_root(gram.diagonal())
-        for start in range(0, n, block):
+
+        def rows_of(start: int) -> int:
             stop = min(start + block, n)
             r, c, rank = _top_sparse_rows(gram.columns(start, stop), start, scale, k)
             idx[start + r, rank] = c
+            return stop
+
+        for _ in _in_threads(rows_of, range(0, n, block), workers):
+            pass
         return idx
     scale = _inverse_root(np.diag(gram))
     for start in range(0, n, 2048):
@@ -193,6 +210,7 @@ def neighbourhood_weights(
     k: int,
     batch: int | None = None,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> sp.csr_matrix | list[sp.csr_matrix]:
     """Sparse EASE weights (module docstring): a float32 ``(n, n)`` CSR matrix ``B`` with
     ``B[N_j, j] = w_j``, so that a user's scores are ``row @ B``. With several L2 weights,
@@ -200,9 +218,10 @@ def neighbourhood_weights(
     the work).
 
     ``batch`` items are solved at a time (default: about 2,000 distinct items in a batch's
-    Gram block, and at most ~64 MB of systems)."""
+    Gram block, and at most ~64 MB of systems), in up to ``workers`` threads (the weights
+    do not depend on how many)."""
     l2s = [float(l2)] if np.isscalar(l2) else [float(x) for x in l2]
-    nb = top_neighbours(gram, k)
+    nb = top_neighbours(gram, k, workers=workers)
     n, k = nb.shape
     valid = nb >= 0
     if batch is None:
@@ -211,16 +230,20 @@ def neighbourhood_weights(
             batch = min(batch, max(1, 2000 // (k + 1)))
     eye = np.eye(k)
     weights = [np.zeros((n, k), dtype=np.float32) for _ in l2s]
-    for start in range(0, n, batch if k else n or 1):
+
+    def solve(start: int) -> int:
         stop = min(start + batch, n)
-        if k == 0:
-            break
         a, b = _systems(gram, np.arange(start, stop), nb[start:stop])
         for reg, out in zip(l2s, weights, strict=True):
             # a padded neighbour: the L2 on its diagonal, 0 on its right-hand side
             out[start:stop] = np.linalg.solve(a + reg * eye, b[:, :, None])[:, :, 0]
+        return stop
+
+    start = 0
+    for stop in _in_threads(solve, range(0, n, batch) if k else (), workers):
         if progress is not None and (stop == n or stop * 100 // n > start * 100 // n):
             progress(stop, n)  # about once per percent
+        start = stop
     cols = np.repeat(np.arange(n), valid.sum(axis=1))
     heads = []
     for out in weights:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from kinrec.models.memory import available_cpus
 from kinrec.training.loop import IterativeConfig
 
 
@@ -243,11 +243,3 @@ class TransferConfig(IterativeConfig):
         if isinstance(self.threads, int):
             return self.threads
         return available_cpus()
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, where the platform has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no affinity masks on this platform
-        return max(1, os.cpu_count() or 1)

@@ -423,7 +423,7 @@ class TransferRecommender(TransferRetrieval, Recommender):
                 if progress is not None:
                     progress(f"{step}: {tag}", done, total, {})
 
-            return neighbourhood_weights(gram, grid, k, progress=report)
+            return neighbourhood_weights(gram, grid, k, progress=report, workers=cfg.fit_threads())
 
         best = None  # (head-alone score, (spread, share, strength), heads by L2)
         searches: dict[str, float] = {}
