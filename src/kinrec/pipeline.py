@@ -31,7 +31,10 @@ def load_source(data: DataConfig) -> Dataset:
     else:
         path = Path(data.path)
         if data.format == "recbole":
-            dataset = loaders.load_recbole_atomic(path, name=data.dataset)
+            # ``dataset`` picks the files (NAME.inter ...) where the folder has them; otherwise
+            # it only names the dataset, read from the folder's one NAME.inter and renamed below
+            named = data.dataset and (path / f"{data.dataset}.inter").exists()
+            dataset = loaders.load_recbole_atomic(path, name=data.dataset if named else None)
         elif data.format == "ml-1m":
             dataset = loaders.load_movielens_1m(path)
         elif data.format == "unisrec":

@@ -21,6 +21,7 @@ from kinrec.cli.common import (
     DbOption,
     EpochProgress,
     err,
+    fail,
     memory_errors_as_messages,
     out,
 )
@@ -398,11 +399,23 @@ def train(
         Path | None,
         typer.Option(exists=True, file_okay=False, help="Predefined split files instead."),
     ] = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")] = Path(
-        "runs/model"
-    ),
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Model directory to write (replaced if it exists); models trained in epochs "
+            "also get their training curve there, as training.png.",
+        ),
+    ] = Path("runs/model"),
 ) -> None:
-    """Train a model on the stored dataset (split as configured), evaluate, save the model dir."""
+    """Train a model on the stored dataset (split as configured), evaluate, save the model dir.
+
+    Models trained in epochs (bpr, lightgcn, multvae, kinformer...) also get
+    OUT/training.png: the mean training loss and the validation NDCG@10 of each epoch,
+    with the epoch whose state was kept marked. One-pass models (ease, itemknn, pop) get
+    none.
+    """
     from kinrec.pipeline import stored_dataset, train_and_evaluate
 
     with _errors_as_messages():
@@ -411,10 +424,28 @@ def train(
         with EpochProgress() as progress:
             outcome = train_and_evaluate(cfg, data, out_dir, progress)
     _print_trained(outcome.model, out_dir)
+    _draw_training_curve(outcome.model, out_dir)
     rows = _segment_rows(outcome.test)
     if outcome.valid is not None:
         rows = {"valid": outcome.valid.metrics, **rows}
     out.print(_metrics_table(f"{cfg.model.name}", rows, MAIN_KEYS))
+
+
+def _draw_training_curve(model, out_dir: Path) -> None:
+    """Write OUT/training.png for a model trained in epochs (nothing for one-pass models).
+
+    The model is saved already: a picture that cannot be drawn is a warning, not a failure."""
+    from kinrec.plots import write_training_curve
+
+    try:
+        path = write_training_curve(model.fit_info, out_dir, model.name)
+    except Exception as exc:
+        err.print(f"[yellow]warning:[/] could not draw the training curve: {exc}", soft_wrap=True)
+        return
+    if path is not None:
+        validated = model.fit_info.get("evaluations")
+        shows = "loss and validation NDCG@10" if validated else "loss"
+        err.print(f"training curve ({shows} per epoch): {path}", soft_wrap=True)
 
 
 def _print_trained(model, out_dir: Path) -> None:
@@ -441,8 +472,23 @@ def evaluate_cmd(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            dir_okay=False,
+            help="Also draw the results as a PNG picture at PATH (folders created): bars of "
+            "NDCG@10 and Recall@20 for all test users and for each segment (cold/warm "
+            "items, low/mid/high-activity users).",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate a saved model on the test part of the split it was trained on."""
+    """Evaluate a saved model on the test part of the split it was trained on.
+
+    Example: kinrec evaluate --model-dir runs/ease --plot runs/ease/segments.png
+    """
     from kinrec.evaluation.protocol import evaluate
     from kinrec.models.base import Recommender
     from kinrec.pipeline import split_for_model_dir
@@ -453,6 +499,16 @@ def evaluate_cmd(
         res = evaluate(
             model, split.test, [split.train, split.valid], cfg.evaluation.ks, train=split.train
         )
+    if plot is not None:
+        from kinrec.plots import default_metrics, metric_label, write_evaluation_bars
+
+        drawn = default_metrics(list(res.metrics))
+        title = f"{model.name} ({model_dir.name}): test metrics by segment"
+        try:
+            write_evaluation_bars(res, plot, drawn, title=title)
+        except (OSError, ValueError) as exc:
+            raise fail(f"could not draw {plot}: {exc}") from None
+        err.print(f"segment bars ({', '.join(map(metric_label, drawn))}): {plot}")
     if json_out:
         print(json.dumps(res.to_dict()))
         return
@@ -616,6 +672,7 @@ def demo(
         with EpochProgress() as progress:
             outcome = train_and_evaluate(cfg, stored_dataset(cfg), out_dir, progress)
         _print_trained(outcome.model, out_dir)
+        _draw_training_curve(outcome.model, out_dir)
     err.rule("4. evaluate (full ranking, train+valid masked)")
     out.print(_metrics_table(f"{model} on {dataset}", _segment_rows(outcome.test), MAIN_KEYS))
     err.rule("5. recommend")

@@ -55,8 +55,11 @@ class Catalog:
         self.links = stored.links.copy()
         self.info: dict[str, ItemInfo] = {}
         items = stored.items
-        for row in items.itertuples(index=False):
-            values = row._asdict()
+        columns = list(items.columns)
+        # plain tuples: named ones rename a field named like a keyword (ml-100k's ``class``)
+        # or one that is not an identifier, which then loses its values
+        for row in items.itertuples(index=False, name=None):
+            values = dict(zip(columns, row, strict=True))
             texts = {f: t for f in self.text_fields if (t := _clean_text(values.get(f)))}
             attrs = {
                 f: tuple(str(x) for x in values.get(f) or ())
@@ -310,6 +313,47 @@ class Catalog:
         has = self._node_of >= 0
         out[has] = sims[self._node_of[has]]
         return out
+
+    def kg_neighbourhood(
+        self, item_id: str, limit: int = 24, examples: int = 3
+    ) -> tuple[int, list[dict[str, object]]] | None:
+        """The item's edges in the knowledge graph (None: no graph): the number of its
+        neighbours and, for the first ``limit``, the relation, its direction, the entity,
+        how many other items the entity links to and ``examples`` of them."""
+        from kinrec.knowledge.graph import INVERSE_SUFFIX, ITEM_PREFIX
+
+        graph = self.graph()
+        if graph is None:
+            return None
+        node = graph.item_node(item_id)
+        if node not in graph.entities:
+            return 0, []
+        start = graph.entities.index(node)
+        first = graph.neighbors(node, hops=1)
+        indptr, indices = graph.adjacency.indptr, graph.adjacency.indices
+        edges: list[dict[str, object]] = []
+        for n in first[:limit]:
+            relation, direction = n.relation, "out"
+            if relation.endswith(INVERSE_SUFFIX):
+                relation, direction = relation[: -len(INVERSE_SUFFIX)], "in"
+            entity = graph.entities.index(n.node)
+            around = indices[indptr[entity] : indptr[entity + 1]]
+            items = np.unique(around[around < graph.n_items])
+            items = items[items != start]
+            shown = [graph.item_ids[int(i)] for i in items[:examples]]
+            own = n.node[len(ITEM_PREFIX) :] if n.node.startswith(ITEM_PREFIX) else None
+            edges.append(
+                {
+                    "relation": relation,
+                    "direction": direction,
+                    "entity": n.node,
+                    "item_id": own,
+                    "title": self.title(own) if own is not None else None,
+                    "n_items": len(items),
+                    "items": [{"item_id": i, "title": self.title(i)} for i in shown],
+                }
+            )
+        return len(first), edges
 
     def kg_paths(self, a: str, b: str, limit: int = 2) -> list[list[tuple[str, str, str]]]:
         graph = self.graph()

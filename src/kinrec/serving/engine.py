@@ -127,6 +127,7 @@ class Engine:
         self.catalog = Catalog(model.item_map.ids(), persist.read_catalog(store, dataset), dataset)
         self.users: dict[str, OnlineUser] = {}
         self._seen_csc = None
+        self._training_png: bytes | None = None
         self._alive = np.zeros(0, dtype=bool)
         self._alive_version = -1
         self.erased = set(persist.artifacts(store, persist.erased_namespace(dataset)))
@@ -661,6 +662,22 @@ class Engine:
             "kg_paths": paths[:max_paths],
         }
 
+    def item_graph(self, item_id: str, limit: int = 24) -> dict[str, Any]:
+        """An item's knowledge-graph neighbourhood: its edges item -relation-> entity, and
+        for each entity how many other items it links to (with a few of them)."""
+        with self.lock:
+            if item_id not in self.catalog.info:
+                raise NotFoundError(f"unknown item {item_id!r}")
+            found = self.catalog.kg_neighbourhood(item_id, limit)
+            n_edges, edges = found if found is not None else (0, [])
+            return {
+                "item_id": item_id,
+                "title": self.catalog.title(item_id),
+                "graph": found is not None,
+                "n_edges": n_edges,
+                "edges": edges,
+            }
+
     def _history_similarity(self, idx: int, hist: np.ndarray) -> np.ndarray:
         if not len(hist):
             return np.zeros(0, dtype=np.float64)
@@ -964,6 +981,29 @@ class Engine:
             self._update_gauges()
 
     # ------------------------------------------------------------------ info
+    def training_curve(self) -> bytes:
+        """The model's training curve as PNG: the model directory's ``training.png``
+        (written by ``kinrec train``), else drawn from the per-epoch history in the model's
+        ``fit_info``. :class:`NotFoundError` for a model not trained in epochs."""
+        if self._training_png is None:
+            from kinrec.plots import TRAINING_FILE, training_curve_png
+
+            path = Path(self.config.model_dir) / TRAINING_FILE
+            data = path.read_bytes() if path.is_file() else None
+            if data is None:
+                data = training_curve_png(self.model.fit_info, self.model.name)
+            if data is None:
+                if self.model.fit_info.get("epochs_run"):
+                    raise NotFoundError(
+                        f"no training curve: {path.name} is missing and the model's fit_info "
+                        "has no per-epoch history (saved by an older kinrec: retrain to draw one)"
+                    )
+                raise NotFoundError(
+                    f"no training curve: {self.model.name} is not trained in epochs"
+                )
+            self._training_png = data
+        return self._training_png
+
     def info(self) -> dict[str, Any]:
         alive = self.catalog.servable & ~self.catalog.retired
         return {

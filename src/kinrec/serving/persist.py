@@ -131,6 +131,28 @@ class StoredCatalog:
     entities: set[str]
     relations: set[str]
 
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> StoredCatalog:
+        """The side tables of ``dataset`` as the store would hold them (the inverse of
+        :meth:`as_dataset`): a :class:`~kinrec.serving.catalog.Catalog` over data that was
+        never stored (the Python API's filters)."""
+        item_fields = [(f, "text") for f in dataset.text_fields]
+        item_fields += [(f, "attribute") for f in dataset.attribute_fields]
+        triples, links = dataset.triples, dataset.links
+        entities = {*triples["head"], *triples["tail"], *links["entity_id"]}
+        return cls(
+            read.FieldDeclaration(
+                item=tuple(item_fields),
+                user=tuple((f, "attribute") for f in dataset.user_attribute_fields),
+                text_template=dataset.text_template,
+            ),
+            dataset.items,
+            triples,
+            links,
+            {str(e) for e in entities},
+            {str(r) for r in triples["relation"]},
+        )
+
     def as_dataset(self, name: str) -> Dataset:
         return Dataset(
             name=name,

@@ -107,6 +107,19 @@ async def info(engine: Reader, request: Request) -> dict:
 
 
 @router.get(
+    "/v1/model/training.png",
+    response_class=Response,
+    tags=["service"],
+    responses={200: {"content": {"image/png": {}}, "description": "the training curve (PNG)"}},
+)
+async def training_curve(engine: Reader) -> Response:
+    """The served model's training curve: mean training loss and validation NDCG@10 per
+    epoch, the epoch whose state was kept marked. 404 for a model not trained in epochs."""
+    data = await run_in_threadpool(engine.training_curve)
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get(
     "/v1/users/{user_id}/recommendations",
     response_model=sc.RecommendationList,
     tags=["recommendations"],
@@ -236,6 +249,17 @@ async def retire_item(engine: Admin, item_id: ItemId) -> dict:
     await run_in_threadpool(engine.store_retire, item_id)
     engine.apply_retire(item_id)
     return engine.item(item_id)
+
+
+@router.get("/v1/items/{item_id}/graph", response_model=sc.ItemGraph, tags=["items"])
+async def item_graph(
+    engine: Reader,
+    item_id: ItemId,
+    limit: Annotated[int, Query(ge=1, le=200, description="edges to list")] = 24,
+) -> Response:
+    """An item's knowledge-graph neighbourhood: item -relation-> entity, and how many other
+    items share each entity (a few named)."""
+    return _json(await run_in_threadpool(engine.item_graph, item_id, limit))
 
 
 @router.get("/v1/items/{item_id}/similar", response_model=sc.SimilarList, tags=["items"])

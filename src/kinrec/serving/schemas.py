@@ -131,6 +131,26 @@ class SimilarList(BaseModel):
     items: list[SimilarItem]
 
 
+class GraphEdge(BaseModel):
+    relation: str
+    direction: Literal["out", "in"] = Field(
+        description="out: item -relation-> entity; in: entity -relation-> item"
+    )
+    entity: str
+    item_id: str | None = Field(None, description="set when the entity is itself an item")
+    title: str | None = Field(None, description="that item's title")
+    n_items: int = Field(description="other items linked to the entity")
+    items: list[ItemBrief] = Field(description="a few of those items")
+
+
+class ItemGraph(BaseModel):
+    item_id: str
+    title: str | None
+    graph: bool = Field(description="the catalogue has a knowledge graph")
+    n_edges: int = Field(description="the item's edges in the graph (``edges`` lists the first)")
+    edges: list[GraphEdge]
+
+
 class LikedItem(BaseModel):
     item_id: str
     title: str | None

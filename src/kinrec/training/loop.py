@@ -126,6 +126,11 @@ class TrainingResult:
             "epochs_seconds": round(self.seconds, 2),
             "last_loss": self.last_loss,
             "evaluations": sum(VALID_KEY in h for h in self.history),
+            # per epoch: the mean loss and, on validated epochs, the validation score (the
+            # training curve of ``kinrec train``'s training.png and the console)
+            "history": [
+                {k: int(v) if k == "epoch" else v for k, v in h.items()} for h in self.history
+            ],
         }
 
 
