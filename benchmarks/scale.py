@@ -290,6 +290,11 @@ def markdown(report: dict) -> str:
             e = s["encode"]
             if "error" in e:
                 lines.append(f"- {s['items']:,} items: failed: {e['error']}")
+            elif not e["encoded"]:
+                lines.append(
+                    f"- {s['items']:,} items: all {e['texts']:,} texts from the embedding cache "
+                    "(encoded before this run; no rate measured here)"
+                )
             else:
                 lines.append(
                     f"- {s['items']:,} items: {e['texts']:,} texts in {e['seconds']:.1f} s = "
