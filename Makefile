@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= $(abspath ../shared)
 
-.PHONY: demo test lint bench serve bench-serving clean
+.PHONY: demo test lint docs bench serve bench-serving clean
 
 $(BIN)/kinrec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,17 @@ demo: $(BIN)/kinrec
 	$(BIN)/kinrec demo
 
 test: $(BIN)/kinrec
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mkdocs build --strict --quiet
 	KINREC_DATA_DIR=$${KINREC_DATA_DIR:-$(SHARED)/datasets} HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: $(BIN)/kinrec
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+# The documentation site (mkdocs.yml): warnings, such as a broken link, are errors. Into site/.
+docs: $(BIN)/kinrec
+	$(BIN)/mkdocs build --strict
 
 bench: $(BIN)/kinrec
 	$(BIN)/python benchmarks/baselines.py
@@ -34,4 +39,4 @@ bench-serving: $(BIN)/kinrec
 	$(BIN)/python benchmarks/serving.py
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache
