@@ -264,3 +264,31 @@ def test_thread_choice_is_bounded_and_restored():
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_a_long_auto_run_follows_the_idle_cpus(monkeypatch):
+    import torch
+
+    from kinrec.knowledge import encoder as enc
+
+    seen: list[int] = []
+    choices = iter([1, 1, 2, 2, 2, 2, 2, 2])
+    monkeypatch.setattr(enc, "auto_threads", lambda *a, **k: next(choices, 2))
+    model = enc.TextEncoder(enc.EncoderConfig(batch_size=16, num_threads="auto"))
+    real = model.model
+
+    class Spy:
+        def preprocess(self, texts):
+            seen.append(torch.get_num_threads())
+            return real.preprocess(texts)
+
+        def __call__(self, features):
+            return real(features)
+
+    model.model = Spy()
+    before = torch.get_num_threads()
+    out = model.encode_uncached([f"item number {i}" for i in range(64)])
+    assert out.shape == (64, model.dim)
+    assert seen[0] == 1 and seen[-1] == 2  # started on one thread, took the second when idle
+    assert model.stats.threads == 2
+    assert torch.get_num_threads() == before  # restored afterwards

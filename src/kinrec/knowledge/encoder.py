@@ -180,7 +180,7 @@ class EncodeStats:
     encoded: int = 0  # texts run through the model
     batches: int = 0  # model forward passes
     seconds: float = 0.0  # time spent in the model (tokenising included)
-    threads: int = 0  # torch threads of the last model run
+    threads: int = 0  # most torch threads of the last model run (auto: re-chosen as it runs)
 
 
 # ------------------------------------------------------------------------------ caches
@@ -548,6 +548,7 @@ class TextEncoder:
         )
         model = self.model
         threads = resolve_threads(config.num_threads, n)
+        used = [threads]
         with (
             torch_threads(threads),
             torch.inference_mode(),
@@ -555,6 +556,13 @@ class TextEncoder:
             bar or nullcontext(),
         ):
             for index in batches:
+                if config.num_threads == "auto" and n >= 64:
+                    # a long run follows the machine: what is idle now (re-measured at
+                    # most every 30 s), not only what was idle when it started
+                    now = auto_threads()
+                    if now != torch.get_num_threads():
+                        torch.set_num_threads(now)
+                        used.append(now)
                 features = model.preprocess([texts[i] for i in index])
                 embeddings = model(features)["sentence_embedding"].float()
                 if config.normalize:
@@ -564,7 +572,7 @@ class TextEncoder:
                     bar.advance(bar.task_ids[0], len(index))
         self.stats.encoded += n
         self.stats.batches += len(batches)
-        self.stats.threads = threads
+        self.stats.threads = max(used)
         self.stats.seconds += time.perf_counter() - start
         return out
 
