@@ -292,3 +292,29 @@ def test_a_long_auto_run_follows_the_idle_cpus(monkeypatch):
     assert seen[0] == 1 and seen[-1] == 2  # started on one thread, took the second when idle
     assert model.stats.threads == 2
     assert torch.get_num_threads() == before  # restored afterwards
+
+
+def test_niced_work_counts_as_idle_for_a_normal_priority_process(monkeypatch):
+    import builtins
+    import io
+
+    from kinrec.knowledge import encoder as enc
+
+    # two /proc/stat samples 100 ticks apart: 40 idle, 50 on niced work, 10 on normal work
+    samples = iter(["cpu 0 0 0 0 0 0 0 0 0 0\n", "cpu 10 50 0 40 0 0 0 0 0 0\n"])
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        if path == "/proc/stat":
+            return io.StringIO(next(samples))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(enc.os, "times", lambda: type("T", (), {"user": 0.0, "system": 0.0})())
+    monkeypatch.setattr(enc.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(enc.time, "sleep", lambda s: None)
+    monkeypatch.setattr(enc.os, "getpriority", lambda *a: 0)
+    assert enc.idle_cpus() == pytest.approx(2 * 0.9)
+    samples = iter(["cpu 0 0 0 0 0 0 0 0 0 0\n", "cpu 10 50 0 40 0 0 0 0 0 0\n"])
+    monkeypatch.setattr(enc.os, "getpriority", lambda *a: 19)  # niced ourselves: it is busy
+    assert enc.idle_cpus() == pytest.approx(2 * 0.4)

@@ -88,14 +88,21 @@ def idle_cpus(window_s: float = 0.15) -> float | None:
     """CPUs that the rest of the machine leaves idle, measured over ``window_s`` (Linux).
 
     Read from ``/proc/stat`` while this process sleeps (its own CPU time counts as idle).
-    ``None`` where ``/proc/stat`` is not available.
+    Time of lowered-priority (niced) processes counts as idle too when this process is not
+    niced itself: the scheduler gives their CPUs to it. ``None`` where ``/proc/stat`` is not
+    available.
     """
+    try:
+        yields_to_us = os.getpriority(os.PRIO_PROCESS, 0) <= 0
+    except (AttributeError, OSError):  # pragma: no cover - not POSIX
+        yields_to_us = False
 
     def sample() -> tuple[int, int, float]:
         with open("/proc/stat", encoding="ascii") as fh:
             ticks = [int(v) for v in fh.readline().split()[1:9]]
         own = os.times()
-        return sum(ticks), ticks[3] + ticks[4], own.user + own.system
+        idle = ticks[3] + ticks[4] + (ticks[1] if yields_to_us else 0)
+        return sum(ticks), idle, own.user + own.system
 
     try:
         total0, idle0, own0 = sample()
