@@ -64,6 +64,24 @@ def reference_items(n_items: int, size: int = REFERENCE_ITEMS) -> np.ndarray:
     return np.sort(rng.choice(n_items, size=min(n_items, size), replace=False)).astype(np.int64)
 
 
+def untrained(counts: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """Whether items had no interaction in the training data, from ``counts``, each item's
+    training interaction count (item ``i``: ``counts[i]``): a count of 0, or none at all (an
+    item past the end of ``counts``: added after training). ``idx``: the items (default:
+    those of ``counts``).
+
+    The one definition of an item without training interactions: the service labels them
+    new (:mod:`kinrec.serving.recommend`); kinformer splits them into new items (declared
+    new in the side data, or added later) and dormant ones
+    (:mod:`kinrec.models.transfer.cold`)."""
+    if idx is None:
+        return np.asarray(counts) == 0
+    known = idx < len(counts)
+    out = np.ones(len(idx), dtype=bool)
+    out[known] = counts[idx[known]] == 0
+    return out
+
+
 CAPABILITIES: dict[str, str] = {
     "text": "item text",
     "attributes": "item attributes",
@@ -394,6 +412,19 @@ class Recommender(ABC):
 
     def item_vectors(self) -> np.ndarray | None:
         """Item embeddings for ``similar_items`` (None: fall back to co-occurrence)."""
+        return None
+
+    def user_vectors(self) -> np.ndarray | None:
+        """Trained users' vectors ``U`` ``(n_users, d)`` (row ``u``: the user of index ``u``)
+        whose dot products with :meth:`item_vectors` ``V`` are the model's scores, up to one
+        positive factor ``c`` and a per-item offset ``b``: ``score(u, i) = c * U[u] @ V[i] +
+        b[i]`` (``c = 1``, ``b = 0`` for a plain dot product). None (the default): the
+        model's scores are not such a dot product, or it keeps no user vectors.
+
+        The service (:mod:`kinrec.serving.foldin`) searches a trained user's vector in an
+        inner-product index instead of scoring every item, and takes it as the prior of the
+        user's fold-in when new events arrive; it checks the relation on a few trained users
+        at start-up (fitting ``c`` and ``b``) and does without the vectors if it fails."""
         return None
 
     # ------------------------------------------------------------------ retrieval

@@ -99,6 +99,10 @@ class PairwiseEmbeddingRecommender(Recommender):
     def item_vectors(self) -> np.ndarray | None:
         return self.item_factors
 
+    def user_vectors(self) -> np.ndarray | None:
+        """The exported user vectors: the scores are their dot products with the items'."""
+        return self.user_factors
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
 

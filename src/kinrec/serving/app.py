@@ -24,7 +24,8 @@ import kinrec
 from kinrec.data.errors import DataError
 from kinrec.models.memory import MemoryLimitError
 from kinrec.serving.config import DEFAULT_MAX_BODY_BYTES, ServingConfig
-from kinrec.serving.engine import ConflictError, Engine, InvalidError, NotFoundError
+from kinrec.serving.engine import Engine
+from kinrec.serving.errors import ConflictError, InvalidError, NotFoundError
 from kinrec.serving.keys import KeyRing
 from kinrec.serving.metrics import Metrics
 from kinrec.serving.routes import ops, router

@@ -9,8 +9,9 @@ assumed:
   model's own ``score()`` on a sparse row, usually cheaper than a dense ``score_history``.
 * ``native``: the model's :meth:`~kinrec.models.base.Recommender.score_history`.
 * ``vector``: models with item vectors (``item_vectors()``): a ridge fold-in of the user's
-  vector from the vectors of the items in their history; when the model also exposes user
-  vectors whose dot products are its scores (``user_vectors()`` or ``user_factors``), a known
+  vector from the vectors of the items in their history; when the model also declares user
+  vectors whose dot products are its scores
+  (:meth:`~kinrec.models.base.Recommender.user_vectors`, verified on probe users), a known
   user's trained vector is the ridge prior, so new events nudge it rather than replace it.
 
 ``none``: the model can do neither; new events then only mask items and new users get the
@@ -42,7 +43,6 @@ from kinrec.models.base import REFERENCE_ITEMS, Recommender, reference_items
 log = logging.getLogger("kinrec.serving")
 
 FoldIn = Literal["native", "row", "vector", "none"]
-USER_VECTOR_ATTRIBUTES = ("user_factors", "user_final", "user_embeddings")
 EMPTY = np.zeros(0, dtype=np.int64)
 EXTRA_COLUMN_SPREAD = 0.25
 """Spread of the retrieval index's offset and popularity columns, relative to one vector
@@ -65,6 +65,11 @@ class RetrievalRequest:
     blend_events: int | None = None
     reference: np.ndarray | None = None
     reference_scores: np.ndarray | None = None
+
+
+def declared_user_vectors(model: Recommender) -> np.ndarray | None:
+    """The model's :meth:`~kinrec.models.base.Recommender.user_vectors`."""
+    return model.user_vectors()
 
 
 def _as_row(items: np.ndarray, weights: np.ndarray, n_items: int) -> sp.csr_matrix:
@@ -163,29 +168,24 @@ class ModelScorer:
 
     def _find_user_vectors(self) -> None:
         """User vectors whose dot products with the item vectors give the model's scores, up
-        to a positive factor and an item bias (``score = c * u.v + b_i``), from
-        ``user_vectors()`` or a user-embedding attribute; verified on probe users."""
+        to a positive factor and an item bias (``score = c * u.v + b_i``): the model's
+        declared ``user_vectors()``, verified on probe users (``c`` and ``b`` fitted)."""
         if self.item_vectors is None:
             return
-        getter = getattr(self.model, "user_vectors", None)
-        candidates = [getter()] if callable(getter) else []
-        candidates += [getattr(self.model, name, None) for name in USER_VECTOR_ATTRIBUTES]
+        users = declared_user_vectors(self.model)
         probes = self._probe_users()
         if not probes:
             return
-        wanted = {p: self.known_scores(p)[: len(self.item_vectors)] for p in probes}
-        for users in candidates:
-            if not isinstance(users, np.ndarray) or users.ndim != 2:
-                continue
-            if users.shape != (self.n_users, self.item_vectors.shape[1]):
-                continue
-            fit = self._fit_dot(np.asarray(users, dtype=np.float32), probes, wanted)
-            if fit is not None:
-                self.user_vectors = np.asarray(users, dtype=np.float32)
-                self.dot_scale, self.item_bias = fit
-                break
-        if self.user_vectors is None:
+        if not isinstance(users, np.ndarray) or users.ndim != 2:
             return
+        if users.shape != (self.n_users, self.item_vectors.shape[1]):
+            return
+        wanted = {p: self.known_scores(p)[: len(self.item_vectors)] for p in probes}
+        fit = self._fit_dot(np.asarray(users, dtype=np.float32), probes, wanted)
+        if fit is None:
+            return
+        self.user_vectors = np.asarray(users, dtype=np.float32)
+        self.dot_scale, self.item_bias = fit
         # typical score of a training positive: the ridge target, on the vectors' own scale
         sample = np.linspace(0, self.n_users - 1, num=min(self.n_users, 200)).astype(int)
         seen = self.model.seen
