@@ -184,6 +184,9 @@ def main() -> None:
         "Folders (gitignored): `runs/adapt/lora-two-tower` (LoRA adapter: `adapter_path`), "
         "`runs/adapt/full` (sentence-transformers model: `encoder_path`).",
     ]
+    from _plots import link, plot_adapt
+
+    md += ["", link("adapt", "adapt.png")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "adapt.md").write_text("\n".join(md) + "\n")
     payload = {
@@ -193,6 +196,7 @@ def main() -> None:
         "load_average": load[0],
     }
     (RESULTS / "adapt.json").write_text(json.dumps(payload, indent=1) + "\n")
+    plot_adapt(payload, RESULTS / "adapt.png")
 
 
 if __name__ == "__main__":

@@ -306,9 +306,12 @@ def write_report(result: dict, results: Path) -> None:
             f"| {r['path']} | {r['achieved_rps']} | {r['errors']} | {r['p50_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | {r['get_p99_ms']:.2f} | {r['p99_from_schedule_ms']:.2f} |"
         )
-    lines.append("")
+    from _plots import link, plot_ann_serving
+
+    lines += ["", link("ann-serving", "ann_serving.png"), ""]
     (results / "ann_serving.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    plot_ann_serving(result, results / "ann_serving.png")
 
 
 def main() -> None:

@@ -107,7 +107,11 @@ def main() -> None:
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     console.print(table)
+    from _plots import link, plot_baselines
+
     RESULTS.mkdir(parents=True, exist_ok=True)
+    picture = RESULTS / f"baselines-{args.split}.png"
+    md += ["", link("baselines", picture)]
     cmd = f"python benchmarks/baselines.py --split {args.split} --seeds {args.seeds}"
     note = (
         f"Command: `{cmd}`. Mean ± sd over seeds (BPR/LightGCN/MultVAE); ratio = kinrec "
@@ -120,6 +124,7 @@ def main() -> None:
         f"# Baselines on {args.split}\n\n{note}\n" + "\n".join(md) + "\n"
     )
     (RESULTS / f"baselines-{args.split}.json").write_text(json.dumps(raw, indent=1))
+    plot_baselines(raw, picture, reference={m: v[1] for m, v in RECBOLE[args.split].items()})
     console.print(f"wrote {RESULTS}/baselines-{args.split}.md")
 
 

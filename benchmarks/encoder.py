@@ -330,8 +330,13 @@ def main() -> None:
         result.update(throughput(args))
     if args.part in ("all", "adapt"):
         result["adaptation"] = adaptation(args)
+    from _plots import plot_encoder
+
     json_path.write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"{args.out}.md").write_text(markdown(result))
+    picture = f"{args.out}.png" if "encoders" in result else None
+    (RESULTS / f"{args.out}.md").write_text(markdown(result, picture))
+    if picture:
+        plot_encoder(result, RESULTS / picture)
 
 
 def _parts(losses: dict) -> str:
@@ -347,7 +352,11 @@ def md_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[st
     ]
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, picture: str | None = None) -> str:
+    """The results as Markdown; ``picture``: the throughput picture's file, shown after the
+    throughput tables."""
+    from _plots import link
+
     body = ["# Text encoder: throughput, cache, LoRA adaptation", ""]
     if "encoders" in result:
         meta = result["meta"]
@@ -383,6 +392,8 @@ def markdown(result: dict) -> str:
             ],
         )  # fmt: skip
         body += [intro, "", *encoders, "", *caches]
+        if picture:
+            body += ["", link("encoder", picture)]
     adapt_lines: list[str] = []
     if "adaptation" in result:
         a = result["adaptation"]

@@ -264,9 +264,13 @@ def main() -> None:
     for r in reports:
         for pair, paths in r["example_paths"].items():
             md.append(f"* {r['dataset']} item {pair}: " + "; ".join(f"`{p}`" for p in paths))
+    from _plots import link, plot_kg
+
+    md += ["", link("kg", "kg.png")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "kg.md").write_text("\n".join(md) + "\n")
     (RESULTS / "kg.json").write_text(json.dumps({"graphs": reports, "kge": kge}, indent=1))
+    plot_kg({"graphs": reports, "kge": kge}, RESULTS / "kg.png")
     console.print(f"wrote {RESULTS}/kg.md and kg.json")
 
 

@@ -233,12 +233,16 @@ def main() -> None:
         f"| {r['seconds']:.0f} |"
         for name, r in rows.items()
     ]
+    from _plots import link, plot_linear_ceiling
+
+    stem = f"linear-ceiling-{args.split}"
+    md += ["", link("linear-ceiling", f"{stem}.png")]
     text = "\n".join(md) + "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"linear-ceiling-{args.split}"
     (RESULTS / f"{stem}.md").write_text(text)
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, default=str, indent=1))
+    plot_linear_ceiling(rows, RESULTS / f"{stem}.png")
 
 
 if __name__ == "__main__":

@@ -164,10 +164,14 @@ def main() -> None:
             table.add_row(*cells)
             md.append("| " + " | ".join(cells) + " |")
     console.print(table)
+    from _plots import link, plot_new_users
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"new-users-{args.split}"
+    md += ["", link("new-users", f"{stem}.png")]
     (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n")
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    plot_new_users(results, RESULTS / f"{stem}.png")
     console.print(f"wrote {RESULTS / stem}.md")
 
 

@@ -738,8 +738,12 @@ def write_report(result: dict) -> None:
         "engine rebuilt from the store.",
         "",
     ]
+    from _plots import link, plot_serving
+
+    lines += [link("serving", "serving.png"), ""]
     (RESULTS / "serving.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    plot_serving(result, RESULTS / "serving.png")
 
 
 def main() -> None:

@@ -48,6 +48,8 @@ RECBOLE_NDCG10 = {
     "ml-1m": {"EASE": 0.3009, "BPR": 0.2561, "ItemKNN": 0.2574},
 }  # fmt: skip
 LIGHTFM_COLD_R20 = 0.1154
+LIGHTFM_COLD = {"cold_r20": LIGHTFM_COLD_R20, "cold_n20": 0.1059, "warm_r20": 0.0885,
+                "warm_n20": 0.0656}  # fmt: skip
 ABLATIONS = {
     "kinformer (full)": {},
     "- language model (view, LM neighbours, text in the prior)": {"use_text": False},
@@ -322,8 +324,9 @@ def main() -> None:
         rows = [[n, str(len(r)), mean_sd(r, "recall@20", "cold"), mean_sd(r, "ndcg@20", "cold"),
                  mean_sd(r, "recall@20", "warm"), mean_sd(r, "ndcg@20", "warm")]
                 for n, r in runs.items()]  # fmt: skip
-        rows.append(["LightFM 1.17 content-only", "-", f"{LIGHTFM_COLD_R20:.4f}", "0.1059",
-                     "0.0885", "0.0656"])  # fmt: skip
+        rows.append(["LightFM 1.17 content-only", "-",
+                     *(f"{LIGHTFM_COLD[k]:.4f}" for k in ("cold_r20", "cold_n20", "warm_r20",
+                                                          "warm_n20"))])  # fmt: skip
         md += ["## ml-100k-cold: COLD / WARM segments", "",
                f"Target: COLD Recall@20 >= {COLD_TARGET} with WARM at least LightGCN's.",
                ""]  # fmt: skip
@@ -454,12 +457,17 @@ def main() -> None:
                       f"{statistics.mean(x['train_seconds'] for x in r):.0f}"]
                      for n, r in runs.items()])  # fmt: skip
         md += [""]
+    from _plots import link, plot_transfer
+
+    stem = "transfer-" + "-".join(sections)
+    md += [*([""] if md[-1] else []), link("transfer", f"{stem}.png", raw)]
     text = "\n".join(md) + "\n"
     console.print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "transfer-" + "-".join(sections)
     (RESULTS / f"{stem}.md").write_text(text)
     (RESULTS / f"{stem}.json").write_text(json.dumps(raw))
+    plot_transfer(raw, RESULTS / f"{stem}.png", recbole=RECBOLE_NDCG10, lightfm=LIGHTFM_COLD,
+                  cold_target=COLD_TARGET)  # fmt: skip
 
 
 if __name__ == "__main__":

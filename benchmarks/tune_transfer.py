@@ -106,11 +106,15 @@ def main() -> None:
             f"| {name} | {cell(r['two_tower_valid_ndcg@10'])} | {cell(r['valid_ndcg@10'])} | "
             f"{cell(r['pseudo_cold_ndcg@10'])} | {r['best_epoch']} | {r['seconds']:.0f} |"
         )
+    from _plots import link, plot_transfer_search
+
+    lines += ["", link("transfer-search", "transfer-search.png")]
     text = "\n".join(lines) + "\n"
     console.print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "transfer-search.md").write_text(text)
     (RESULTS / "transfer-search.json").write_text(json.dumps(runs, indent=1))
+    plot_transfer_search(runs, RESULTS / "transfer-search.png")
 
 
 if __name__ == "__main__":

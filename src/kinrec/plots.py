@@ -7,6 +7,8 @@
 * :func:`evaluation_bars_png`: NDCG@10 and Recall@20 (or other metrics) for all test users
   and for each segment of an evaluation (cold/warm items, low/mid/high-activity users);
   ``kinrec evaluate --plot PATH``.
+* :func:`render_png` and :func:`write_png`: any other picture in the same style (the
+  benchmark scripts' figures, ``benchmarks/_plots.py``).
 
 Everything is drawn on matplotlib's non-interactive Agg canvas with ``Figure`` objects (no
 pyplot, no display, no global figure state), under one lock, so the server can draw too.
@@ -66,13 +68,9 @@ STYLE: dict[str, Any] = {
 _LOCK = threading.Lock()  # rc settings are process-wide: one picture at a time
 
 
-def _render(
-    draw: Callable[[Any, Sequence[Any]], None],
-    size: tuple[float, float],
-    rows: int = 1,
-    sharex: bool = False,
-) -> bytes:
-    """A figure of ``rows`` stacked axes, drawn by ``draw(figure, axes)``, as PNG bytes."""
+def render_png(draw: Callable[[Any], None], size: tuple[float, float]) -> bytes:
+    """A figure of ``size`` inches (constrained layout) drawn by ``draw(figure)``, which adds
+    its own axes, as PNG bytes: in :data:`STYLE`, under the lock."""
     from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -80,18 +78,36 @@ def _render(
     with _LOCK, rc_context(STYLE):
         fig = Figure(figsize=size, layout="constrained")
         FigureCanvasAgg(fig)
-        axes = fig.subplots(rows, 1, sharex=sharex, squeeze=False)[:, 0]
-        draw(fig, list(axes))
+        draw(fig)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
-def _write(path: str | Path, data: bytes) -> Path:
+def _render(
+    draw: Callable[[Any, Sequence[Any]], None],
+    size: tuple[float, float],
+    rows: int = 1,
+    sharex: bool = False,
+) -> bytes:
+    """A figure of ``rows`` stacked axes, drawn by ``draw(figure, axes)``, as PNG bytes."""
+
+    def stacked(fig: Any) -> None:
+        axes = fig.subplots(rows, 1, sharex=sharex, squeeze=False)[:, 0]
+        draw(fig, list(axes))
+
+    return render_png(stacked, size)
+
+
+def write_png(path: str | Path, data: bytes) -> Path:
+    """Write PNG bytes to ``path`` (parent folders created); the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+_write = write_png
 
 
 def metric_label(key: str) -> str:
