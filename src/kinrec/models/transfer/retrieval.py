@@ -1,13 +1,14 @@
 """kinformer's candidate retrieval: what an index can search, what its head adds, and exact
 scores of a few candidates.
 
-kinformer's score of item ``i`` is
+kinformer's score of item ``i`` (:mod:`kinrec.models.transfer.scoring`, where it is
+written) is
 
-    user · item_final[i] / scale  +  linear_weight · (history row @ linear)[i]  +  offset[i]
+    user · item_final[i] / scale  +  offset[i]  +  linear_weight · (history row @ linear)[i]
 
-(the offset: popularity prior, dormant-item offset, new-item boost). The first and last
+(the offset: popularity prior, dormant-item offset, new-item boost). The first two
 terms are one inner product of ``[user / scale, 1]`` with ``[item_final[i], offset[i]]``:
-the tower, which an inner-product index searches. The middle term (the linear head) is not:
+the tower, which an inner-product index searches. The last term (the linear head) is not:
 its best items for a history are the largest entries of ``weights @ linear[history]``, which
 only the history's rows of the head hold. The service joins both candidate lists and scores
 the union exactly here, without touching the rest of the catalogue.
@@ -52,10 +53,7 @@ class TransferRetrieval:
         """The user vector ``score_history`` folds in from ``items`` (zero: no items)."""
         if not len(items):
             return np.zeros(self.item_final.shape[1], dtype=np.float32)
-        w = self._history_weights(items, weights).astype(np.float64)
-        scale = w / np.sqrt(len(items) * np.maximum(self.item_degree[items], 1))
-        layers = [scale @ layer[items] for layer in self.item_layers]
-        return self._finish(np.sum(layers, axis=0)[None, :] / (len(layers) + 1))[0]
+        return self._fold_in(items, self._history_weights(items, weights).astype(np.float64))
 
     @staticmethod
     def _history_weights(items: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
@@ -86,7 +84,7 @@ class TransferRetrieval:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """The head's input row (history items and weights; None: no head in the score): a
         trained user's row of ``seen`` weighted by rating strength, or the history given."""
-        if self.linear is None or not self.linear_weight:
+        if not self._head_on:
             return None
         if user is not None:
             rows = self._head_input()
@@ -164,12 +162,10 @@ class TransferRetrieval:
             return np.zeros(len(candidates), dtype=np.float32)  # as score_history does
         vectors = self.item_final[candidates]
         if user is not None:
-            scores = (self.user_final[[user]] @ vectors.T)[0] / self._scale
+            tower = self._tower(self.user_final[[user]], vectors)[0]
         else:
             user_vector = self._history_vector(np.asarray(items, dtype=np.int64), weights)
-            scores = (vectors @ user_vector) / self._scale
-        scores = scores + self._offsets()[candidates]
+            tower = self._tower(user_vector, vectors)
         row = self._head_row(user, items, weights)
-        if row is not None:
-            scores = scores + self.linear_weight * self._head_scores(*row, candidates)
-        return scores
+        head = None if row is None else self._head_scores(*row, candidates)
+        return self._score_of(tower, self._offsets()[candidates], head)

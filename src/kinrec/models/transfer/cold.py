@@ -1,0 +1,349 @@
+"""kinformer's items without training interactions (:class:`ColdItems`).
+
+An item nobody interacted with in the training data is *untrained*
+(:func:`kinrec.models.base.untrained`, the definition the service's "new" label uses too).
+kinformer tells two kinds apart:
+
+* **new** items (``is_new``): declared new in the side data (published after the training
+  period), or added later (:meth:`ColdItems.add_items`); they get the new-item offset
+  (``cold_boost``), chosen with the temperature of their neighbours' weights on a pseudo-cold
+  validation (:meth:`ColdItems._calibrate_cold`);
+* **dormant** items (``is_dormant``): the other untrained items, in the catalogue during
+  training yet never interacted with; their empty history is evidence in itself, which
+  their own offset (``dormant_offset``, chosen on validation) weighs.
+
+Both borrow a collaborative representation: the similarity-weighted mean of the final
+vectors, propagated layers and linear-head rows/columns of their nearest warm items in the
+language-model space (:meth:`ColdItems._impute_new_items`), or keep their content view alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from kinrec.data.dataset import Dataset, Interactions
+from kinrec.knowledge.features import ItemContent, content_for_new_items
+from kinrec.models import item_item as heads
+from kinrec.models import memory
+from kinrec.models.base import Validator, untrained
+from kinrec.models.transfer.network import SparseOperator
+from kinrec.training.loop import choose_on_validation
+
+
+class ColdItems:
+    """New and dormant items, mixed into
+    :class:`~kinrec.models.transfer.model.TransferRecommender`.
+
+    ``is_new``: the items the new-item offset applies to; ``cold_boost``: that offset;
+    ``dormant_offset``: the offset of dormant items; ``neighbour_temperature``: the softmax
+    temperature of the weights untrained items borrow their neighbours' vectors with.
+    """
+
+    is_new: np.ndarray | None
+    cold_boost: float
+    dormant_offset: float
+    neighbour_temperature: float
+
+    # ------------------------------------------------------------- untrained items
+    @property
+    def is_untrained(self) -> np.ndarray:
+        """Items without any training interaction: new and dormant ones alike."""
+        return untrained(self.item_degree)
+
+    def _declare_new_items(self, n_items: int) -> None:
+        """``is_new`` once training is done: the side data's declared new items among the
+        untrained ones."""
+        # The new-item offset is for items published after the training period: the side
+        # data's declared new items now, and items added later. An old item that simply has
+        # no interactions is not new: its neighbours' vectors rank it, without the offset.
+        declared = np.zeros(n_items, dtype=bool)
+        for item in getattr(self.side, "new_items", ()):
+            if item in self.item_map:
+                declared[self.item_map.index(item)] = True
+        self.is_new = declared & self.is_untrained
+
+    # ------------------------------------------------------------- dormant items
+    DORMANT_OFFSETS = (0.0, -1.0, -2.0, -4.0, -8.0)
+
+    @property
+    def is_dormant(self) -> np.ndarray:
+        """Items known during training that nobody interacted with, and not declared new.
+
+        They borrow their text neighbours' collaborative vectors like new items, but their
+        empty history is itself evidence (they had their chance), which the offset weighs."""
+        return self.is_untrained & ~self.is_new
+
+    def _choose_dormant_offset(self, validator: Validator | None) -> None:
+        configured = self.config.dormant_offset
+        if configured is not None or not self.is_dormant.any():
+            self.dormant_offset = configured or 0.0
+            return
+        grid = [offset * self._offset_scale for offset in self.DORMANT_OFFSETS]
+        choose_on_validation(self, "dormant_offset", grid, validator)
+
+    OFFSET_GRID_HEAD_WEIGHT = 64.0
+
+    @property
+    def _offset_scale(self) -> float:
+        """Unit of the offset grids (new and dormant items): 1 while the linear head's weight
+        (0 without a head) is at most ``OFFSET_GRID_HEAD_WEIGHT``, for which they were laid
+        out; beyond, where the head dominates the score, the offsets grow with its weight."""
+        return max(1.0, self.linear_weight / self.OFFSET_GRID_HEAD_WEIGHT)
+
+    # ------------------------------------------------------------- new items
+    def _neighbour_weights(
+        self,
+        text: np.ndarray,
+        exclude: np.ndarray | None = None,
+        temperature: float | None = None,
+    ):
+        """``(len(text) x n_items)`` weights over each row's nearest warm items in the LM space.
+
+        The ``cold_neighbours`` most similar items with interactions (and not in ``exclude``)
+        get softmax weights of their cosine similarity at ``temperature`` (default: the
+        model's), summing to one; only positively similar neighbours count, and rows without
+        text or without such a neighbour get none.
+        """
+        return self._softmax_weights(self._nearest_warm(text, exclude), temperature)
+
+    def _nearest_warm(self, text: np.ndarray, exclude: np.ndarray | None = None):
+        """Each row's ``cold_neighbours`` most similar items with interactions (not in
+        ``exclude``): ``(items, similarities)``, two ``(rows, k)`` arrays (``k`` = 0 without
+        text or warm items)."""
+        k = self.config.cold_neighbours
+        sources = ~self.is_untrained
+        if exclude is not None:
+            sources &= ~exclude
+        pool = np.flatnonzero(sources)
+        if k == 0 or not self.config.use_text or text.shape[1] == 0 or not len(pool) * len(text):
+            return np.zeros((len(text), 0), dtype=np.int64), np.zeros((len(text), 0), np.float32)
+        k = min(k, len(pool))
+        # rows x warm items similarities, each row cut to its k best: in blocks of rows
+        # where all of them at once (new or pseudo-new items x items) do not fit in memory
+        pool_text = self.content.text[pool]
+        block = memory.rows_that_fit(len(pool) * 4 * 3, len(text))
+        tops, best = [], []
+        for start in range(0, len(text), block):
+            sims = torch.from_numpy(np.maximum(text[start : start + block] @ pool_text.T, 0.0))
+            found = torch.topk(sims, k, dim=1)
+            tops.append(found.indices.numpy())
+            best.append(found.values.numpy())
+        del sims
+        top, sims = (np.concatenate(x) if len(x) > 1 else x[0] for x in (tops, best))
+        return pool[top], sims
+
+    def _softmax_weights(self, nearest, temperature: float | None = None) -> sp.csr_matrix:
+        """:meth:`_neighbour_weights` from :meth:`_nearest_warm`'s neighbours."""
+        n_items = len(self.item_degree)
+        items, sims = nearest
+        if items.shape[1] == 0:
+            return sp.csr_matrix((len(items), n_items), dtype=np.float32)
+        temperature = temperature or self.neighbour_temperature
+        values = np.exp((sims - sims.max(axis=1, keepdims=True)) / temperature) * (sims > 0)
+        totals = values.sum(axis=1, keepdims=True)
+        values = np.divide(values, totals, out=np.zeros_like(values), where=totals > 0)
+        rows = np.repeat(np.arange(len(items)), items.shape[1])
+        weights = sp.csr_matrix(
+            (values.ravel(), (rows, items.ravel())), shape=(len(items), n_items)
+        )
+        weights.eliminate_zeros()
+        return weights.astype(np.float32)
+
+    def _borrowed(self, weights: sp.csr_matrix, columns: bool = True):
+        """Final vectors, propagated layers and (with ``columns``, and a head) linear-head
+        columns ``(n_items, rows)`` borrowed through ``weights``; rows without neighbours
+        come out zero (callers keep those items' own content vectors)."""
+        final = self._finish(np.asarray(weights @ self.item_final))
+        layers = np.stack([np.asarray(weights @ layer) for layer in self.item_layers])
+        if columns and self.linear is not None:
+            columns = heads.borrowed_columns(self.linear, weights)
+        else:
+            columns = None
+        return final, layers.astype(np.float32), columns
+
+    def _impute_new_items(self, items: np.ndarray) -> None:
+        """Give items without interactions the weighted collaborative representation of their
+        nearest warm items (vectors, layers for fold-in, linear-head row and column)."""
+        if len(items) == 0:
+            return
+        weights = self._neighbour_weights(self.content.text[items])
+        has = np.diff(weights.indptr) > 0
+        if not has.any():
+            return
+        target = items[has]
+        if self.linear is not None:  # idempotent: what an earlier call borrowed goes first
+            self.linear = heads.with_borrowed(self.linear, weights[has], target)
+        final, layers, _ = self._borrowed(weights[has], columns=False)
+        self.item_final[target] = final
+        self.item_layers[:, target] = layers
+
+    # ------------------------------------------------------------- cold calibration
+    COLD_BOOSTS = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0)
+    NEIGHBOUR_TEMPERATURES = (0.2, 0.1, 0.05, 0.02)
+
+    def _calibrate_cold(self, train: Interactions, valid: Interactions) -> None:
+        """Choose the score offset of new items, and the temperature of the weights they
+        borrow their neighbours' vectors with, on a pseudo-cold validation.
+
+        A seeded share of warm items (>= 5 train interactions) is treated as new: they are
+        scored as new items are (borrowed neighbour vectors or content alone, no linear-head
+        column of their own), their train interactions are removed from the users' seen
+        rows, and all their train and validation interactions become targets next to the
+        other validation rows, as the whole future of a newly published item is. The pair
+        maximising NDCG@10 there is kept: too low and new items never surface, too high and
+        they crowd out what the user would pick. (The users' trained vectors still include
+        those items; this mild leak makes the choice conservative.)
+        """
+        from kinrec.evaluation.protocol import evaluate_group_variants, validation_users
+
+        eligible = np.flatnonzero(self.item_degree >= 5)
+        if len(eligible) < 2:
+            return
+        rng = np.random.default_rng(self.config.seed)
+        size = max(1, int(self.config.cold_calibration * len(eligible)))
+        pseudo = np.zeros(len(self.item_final), dtype=bool)
+        pseudo[rng.choice(eligible, size=size, replace=False)] = True
+        in_train = pseudo[train.items]
+        truth = Interactions(
+            np.concatenate([valid.users, train.users[in_train]]),
+            np.concatenate([valid.items, train.items[in_train]]),
+            train.user_map,
+            train.item_map,
+        )
+        users = np.unique(truth.users)
+        most = validation_users(train.n_items)  # as many as any validation pass scores
+        if len(users) > most:  # a seeded sample of them is enough
+            kept = np.zeros(train.n_users, dtype=bool)
+            kept[rng.choice(users, size=most, replace=False)] = True
+            truth = truth.subset(kept[truth.users])
+            self.fit_info["cold_search_users"] = most
+        seen = train.subset(~in_train)
+        seen_rows = self.history_rows(seen)
+        offset = self.item_offset()  # the popularity prior (no cold terms yet)
+        # without text to find neighbours by, the temperature changes nothing
+        borrows = (
+            self.config.use_text
+            and self.config.cold_neighbours
+            and self.content.has_text[pseudo].any()
+        )
+        temperatures = (
+            (self.config.neighbour_temperature or self.neighbour_temperature,)
+            if self.config.neighbour_temperature or not borrows
+            else self.NEIGHBOUR_TEMPERATURES
+        )
+        boosts = [b * self._offset_scale for b in self.COLD_BOOSTS]
+        nearest = self._nearest_warm(self.content.text[pseudo], exclude=pseudo)
+        head = self._head_on
+        variants = {}
+        for temperature in temperatures:
+            weights = self._softmax_weights(nearest, temperature)
+            has = np.diff(weights.indptr) > 0
+            final = self.item_content[pseudo].copy()
+            borrowed_final, _, borrowed_columns = self._borrowed(weights, columns=head)
+            final[has] = borrowed_final[has]
+            # the head with the pseudo-new items' columns borrowed: only those columns are
+            # held apart (a copy of the whole head would double its memory)
+            columns = heads.masked_columns(borrowed_columns, has) if head else None
+            variants[temperature] = (final, columns)
+            del borrowed_columns
+        # Every temperature and offset from one scoring of the other items per batch: the
+        # pseudo-new items' scores are all a temperature changes, and an offset on them does
+        # not reorder them among themselves nor the others among themselves.
+        others = ~pseudo
+        others_final = self.item_final[others]
+        batch: dict = {}
+
+        def of_batch(users: np.ndarray) -> dict:
+            if batch.get("users") is not users:
+                batch.clear()
+                batch.update(users=users, u=self.user_final[users], rows=seen_rows[users])
+            return batch
+
+        def outside(users: np.ndarray) -> np.ndarray:
+            b = of_batch(users)
+            tower = self._tower(b["u"], others_final)
+            linear = self._linear_scores(b["rows"], self.linear)[:, others] if head else None
+            return self._score_of(tower, offset[others], linear, head_first=True)
+
+        def inside(final: np.ndarray, columns) -> Callable[[np.ndarray], np.ndarray]:
+            def scores_of(users: np.ndarray) -> np.ndarray:
+                b = of_batch(users)
+                tower = self._tower(b["u"], final)
+                linear = None if columns is None else self._linear_scores(b["rows"], columns)
+                return self._score_of(tower, offset[pseudo], linear, head_first=True)
+
+            return scores_of
+
+        insides = {t: inside(final, columns) for t, (final, columns) in variants.items()}
+        scored = evaluate_group_variants(
+            outside, insides, pseudo, boosts, truth, [seen], ks=(10,), batch_size=2048
+        )
+        results = {key: result.metrics["ndcg@10"] for key, result in scored.items()}
+        del variants, insides
+        self.neighbour_temperature, self.cold_boost = max(results, key=results.get)
+        self.fit_info["cold_search"] = {
+            f"temperature={t:g} offset={b:g}": round(v, 5) for (t, b), v in results.items()
+        }
+        self.fit_info["neighbour_temperature"] = self.neighbour_temperature
+        self.fit_info["cold_boost"] = self.cold_boost
+
+    # ------------------------------------------------------------- added items
+    def add_items(self, item_ids: list[str], side: Dataset) -> None:
+        """Append new items: they borrow the collaborative vectors of their nearest warm items
+        in the language-model space, or are scored from their content views alone."""
+        self._require_fitted()
+        new = [i for i in item_ids if i not in self.item_map]
+        if not new:
+            return
+        if isinstance(self.linear, np.ndarray):  # checked before anything changes
+            n = len(self.item_map) + len(new)
+            memory.require(
+                f"kinformer add_items ({len(new):,} new, {n:,} items in all)",
+                memory.Dense("the widened linear head", (n, n), np.float32),
+                hint="retrain with linear_head = false to add items without the head",
+            )
+        c = self.content
+        text, has_text, incidence = content_for_new_items(
+            self.described(side), new, c.entity_ids, c.entity_idf, self._item_text_embedder()
+        )
+        if text.shape[1] != c.text.shape[1]:  # no text among them, or none in the model
+            text, has_text = np.zeros((len(new), c.text.shape[1]), np.float32), has_text & False
+        available = np.stack([np.zeros(len(new), bool), has_text, incidence.getnnz(1) > 0], 1)
+        available &= np.array([False, self.config.use_text, self.config.use_kg])[None, :]
+        with torch.no_grad():
+            x, _ = self._net.forward_rows(
+                torch.from_numpy(text), SparseOperator(incidence), torch.from_numpy(available)
+            )
+        x_new = x.numpy()
+        for item_id in new:
+            self.item_map.add(item_id)
+        # A new item has no interactions: its propagated layers are zero and its final
+        # representation is its content view, until neighbours are borrowed below.
+        pad = np.zeros((self.item_layers.shape[0], len(new), x_new.shape[1]), np.float32)
+        pad[0] = x_new
+        self.item_layers = np.concatenate([self.item_layers, pad], axis=1)
+        self.item_final = np.vstack([self.item_final, self._finish(x_new)])
+        self.item_content = np.vstack([self.item_content, self._finish(x_new)])
+        self.item_degree = np.concatenate([self.item_degree, np.zeros(len(new))])
+        self.is_new = np.concatenate([self.is_new, np.ones(len(new), dtype=bool)])
+        new_content = ItemContent(text, has_text, incidence, c.entity_ids, c.entity_idf)
+        self.prior = np.concatenate(
+            [self.prior, self.popularity.predict(self._prior_features(new_content))]
+        )
+        self.content = ItemContent(
+            np.vstack([c.text, text]),
+            np.concatenate([c.has_text, has_text]),
+            sp.vstack([c.entities, incidence]).tocsr(),
+            c.entity_ids,
+            c.entity_idf,
+        )
+        if self.linear is not None:
+            self.linear = heads.widened(self.linear, len(self.item_map))
+        self._impute_new_items(np.arange(len(self.item_map) - len(new), len(self.item_map)))
+        self._widen_seen()
+        if self.head_rows is not None:
+            self.head_rows = self._strength_rows(self.head_rows.data)

@@ -1,0 +1,177 @@
+"""kinformer's training: the fusion network and LightGCN propagation trained with sampled
+softmax (plus the alignment and layer-contrast losses), early-stopped on validation, and
+the inference arrays computed from the trained parameters (:class:`TransferTraining`).
+The losses and the item representation are described in :mod:`kinrec.models.transfer`;
+what a step sees is :mod:`kinrec.models.transfer.propagation`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kinrec.models.transfer.config import TransferConfig
+from kinrec.models.transfer.network import VIEWS, FusionNetwork, info_nce
+from kinrec.models.transfer.propagation import (
+    CachedPropagation,
+    Graph,
+    Propagation,
+    make_propagation,
+)
+from kinrec.training.loop import train_epochs
+
+
+class TransferTraining:
+    """Training, mixed into :class:`~kinrec.models.transfer.model.TransferRecommender`.
+
+    ``_net``: the fusion network; ``item_degree``: the items' training interaction counts;
+    ``item_final`` / ``user_final``: the item and user sides of the tower's score;
+    ``item_layers``: the items' propagated layers (what a folded-in user is summed from);
+    ``item_content``: the items' content-only vectors; ``gate_weights``: the fusion gate's
+    weights per item and view (:meth:`_refresh` sets them all).
+    """
+
+    _net: FusionNetwork
+    item_degree: np.ndarray | None
+    item_final: np.ndarray | None
+    user_final: np.ndarray | None
+    item_layers: np.ndarray | None
+    item_content: np.ndarray | None
+    gate_weights: np.ndarray | None
+
+    def _train(self, train, validator, progress, rng: np.random.Generator) -> None:
+        cfg: TransferConfig = self.config
+        content = self.content
+        n_users, n_items = train.n_users, train.n_items
+        graph = Graph(self.seen, cfg.n_layers)
+        di = graph.item_degree
+        self.item_degree = di
+        text = torch.from_numpy(content.text)
+        has_entity = np.diff(content.entities.indptr) > 0
+        base_available = np.stack([di > 0, content.has_text, has_entity], axis=1)
+        base_available &= np.array([cfg.use_id, cfg.use_text, cfg.use_kg])[None, :]
+        net = FusionNetwork(cfg, n_items, content.text, content.entities.shape[1], n_users)
+        self._net = net
+        coo = self.seen.tocoo()
+        pairs_u, pairs_i = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        n_pairs = len(pairs_u)
+        interacted = di > 0
+        warm = np.flatnonzero(interacted)
+        prop = make_propagation(cfg, net, graph, text, content.entities, base_available)
+        batch_size = cfg.batch_size
+        if cfg.max_steps_per_epoch:
+            batch_size = max(batch_size, -(-n_pairs // cfg.max_steps_per_epoch))
+        self.fit_info["batch_size"] = batch_size
+        opt = prop.optimiser()
+        self.fit_info["propagation"] = prop.name
+        use_align = cfg.align_weight > 0 and cfg.use_id and (cfg.use_text or cfg.use_kg)
+
+        def run_epoch(epoch: int) -> float:
+            net.train()
+            perm = rng.permutation(n_pairs)
+            total, steps = 0.0, 0
+            for start in range(0, n_pairs, batch_size):
+                idx = perm[start : start + batch_size]
+                available = base_available.copy()
+                content_only = ~interacted
+                if cfg.id_dropout > 0 and cfg.use_id:
+                    drop = rng.random(n_items) < cfg.id_dropout
+                    # keep at least one other view for dropped items
+                    drop &= available[:, 1:].any(axis=1)
+                    available[drop, 0] = False
+                    content_only = content_only | drop
+                bu, bi = pairs_u[idx], pairs_i[idx]
+                # Negatives come from items that have interactions: an item nobody could have
+                # interacted with yet (not in the training data) is not evidence of dislike.
+                negs = warm[rng.integers(0, len(warm), cfg.n_negatives)]
+                batch = prop.step(bu, np.union1d(bi, negs), available, content_only)
+                cos = cfg.similarity == "cosine"
+                # 1/temperature is folded into the user side, so the (batch x negatives)
+                # logits are never rescaled; the loss is softmax cross-entropy with the
+                # positive in front, written without materialising the concatenation.
+                users = batch.users
+                pi = batch.items[batch.positions(bi)]
+                ni = batch.items[batch.positions(negs)]
+                u = F.normalize(users, dim=-1) / cfg.temperature if cos else users
+                pi = F.normalize(pi, dim=-1) if cos else pi
+                ni = F.normalize(ni, dim=-1) if cos else ni
+                pos = (u * pi).sum(-1)
+                negative = torch.logsumexp(u @ ni.T, dim=1)
+                loss = (torch.logaddexp(pos, negative) - pos).mean()
+                if use_align:
+                    at = batch.positions(np.unique(bi)[: min(1024, len(idx))])
+                    content_view = batch.views["text"][at] + batch.views["kg"][at]
+                    loss = loss + cfg.align_weight * info_nce(
+                        batch.views["id"][at], content_view, cfg.temperature
+                    )
+                if cfg.cl_weight > 0:
+                    ub = np.unique(bu, return_index=True)[1]
+                    ib = batch.positions(np.unique(bi))
+                    loss = loss + cfg.cl_weight * (
+                        info_nce(users[ub], batch.layer1[ub], cfg.cl_temperature)
+                        + info_nce(batch.items[ib], batch.x[ib], cfg.cl_temperature)
+                    )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                prop.after_step()
+                total += loss.item()
+                steps += 1
+            self._refresh(prop, base_available)
+            return total / max(steps, 1)
+
+        def snapshot():
+            return (
+                {k: v.clone() for k, v in net.state_dict().items()},
+                self._arrays(),
+            )
+
+        def restore(state) -> None:
+            net.load_state_dict(state[0])
+            self._set_arrays(state[1])
+
+        result = train_epochs(
+            run_epoch,
+            cfg.max_epochs,
+            validate=(lambda: validator(self)) if validator else None,
+            snapshot=snapshot if validator else None,
+            restore=restore if validator else None,
+            patience=cfg.patience,
+            max_seconds=cfg.max_train_seconds,
+            eval_every=cfg.eval_every,
+            progress=progress,
+            phase=self.name,
+        )
+        self.fit_info.update(result.fit_info())
+        if isinstance(prop, CachedPropagation):
+            self.fit_info["cache_refreshes"] = prop.refreshes
+        self.fit_info["trainable_parameters"] = sum(p.numel() for p in net.parameters())
+        self.fit_info["gate_mean"] = dict(
+            zip(VIEWS, np.round(self.gate_weights.mean(axis=0), 4).tolist(), strict=True)
+        )
+
+    @torch.no_grad()
+    def _refresh(self, prop: Propagation, available: np.ndarray) -> None:
+        """Recompute the inference matrices from the current parameters (no noise, no dropout)."""
+        net = self._net
+        net.eval()
+        avail_t = torch.from_numpy(available)
+        x, views, users, items, item_layers = prop.full(available)
+        items = torch.where(torch.from_numpy(self.is_untrained)[:, None], x, items)
+        logits = net.gate(torch.cat([views[v] for v in VIEWS], dim=1)).masked_fill(~avail_t, -1e9)
+        # items without any usable view have no gate (their weights are 0, not uniform)
+        has_view = avail_t.any(dim=1, keepdim=True)
+        self.gate_weights = (torch.softmax(logits, dim=-1) * has_view).numpy()
+        # Layers 0..L-1 of items are what a folded-in user's layers 1..L are summed from.
+        self.item_layers = torch.stack(item_layers[: self.config.n_layers]).numpy().copy()
+        self.item_final = self._finish(items.numpy())
+        self.user_final = self._finish(users.numpy())
+        content_only = avail_t.clone()
+        content_only[:, 0] = False
+        self.item_content = self._finish(net(prop.text, prop.entities, content_only)[0].numpy())
+
+    def _finish(self, vectors: np.ndarray) -> np.ndarray:
+        if self.config.similarity == "cosine":
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
