@@ -67,11 +67,6 @@ class RetrievalRequest:
     reference_scores: np.ndarray | None = None
 
 
-def declared_user_vectors(model: Recommender) -> np.ndarray | None:
-    """The model's :meth:`~kinrec.models.base.Recommender.user_vectors`."""
-    return model.user_vectors()
-
-
 def _as_row(items: np.ndarray, weights: np.ndarray, n_items: int) -> sp.csr_matrix:
     return sp.csr_matrix(
         (weights.astype(np.float32), items.astype(np.int64), np.array([0, len(items)])),
@@ -172,7 +167,7 @@ class ModelScorer:
         declared ``user_vectors()``, verified on probe users (``c`` and ``b`` fitted)."""
         if self.item_vectors is None:
             return
-        users = declared_user_vectors(self.model)
+        users = self.model.user_vectors()
         probes = self._probe_users()
         if not probes:
             return
