@@ -203,6 +203,30 @@ def test_head_candidates_are_the_heads_best_items(world, head: str) -> None:
     )
 
 
+def test_a_sparse_head_row_is_read_back_only_for_the_same_row(world) -> None:
+    """A request reads the same head row twice (candidates, then their scores): the second
+    read is the kept row, and any other history, weights or head is computed afresh."""
+    model = world["sparse"]
+    dense = densified(model).linear
+    items, weights = next(some_histories(model, 1, seed=5))
+
+    def check(got, head, w) -> None:
+        full = w @ np.asarray(head[items])
+        np.testing.assert_allclose(got[1], full[got[0]], rtol=1e-5, atol=1e-6)
+        assert set(got[0]) == set(np.flatnonzero(np.asarray((head[items] != 0).sum(axis=0))))
+
+    first = model._sparse_head(items, weights)
+    check(first, dense, weights)
+    again = model._sparse_head(items.copy(), weights.copy())
+    assert again[0] is first[0] and again[1] is first[1]
+    check(model._sparse_head(items, 2 * weights), dense, 2 * weights)
+    check(model._sparse_head(items[::-1].copy(), weights[::-1].copy()), dense, weights)
+    tripled = copy.copy(model)
+    tripled.linear = (model.linear * 3).tocsr()
+    check(tripled._sparse_head(items, weights), 3 * dense, weights)
+    check(model._sparse_head(items, weights), dense, weights)
+
+
 def test_the_default_interface_scores_everything_and_declares_nothing(world) -> None:
     from kinrec.models.ease import EASE
 

@@ -46,3 +46,41 @@ def test_prior_is_the_same_by_either_solver_and_tracks_popularity(monkeypatch) -
     cold = np.flatnonzero(~warm)
     assert len(cold) > 0
     np.testing.assert_allclose(exact.predict(design[cold]), priors[cold], atol=1e-5)
+
+
+def test_column_blocks_give_the_prior_of_the_joined_features() -> None:
+    rng = np.random.default_rng(4)
+    text = rng.normal(size=(300, 8)).astype(np.float32)
+    entities = sp.random(300, 20, density=0.1, random_state=4, format="csr")
+    counts = np.maximum(0, np.round(np.exp(text[:, 0] + rng.normal(0, 0.3, 300))))
+    joined = sp.hstack([sp.csr_matrix(text), entities]).tocsr()
+    model, priors = PopularityPrior.fit(joined, counts)
+    by_blocks, from_blocks = PopularityPrior.fit((text, entities), counts)
+    np.testing.assert_allclose(from_blocks, priors, atol=1e-5)
+    np.testing.assert_allclose(
+        by_blocks.predict((text[:7], entities[:7])), model.predict(joined[:7]), atol=1e-5
+    )
+    assert prior_module.feature_count((text, entities)) == 28
+    assert prior_module.feature_count((text[:, :0], entities[:, :0])) == 0
+
+
+def test_a_sample_of_the_items_fits_a_large_catalogue(monkeypatch) -> None:
+    rng = np.random.default_rng(5)
+    n = 3000
+    text = rng.normal(size=(n, 6))
+    true = rng.normal(size=6)
+    counts = np.maximum(0, np.round(np.exp(text @ true * 0.4 + rng.normal(0, 0.2, n))))
+    full, all_priors = PopularityPrior.fit(text, counts)
+    monkeypatch.setattr(PopularityPrior, "FIT_ITEMS", 500)
+    sampled, priors = PopularityPrior.fit(text, counts)
+    # few coefficients: 500 items determine them about as well as 3,000
+    np.testing.assert_allclose(sampled.coef, full.coef, atol=0.05)
+    warm = np.flatnonzero(counts > 0)
+    assert len(warm) > 500
+    assert np.corrcoef(priors[warm], np.log1p(counts[warm]))[0, 1] > 0.8
+    # the items outside the sample get the fitted prior's prediction; the sampled ones
+    # their out-of-fold one, which differs from it
+    predicted = sampled.predict(text)
+    inside = np.abs(priors - predicted) > 1e-6
+    assert 0 < inside.sum() <= 500
+    np.testing.assert_allclose(priors[~inside], predicted[~inside], atol=1e-6)

@@ -65,6 +65,25 @@ def test_gram_parts_give_the_systems_of_the_dense_variants() -> None:
         assert not from_parts.diagonal().any()
 
 
+def test_gram_parts_systems_are_the_dense_blocks_with_padding_zero() -> None:
+    rows = _rows(items=40, density=0.15, seed=7)
+    session, graph = _symmetric(40, 0.2, 8), _symmetric(40, 0.1, 9)
+    dense = collective_gram(mixed_gram(dense_gram(rows), session, 0.3), graph, 2.0)
+    parts = GramParts(rows, session, 0.3, graph, 2.0)
+    rng = np.random.default_rng(0)
+    items = np.array([3, 11, 12, 30])
+    nb = np.stack([rng.choice(np.delete(np.arange(40), i), 6, replace=False) for i in items])
+    nb[1, 4:] = -1  # an item with fewer neighbours
+    nb[2, :] = -1  # and one with none
+    blocks = parts.systems(items, nb)
+    for b, item in enumerate(items):
+        members = np.append(nb[b], item)
+        want = dense[np.ix_(np.maximum(members, 0), np.maximum(members, 0))]
+        want[members < 0, :] = 0.0
+        want[:, members < 0] = 0.0
+        np.testing.assert_allclose(blocks[b], want, atol=1e-9)
+
+
 def test_threads_give_the_same_neighbours_and_weights() -> None:
     rows = _rows(users=300, items=60, density=0.1, seed=5)
     parts = GramParts(rows, _symmetric(60, 0.1, 6), 0.2)

@@ -195,6 +195,14 @@ class IdMap:
         return IdMap(self._ids)
 
 
+def _indexed(ids: pd.Series, id_map: IdMap) -> np.ndarray:
+    """The indices of ``ids`` in ``id_map``, unknown ids added in order of first appearance
+    (as adding them row by row would): each distinct id is looked up once."""
+    codes, uniques = pd.factorize(ids, use_na_sentinel=False)
+    lookup = np.fromiter((id_map.add(u) for u in uniques), np.int64, len(uniques))
+    return lookup[codes]
+
+
 @dataclass(frozen=True)
 class Interactions:
     """Indexed user-item pairs over shared vocabularies; what models train and evaluate on."""
@@ -213,8 +221,8 @@ class Interactions:
         Unknown users are added to ``user_map``; unknown items are added to ``item_map``
         (callers that need a fixed catalogue build the map from the item table first).
         """
-        users = np.fromiter((user_map.add(u) for u in frame["user_id"]), np.int64, len(frame))
-        items = np.fromiter((item_map.add(i) for i in frame["item_id"]), np.int64, len(frame))
+        users = _indexed(frame["user_id"], user_map)
+        items = _indexed(frame["item_id"], item_map)
         ratings = frame["rating"].to_numpy(np.float64) if "rating" in frame else None
         stamps = frame["timestamp"].to_numpy(np.float64) if "timestamp" in frame else None
         return cls(users, items, user_map, item_map, ratings, stamps)

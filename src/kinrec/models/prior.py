@@ -31,25 +31,32 @@ class PopularityPrior:
     def __init__(self, coef: np.ndarray, mean: float = 0.0, std: float = 1.0) -> None:
         self.coef, self.mean, self.std = coef, mean, std
 
-    @staticmethod
-    def _design(features: np.ndarray | sp.spmatrix):
-        ones = np.ones((features.shape[0], 1))
-        if sp.issparse(features):
-            return sp.hstack([features, ones]).tocsr()
-        return np.hstack([np.asarray(features), ones])
-
     # Up to this many features the ridge systems are solved exactly from the normal
     # equations (one eigendecomposition per fold serves every damping: the features' Gram
     # matrix is at most 8 * 4096^2 bytes = 128 MiB); above, by sparse LSQR.
     EXACT_FEATURES = 4096
 
+    FIT_ITEMS = 50_000
+    """At most this many items with interactions fit the regression (a seeded sample of them
+    above): a few thousand coefficients are well determined by 50,000 items, and the fit
+    costs its rows (at a million items the whole design alone is 384 million text entries).
+    The items left out of the sample are predicted by the fitted prior, which never saw
+    them: out of sample, as the others' out-of-fold priors are."""
+
     @classmethod
     def fit(
-        cls, features, counts: np.ndarray, folds: int = 5, seed: int = 0
+        cls, features: Features, counts: np.ndarray, folds: int = 5, seed: int = 0
     ) -> tuple[PopularityPrior, np.ndarray]:
-        """The fitted prior and the prior of every item (out-of-fold for items with counts)."""
-        design = cls._design(features)
+        """The fitted prior and the prior of every item (out-of-fold for items with counts).
+        ``features``: one item-feature matrix (dense or sparse) or a tuple of column blocks
+        of one (text vectors, entity incidence...), which are never joined for the whole
+        catalogue."""
+        blocks = _blocks(features)
         warm = np.flatnonzero(counts > 0)
+        if len(warm) > cls.FIT_ITEMS:
+            sample = np.random.default_rng(seed + 1).choice(warm, cls.FIT_ITEMS, replace=False)
+            warm = np.sort(sample)
+        design = _design(blocks, warm)
         target = np.log1p(counts[warm])
         fold = np.random.default_rng(seed).permutation(len(warm)) % folds
         solve = _normal_ridge if design.shape[1] <= cls.EXACT_FEATURES else _lsqr_ridge
@@ -57,20 +64,20 @@ class PopularityPrior:
         for k in range(folds):
             out = fold == k
             for damp, coef in zip(
-                cls.DAMPS, solve(design[warm[~out]], target[~out], cls.DAMPS), strict=True
+                cls.DAMPS, solve(design[np.flatnonzero(~out)], target[~out], cls.DAMPS), strict=True
             ):
-                oofs[damp][out] = np.asarray(design[warm[out]] @ coef).ravel()
+                oofs[damp][out] = np.asarray(design[np.flatnonzero(out)] @ coef).ravel()
         errors = {damp: float(np.mean((oof - target) ** 2)) for damp, oof in oofs.items()}
         damp = min(cls.DAMPS, key=errors.get)  # the first of equal errors
-        coef = solve(design[warm], target, (damp,))[0]
-        raw = np.asarray(design @ coef).ravel()
+        coef = solve(design, target, (damp,))[0]
+        raw = _apply(features, coef)
         raw[warm] = oofs[damp]
         prior = cls(coef, float(raw.mean()), float(raw.std() + 1e-12))
         return prior, ((raw - prior.mean) / prior.std).astype(np.float32)
 
-    def predict(self, features) -> np.ndarray:
+    def predict(self, features: Features) -> np.ndarray:
         """Standardised prior of new items."""
-        raw = np.asarray(self._design(features) @ self.coef).ravel()
+        raw = _apply(features, self.coef)
         return ((raw - self.mean) / self.std).astype(np.float32)
 
     def state(self) -> dict[str, np.ndarray]:
@@ -79,6 +86,46 @@ class PopularityPrior:
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray]) -> PopularityPrior:
         return cls(arrays["prior_coef"], *map(float, arrays["prior_stats"]))
+
+
+Features = np.ndarray | sp.spmatrix | tuple
+"""Item features: one matrix, or a tuple of column blocks (dense or sparse) of one."""
+
+
+def _blocks(features: Features) -> list:
+    """The column blocks of ``features`` that have columns."""
+    blocks = list(features) if isinstance(features, tuple) else [features]
+    return [b if sp.issparse(b) else np.asarray(b) for b in blocks if b.shape[1]]
+
+
+def _n_rows(features: Features) -> int:
+    return (features[0] if isinstance(features, tuple) else features).shape[0]
+
+
+def feature_count(features: Features) -> int:
+    """How many feature columns ``features`` has (its blocks together)."""
+    return sum(b.shape[1] for b in _blocks(features))
+
+
+def _design(blocks: list, rows: np.ndarray):
+    """The design matrix of ``rows``: their features side by side and an intercept column
+    (CSR where any block is sparse)."""
+    ones = np.ones((len(rows), 1))
+    parts = [b[rows] for b in blocks]
+    if any(sp.issparse(b) for b in parts):
+        return sp.hstack([sp.csr_matrix(b) for b in parts] + [ones]).tocsr()
+    return np.hstack([*parts, ones])
+
+
+def _apply(features: Features, coef: np.ndarray) -> np.ndarray:
+    """``design @ coef`` over every row, block by block (no joined design matrix)."""
+    raw = np.full(_n_rows(features), float(coef[-1]))
+    start = 0
+    for block in _blocks(features):
+        stop = start + block.shape[1]
+        raw += np.asarray(block @ np.asarray(coef[start:stop], dtype=np.float64)).ravel()
+        start = stop
+    return raw
 
 
 def _normal_ridge(design, target: np.ndarray, damps) -> list[np.ndarray]:

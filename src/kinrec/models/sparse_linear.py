@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 Progress = Callable[[int, int], None]
 
@@ -83,18 +84,61 @@ class GramParts:
         part.sort_indices()
         return part
 
-    def block(self, items: np.ndarray) -> np.ndarray:
-        """The dense Gram matrix of ``items`` (sorted, unique) with each other."""
-        x = self.rows[:, items]
-        g = (x.T @ x).toarray()
+    def systems(self, items: np.ndarray, nb: np.ndarray) -> np.ndarray:
+        """The Gram matrix of each item of ``items`` with its neighbours ``nb`` (``-1``:
+        padding): a ``(B, k + 1, k + 1)`` array, the neighbours first and the item last;
+        padding has zero rows and columns.
+
+        Only these blocks are computed: the input rows are laid out block-diagonally (item
+        ``b``'s columns read the users of its own neighbourhood only), so one sparse product
+        gives every block and no entry between two items' neighbourhoods. The work is the
+        sum, over items and users, of the square of how many of the item's neighbours the
+        user has; the Gram block of the batch's items all together costs that of every
+        pair of them."""
+        n_batch, size = len(items), nb.shape[1] + 1
+        columns = np.concatenate([nb, np.asarray(items)[:, None]], axis=1)
+        valid = (columns >= 0).ravel()
+        flat = np.where(valid, columns.ravel(), 0)
+        rows = self.rows
+        starts = rows.indptr[flat]
+        lengths = (rows.indptr[flat + 1] - starts) * valid
+        slot = np.repeat(np.arange(len(flat)), lengths)
+        at = np.arange(int(lengths.sum())) + np.repeat(
+            starts - (np.cumsum(lengths) - lengths), lengths
+        )
+        user = (slot // size).astype(np.int64) * rows.shape[0] + rows.indices[at]
+        laid = sp.csr_matrix(
+            (rows.data[at], (slot, user)), shape=(len(flat), n_batch * rows.shape[0])
+        )
+        out = np.zeros((n_batch, size, size))
+        _add_blocks(out, laid @ laid.T, size)
         if self.session is not None:
-            diag = np.diag(g).copy()
-            g *= 1.0 - self.share
-            g += self.share * self.session[items][:, items].toarray()
-            g[np.diag_indices_from(g)] = diag
+            diag = np.einsum("bii->bi", out).copy()
+            out *= 1.0 - self.share
+            _add_blocks(out, self.share * _within(self.session, flat, valid), size)
+            np.einsum("bii->bi", out)[:] = diag
         if self.graph is not None:
-            g += self.strength * self.graph[items][:, items].toarray()
-        return g
+            _add_blocks(out, self.strength * _within(self.graph, flat, valid), size)
+        return out
+
+
+def _within(matrix: sp.csr_matrix, flat: np.ndarray, valid: np.ndarray) -> sp.coo_matrix:
+    """``matrix[flat][:, flat]`` with the rows and columns of padding (not ``valid``) zero."""
+    keep = sp.diags(valid.astype(np.float64))
+    return (keep @ matrix[flat][:, flat] @ keep).tocoo()
+
+
+def _add_blocks(out: np.ndarray, product: sp.spmatrix, size: int) -> None:
+    """Add the entries of ``product`` (rows and columns of ``out``'s blocks laid end to
+    end) that fall inside a diagonal block to ``out`` ``(B, size, size)``; a sparse
+    product's entries are distinct, so a plain indexed sum adds each once."""
+    product = sp.coo_matrix(product)
+    product.sum_duplicates()
+    block = product.row // size
+    inside = block == product.col // size
+    out[block[inside], product.row[inside] % size, product.col[inside] % size] += product.data[
+        inside
+    ]
 
 
 Gram = np.ndarray | GramParts
@@ -139,11 +183,15 @@ def _top_sparse_rows(part: sp.csr_matrix, start: int, scale: np.ndarray, k: int)
 def _in_threads(work: Callable[[int], int], starts: Sequence[int], workers: int) -> Iterator[int]:
     """``work(start)`` for every start, in up to ``workers`` threads (the sparse products and
     the batched solves release the GIL; each start writes its own rows): yields what each
-    returns, in order."""
+    returns, in order.
+
+    With several threads, BLAS and LAPACK run on one thread each: the solves are many small
+    systems, and a multi-threaded BLAS under each of several threads oversubscribes the
+    cores (100,000 items on 2 cores: the head's pass took 2.6 times as long)."""
     if workers <= 1 or len(starts) <= 1:
         yield from map(work, starts)
         return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(work, starts)
 
 
@@ -192,15 +240,12 @@ def _systems(gram: Gram, items: np.ndarray, nb: np.ndarray) -> tuple[np.ndarray,
     padded neighbours (``-1``) have zero rows, columns and right-hand side."""
     valid = nb >= 0
     if isinstance(gram, GramParts):
-        members = np.unique(np.concatenate([items, nb[valid]]))
-        local = np.searchsorted(members, np.where(valid, nb, items[:, None]))
-        own = np.searchsorted(members, items)
-        g = gram.block(members)
-    else:
-        local, own, g = np.where(valid, nb, 0), items, gram
-    a = np.asarray(g[local[:, :, None], local[:, None, :]], dtype=np.float64)
+        blocks = gram.systems(items, nb)
+        return blocks[:, :-1, :-1], blocks[:, :-1, -1]
+    local = np.where(valid, nb, 0)
+    a = np.asarray(gram[local[:, :, None], local[:, None, :]], dtype=np.float64)
     a *= valid[:, :, None] & valid[:, None, :]
-    b = np.asarray(g[local, own[:, None]], dtype=np.float64) * valid
+    b = np.asarray(gram[local, items[:, None]], dtype=np.float64) * valid
     return a, b
 
 

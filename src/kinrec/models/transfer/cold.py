@@ -33,6 +33,10 @@ from kinrec.models.base import Validator, untrained
 from kinrec.models.transfer.network import SparseOperator
 from kinrec.training.loop import choose_on_validation
 
+SIMILARITY_CELLS = 1 << 25
+"""At most this many (item, warm item) text similarities at once when items look for their
+nearest warm items (128 MiB of float32)."""
+
 
 class ColdItems:
     """New and dormant items, mixed into
@@ -122,13 +126,18 @@ class ColdItems:
         if k == 0 or not self.config.use_text or text.shape[1] == 0 or not len(pool) * len(text):
             return np.zeros((len(text), 0), dtype=np.int64), np.zeros((len(text), 0), np.float32)
         k = min(k, len(pool))
-        # rows x warm items similarities, each row cut to its k best: in blocks of rows
-        # where all of them at once (new or pseudo-new items x items) do not fit in memory
+        # rows x warm items similarities, each row cut to its k best, in blocks of rows of
+        # at most SIMILARITY_CELLS similarities (fewer where memory is short): the whole
+        # product (new or pseudo-new items x items) is gigabytes on large catalogues
         pool_text = self.content.text[pool]
-        block = memory.rows_that_fit(len(pool) * 4 * 3, len(text))
+        block = min(
+            memory.rows_that_fit(len(pool) * 4 * 3, len(text)),
+            max(1, SIMILARITY_CELLS // len(pool)),
+        )
         tops, best = [], []
         for start in range(0, len(text), block):
-            sims = torch.from_numpy(np.maximum(text[start : start + block] @ pool_text.T, 0.0))
+            sims = text[start : start + block] @ pool_text.T
+            sims = torch.from_numpy(np.maximum(sims, 0.0, out=sims))
             found = torch.topk(sims, k, dim=1)
             tops.append(found.indices.numpy())
             best.append(found.values.numpy())
@@ -184,19 +193,24 @@ class ColdItems:
     # ------------------------------------------------------------- cold calibration
     COLD_BOOSTS = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0)
     NEIGHBOUR_TEMPERATURES = (0.2, 0.1, 0.05, 0.02)
+    PSEUDO_NEW_ITEMS = 10_000
+    """At most this many pseudo-new items in the calibration: each is matched against every
+    warm item by text (a million-item catalogue's 15% would be 10^5 x 10^6 similarities),
+    and ten thousand items with all their interactions pin down two numbers well."""
 
     def _calibrate_cold(self, train: Interactions, valid: Interactions) -> None:
         """Choose the score offset of new items, and the temperature of the weights they
         borrow their neighbours' vectors with, on a pseudo-cold validation.
 
-        A seeded share of warm items (>= 5 train interactions) is treated as new: they are
-        scored as new items are (borrowed neighbour vectors or content alone, no linear-head
-        column of their own), their train interactions are removed from the users' seen
-        rows, and all their train and validation interactions become targets next to the
-        other validation rows, as the whole future of a newly published item is. The pair
-        maximising NDCG@10 there is kept: too low and new items never surface, too high and
-        they crowd out what the user would pick. (The users' trained vectors still include
-        those items; this mild leak makes the choice conservative.)
+        A seeded share of warm items (>= 5 train interactions; at most
+        :attr:`PSEUDO_NEW_ITEMS`) is treated as new: they are scored as new items are
+        (borrowed neighbour vectors or content alone, no linear-head column of their own),
+        their train interactions are removed from the users' seen rows, and all their train
+        and validation interactions become targets next to the other validation rows, as
+        the whole future of a newly published item is. The pair maximising NDCG@10 there is
+        kept: too low and new items never surface, too high and they crowd out what the
+        user would pick. (The users' trained vectors still include those items; this mild
+        leak makes the choice conservative.)
         """
         from kinrec.evaluation.protocol import evaluate_group_variants, validation_users
 
@@ -205,6 +219,7 @@ class ColdItems:
             return
         rng = np.random.default_rng(self.config.seed)
         size = max(1, int(self.config.cold_calibration * len(eligible)))
+        size = min(size, self.PSEUDO_NEW_ITEMS)
         pseudo = np.zeros(len(self.item_final), dtype=bool)
         pseudo[rng.choice(eligible, size=size, replace=False)] = True
         in_train = pseudo[train.items]

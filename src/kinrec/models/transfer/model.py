@@ -49,7 +49,7 @@ from kinrec.models.base import (
     Validator,
 )
 from kinrec.models.ease import RatingStrength
-from kinrec.models.prior import PopularityPrior, choose_prior_weight
+from kinrec.models.prior import PopularityPrior, choose_prior_weight, feature_count
 from kinrec.models.transfer.cold import ColdItems
 from kinrec.models.transfer.config import TransferConfig
 from kinrec.models.transfer.head import LinearHead
@@ -137,7 +137,7 @@ class TransferRecommender(
         counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
         features = self._prior_features(self.content)
         self.popularity, self.prior = PopularityPrior.fit(features, counts)
-        if features.shape[1] == 0:  # no content: the prior is the items' own popularity
+        if feature_count(features) == 0:  # no content: the prior is the items' own popularity
             logs = np.log1p(counts)
             self.prior = ((logs - logs.mean()) / (logs.std() + 1e-12)).astype(np.float32)
         self._impute_new_items(np.flatnonzero(self.is_untrained))
@@ -256,8 +256,11 @@ class TransferRecommender(
 
     # ------------------------------------------------------------- content
     @staticmethod
-    def _prior_features(content: ItemContent) -> sp.csr_matrix:
-        return sp.hstack([sp.csr_matrix(content.text), content.entities]).tocsr()
+    def _prior_features(content: ItemContent) -> tuple:
+        """The popularity prior's features: text vectors and entity incidence, as column
+        blocks (:class:`~kinrec.models.prior.PopularityPrior` never joins them for the
+        whole catalogue)."""
+        return (content.text, content.entities)
 
     def warm_up(self) -> None:
         if self.config.use_text:

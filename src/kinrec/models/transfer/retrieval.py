@@ -20,10 +20,18 @@ here reads it by history rows only (``linear[items]``), which both kinds slice c
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import numpy as np
 import scipy.sparse as sp
 
 EMPTY = np.zeros(0, dtype=np.int64)
+
+_LAST_HEAD = threading.local()
+"""Per thread, the last sparse head row computed: (the head, by weak reference; history;
+weights; columns; values). A request asks for the same row twice (the head's candidates,
+then the candidates' exact scores); the second is read back instead of recomputed."""
 
 
 class TransferRetrieval:
@@ -95,7 +103,23 @@ class TransferRetrieval:
 
     def _sparse_head(self, hist: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``w @ linear[hist]`` of a sparse head as its nonzero columns (sorted) and values,
-        from the history's rows alone (no pass over the catalogue's columns)."""
+        from the history's rows alone (no pass over the catalogue's columns). The last row
+        computed in this thread is kept (:data:`_LAST_HEAD`): a request's candidates and
+        their exact scores read the same row."""
+        last = getattr(_LAST_HEAD, "row", None)
+        if (
+            last is not None
+            and last[0]() is self.linear
+            and np.array_equal(last[1], hist)
+            and np.array_equal(last[2], w)
+        ):
+            return last[3], last[4]
+        columns, values = self._sparse_head_row(hist, w)
+        _LAST_HEAD.row = (weakref.ref(self.linear), hist.copy(), w.copy(), columns, values)
+        return columns, values
+
+    def _sparse_head_row(self, hist: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_sparse_head`, computed."""
         linear = self.linear
         if linear.format != "csr":
             linear = sp.csr_matrix(linear[hist])

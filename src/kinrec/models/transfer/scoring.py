@@ -20,8 +20,9 @@ offset, then the weighted head), for every way of scoring: :meth:`score` (traine
 :meth:`~kinrec.models.transfer.retrieval.TransferRetrieval.score_candidates` (a few
 candidates, for the service's retrieval) and the pseudo-cold validation of new items
 (:meth:`~kinrec.models.transfer.cold.ColdItems._calibrate_cold`, which adds the head before
-the offset, as it always has). The tower and the head are float32; the offset is float64
-(the new-item boost times a boolean mask), and so are the scores.
+the offset, as it always has). The tower, the head and the offset are float32, and so are
+the scores: a full-catalogue score row costs half the memory traffic of a float64 one, and
+ranking reads float32 anyway.
 """
 
 from __future__ import annotations
@@ -57,9 +58,8 @@ class TransferScoring:
         (None: no head in the score). ``tower`` is not changed.
 
         ``head_first``: the weighted head is added to the tower before the offset, the
-        order the pseudo-cold validation of new items has always summed in (the tower and
-        the head are float32, the offset float64: the two orders round differently), so
-        that what it chooses stays what it was."""
+        order the pseudo-cold validation of new items has always summed in (the two orders
+        round differently), so that what it chooses stays what it was."""
         if head_first:
             scores = tower if head is None else tower + self.linear_weight * head
             return scores + offset
@@ -81,15 +81,17 @@ class TransferScoring:
         return self.linear is not None and bool(self.linear_weight)
 
     def item_offset(self) -> np.ndarray:
-        """Per-item score offset: the popularity prior, the calibrated boost of new items
-        (declared new in the side data, or added after training) and the offset of dormant
-        items, each chosen on validation."""
+        """Per-item score offset (float32): the popularity prior, the calibrated boost of new
+        items (declared new in the side data, or added after training) and the offset of
+        dormant items, each chosen on validation."""
         offset = np.zeros(len(self.item_final), dtype=np.float32)
         if self.prior_weight and self.prior is not None:
-            offset += self.prior_weight * self.prior
+            offset += np.float32(self.prior_weight) * self.prior
         if self.dormant_offset:
-            offset += self.dormant_offset * self.is_dormant
-        return offset + self.cold_boost * self.is_new
+            offset += np.float32(self.dormant_offset) * self.is_dormant
+        if self.cold_boost:
+            offset += np.float32(self.cold_boost) * self.is_new
+        return offset
 
     @property
     def _scale(self) -> float:
