@@ -23,6 +23,7 @@ general, and its systems then give meaningless weights).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,8 +94,8 @@ class GramParts:
         ``b``'s columns read the users of its own neighbourhood only), so one sparse product
         gives every block and no entry between two items' neighbourhoods. The work is the
         sum, over items and users, of the square of how many of the item's neighbours the
-        user has; the Gram block of the batch's items all together costs that of every
-        pair of them."""
+        user has (the Gram block of the batch's items all together costs that of every
+        pair of them), and does not grow with the number of users."""
         n_batch, size = len(items), nb.shape[1] + 1
         columns = np.concatenate([nb, np.asarray(items)[:, None]], axis=1)
         valid = (columns >= 0).ravel()
@@ -102,13 +103,25 @@ class GramParts:
         rows = self.rows
         starts = rows.indptr[flat]
         lengths = (rows.indptr[flat + 1] - starts) * valid
-        slot = np.repeat(np.arange(len(flat)), lengths)
-        at = np.arange(int(lengths.sum())) + np.repeat(
-            starts - (np.cumsum(lengths) - lengths), lengths
+        ends = np.cumsum(lengths)
+        at = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(
+            starts - ends + lengths, lengths
         )
-        user = (slot // size).astype(np.int64) * rows.shape[0] + rows.indices[at]
+        users = rows.indices[at]
+        # Each block's users get the positions of their entries as ids (one position per
+        # user: the last of theirs), so the blocks' ids never meet and no user is counted
+        # twice in a block; the laid-out matrix has one column per entry, not per user
+        # (a column per (block, user) over every user made each batch cost the number of
+        # users, and the pass quadratic in the catalogue).
+        ids = _scratch(rows.shape[0])
+        laid_columns = np.empty(len(users), dtype=np.int64)
+        edges = np.concatenate([[0], ends[size - 1 :: size]])
+        for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+            ids[users[lo:hi]] = np.arange(lo, hi)
+            laid_columns[lo:hi] = ids[users[lo:hi]]
+        indptr = np.concatenate([[0], ends])
         laid = sp.csr_matrix(
-            (rows.data[at], (slot, user)), shape=(len(flat), n_batch * rows.shape[0])
+            (rows.data[at], laid_columns, indptr), shape=(len(flat), max(len(users), 1))
         )
         out = np.zeros((n_batch, size, size))
         _add_blocks(out, laid @ laid.T, size)
@@ -120,6 +133,17 @@ class GramParts:
         if self.graph is not None:
             _add_blocks(out, self.strength * _within(self.graph, flat, valid), size)
         return out
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> np.ndarray:
+    """An int64 array of at least ``size`` entries, kept per thread (contents undefined)."""
+    buffer = getattr(_SCRATCH, "ids", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _SCRATCH.ids = np.empty(size, dtype=np.int64)
+    return buffer
 
 
 def _within(matrix: sp.csr_matrix, flat: np.ndarray, valid: np.ndarray) -> sp.coo_matrix:

@@ -64,7 +64,7 @@ class Recommending:
                 if query is not None:
                     search = scorer.index_query(query, with_bias=False)
         if query is not None:
-            n_allowed = int(allowed.sum())
+            n_allowed = int(np.count_nonzero(allowed))
             want = k + len(train) + len(items) + 32
             if n_allowed < len(allowed):
                 want = int(want * len(allowed) / max(n_allowed, 1))
@@ -111,7 +111,7 @@ class Recommending:
         request = scorer.retrieval_request(user, train, items, weights)
         if request is None:
             return None
-        n_allowed = int(allowed.sum())
+        n_allowed = int(np.count_nonzero(allowed))
         want = self.config.rescore_candidates + k + len(train) + len(items)
         if n_allowed < len(allowed):
             want = int(want * len(allowed) / max(n_allowed, 1))
@@ -211,12 +211,6 @@ class Recommending:
             idx = np.arange(len(self.catalog))
         return untrained(self.scorer.popularity, idx)
 
-    def _history_mask(self, train: np.ndarray, items: np.ndarray) -> np.ndarray:
-        mask = np.zeros(len(self.catalog), dtype=bool)
-        mask[train] = True
-        mask[items] = True
-        return mask
-
     def _reasons(
         self,
         top: np.ndarray,
@@ -228,12 +222,12 @@ class Recommending:
         """One reason per item of ``top``: its nearest neighbour in the user's history."""
         if source == "popular":
             return ["popular with everyone"] * len(top)
-        history = self._history_mask(train, items)
+        history = np.union1d(train, items)
         best = np.full(len(top), -1, dtype=np.int64)
         inside = top < len(self.nb_ids)
         if inside.any():
             nb, sims = self.nb_ids[top[inside]], self.nb_sims[top[inside]]
-            ok = (nb >= 0) & history[np.maximum(nb, 0)]
+            ok = (nb >= 0) & np.isin(nb, history)
             pick = np.where(ok, sims, -np.inf).argmax(axis=1)
             rows = np.arange(len(nb))
             best[inside] = np.where(ok[rows, pick], nb[rows, pick], -1)
