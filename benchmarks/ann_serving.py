@@ -238,7 +238,7 @@ def under_load(model, setup: dict, work: Path, args) -> list[dict]:
     users = model.user_map.ids()
     items = model.item_map.ids()
     out = []
-    for path in ("exact", "index"):
+    for path in args.load_paths.split(","):
         port = load.free_port()
         cmd = [PY, __file__, "--serve", "--model-path", str(model_path), "--db", setup["db"],
                "--port", str(port), "--candidates", str(args.candidates)]  # fmt: skip
@@ -260,6 +260,24 @@ def under_load(model, setup: dict, work: Path, args) -> list[dict]:
         print(json.dumps(level), flush=True)
         out.append(level)
     return out
+
+
+def earlier_levels(args) -> list[dict]:
+    """The last run's rows under load of the paths not run now, where it had the same sizes
+    and load (each marked with that run's date)."""
+    path = args.results / "ann_serving.json"
+    if not path.exists():
+        return []
+    last = json.loads(path.read_text())
+    same = all(last.get("args", {}).get(k) == getattr(args, k) for k in REPORTED)
+    run = set(args.load_paths.split(","))
+    if not same:
+        return []
+    return [
+        {**level, "earlier_run": level.get("earlier_run") or last.get("date")}
+        for level in last.get("load", [])
+        if level.get("path") not in run
+    ]
 
 
 # --------------------------------------------------------------------------- report
@@ -302,8 +320,9 @@ def write_report(result: dict, results: Path) -> None:
         if "error" in r:
             lines.append(f"| {r['path']} | {r['error']} | | | | | |")
             continue
+        earlier = f" (run of {r['earlier_run']})" if r.get("earlier_run") else ""
         lines.append(
-            f"| {r['path']} | {r['achieved_rps']} | {r['errors']} | {r['p50_ms']:.2f} | "
+            f"| {r['path']}{earlier} | {r['achieved_rps']} | {r['errors']} | {r['p50_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | {r['get_p99_ms']:.2f} | {r['p99_from_schedule_ms']:.2f} |"
         )
     from _plots import link, plot_ann_serving
@@ -326,6 +345,13 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=200, help="users per group compared")
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s under load")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--load-paths",
+        default="exact,index",
+        help="paths driven under load; a path left out keeps its row from the last run "
+        "with the same sizes, marked with its date (the exact path at a million items "
+        "cannot keep up with 200 req/s and takes minutes to drain)",
+    )
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -342,7 +368,7 @@ def main() -> None:
     model, setup = build_model(args, work)
     print("setup", json.dumps(setup), flush=True)
     compared = compare(model, setup, work, args)
-    levels = under_load(model, setup, work, args)
+    levels = under_load(model, setup, work, args) + earlier_levels(args)
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
