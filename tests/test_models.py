@@ -407,3 +407,23 @@ def test_fit_with_a_validation_part_chooses_on_it_without_being_given_a_validato
     assert implicit.fit_info["linear_weight"] > 0  # chosen, not the grid's first value
     without = create_model("kinformer", params).fit(split.train)
     assert without.fit_info["linear_weight"] == 0.0 and without.fit_info["evaluations"] == 0
+
+
+def test_item_item_fold_in_reads_the_history_rows_as_one_row() -> None:
+    """EASE and itemknn fold a history in from its own rows of the weights: the scores of
+    one interaction row (each item once, its last weight) times the whole matrix."""
+    from kinrec.models.item_item import history_row_scores
+
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(30, 30)).astype(np.float32)
+    items = np.array([4, 7, 4, 11])
+    weights = np.array([0.5, 2.0, 1.5, 1.0], dtype=np.float32)
+    row = np.zeros(30, np.float32)
+    row[items] = weights  # a row holds each item once: the last weight
+    for head in (dense, sp.csr_matrix(dense)):
+        np.testing.assert_allclose(
+            history_row_scores(head, items, weights), row @ dense, rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            history_row_scores(head, items), (row > 0).astype(np.float32) @ dense, rtol=1e-5
+        )

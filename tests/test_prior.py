@@ -70,7 +70,7 @@ def test_a_sample_of_the_items_fits_a_large_catalogue(monkeypatch) -> None:
     text = rng.normal(size=(n, 6))
     true = rng.normal(size=6)
     counts = np.maximum(0, np.round(np.exp(text @ true * 0.4 + rng.normal(0, 0.2, n))))
-    full, all_priors = PopularityPrior.fit(text, counts)
+    full, _ = PopularityPrior.fit(text, counts)
     monkeypatch.setattr(PopularityPrior, "FIT_ITEMS", 500)
     sampled, priors = PopularityPrior.fit(text, counts)
     # few coefficients: 500 items determine them about as well as 3,000

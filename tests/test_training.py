@@ -10,7 +10,6 @@ from kinrec.data.dataset import IdMap, Interactions
 from kinrec.training.loop import (
     EarlyStopping,
     IterativeConfig,
-    history_row,
     module_snapshot,
     optimize_epoch,
     seeded,
@@ -214,10 +213,7 @@ def test_losses() -> None:
     assert l2_penalty(a, 2 * a).item() == pytest.approx((8 + 32) / (2 * 4))
 
 
-def test_history_row_and_config_validation() -> None:
-    row = history_row(5, np.array([1, 3]))
-    assert row.tolist() == [[0.0, 1.0, 0.0, 1.0, 0.0]]
-    assert history_row(3, np.array([2]), np.array([0.5])).tolist() == [[0.0, 0.0, 0.5]]
+def test_config_validation() -> None:
     with pytest.raises(ValueError):
         IterativeConfig(patience=0)
     with pytest.raises(ValueError):

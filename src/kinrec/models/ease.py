@@ -15,7 +15,7 @@ from pydantic import Field
 from kinrec.data.dataset import Interactions
 from kinrec.models import item_item, memory
 from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Scored, Validator
-from kinrec.training.loop import history_row, validate_one_pass
+from kinrec.training.loop import validate_one_pass
 
 
 class EASEConfig(ModelConfig):
@@ -372,8 +372,7 @@ class EASE(Recommender):
 
     def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Fold-in: scores for a user known only by the item indices they interacted with."""
-        row = history_row(self.weights.shape[0], items, weights)
-        return item_item.scores(row, self.weights)[0]
+        return item_item.history_row_scores(self.weights, items, weights)
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Scored]:
         """Items whose consumption most increases ``item_id``'s score (largest ``B[j, i]``)."""

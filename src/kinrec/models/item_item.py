@@ -28,6 +28,18 @@ def history_scores(head: Head, items: np.ndarray, weights: np.ndarray) -> np.nda
     return np.asarray(out, dtype=np.float32).ravel()
 
 
+def history_row_scores(
+    head: Head, items: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """The scores of a history as one interaction row (each item once, with its last
+    weight; 1 without weights) times the head: read from the history's rows of the head
+    only, not from the whole matrix."""
+    items = np.asarray(items, dtype=np.int64)
+    w = np.ones(len(items), np.float32) if weights is None else np.asarray(weights, np.float32)
+    last = len(items) - 1 - np.unique(items[::-1], return_index=True)[1]
+    return history_scores(head, items[last], w[last])
+
+
 def borrowed_columns(head: Head, weights: sp.csr_matrix) -> Head:
     """``head @ weights.T``: the ``(n, rows)`` columns that items borrowing from their
     neighbours through ``weights`` get (sparse for a sparse head)."""

@@ -12,8 +12,9 @@ from pydantic import Field
 from kinrec.data.dataset import Interactions
 from kinrec.models import memory
 from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Scored, Validator
+from kinrec.models.item_item import history_row_scores
 from kinrec.models.sparse_linear import top_per_group
-from kinrec.training.loop import history_row, validate_one_pass
+from kinrec.training.loop import validate_one_pass
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,7 @@ class ItemKNN(Recommender):
 
     def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Fold-in: scores for a user known only by the item indices they interacted with."""
-        row = history_row(self.weights.shape[0], items, weights)
-        return np.asarray(self.weights.T @ row[0], dtype=np.float32)
+        return history_row_scores(self.weights, items, weights)
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Scored]:
         """Items by cosine similarity (with the model's shrinkage) to ``item_id``."""

@@ -261,13 +261,6 @@ def optimize_epoch(
     return total / max(count, 1)
 
 
-def history_row(n_items: int, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """A dense ``1 x n_items`` interaction row: 1 (or ``weights``) at ``items``, 0 elsewhere."""
-    row = np.zeros((1, n_items), dtype=np.float32)
-    row[0, np.asarray(items, dtype=np.int64)] = 1.0 if weights is None else weights
-    return row
-
-
 def validate_one_pass(
     model: Any, validator: Callable[[Any], float] | None, fit_start: float
 ) -> None:
