@@ -16,12 +16,13 @@ from fastapi.testclient import TestClient
 
 from kinrec.data.dataset import Dataset
 from kinrec.data.splits import random_split
-from kinrec.models.base import Recommender
+from kinrec.models.base import Ceiling, Recommender
 from kinrec.models.transfer.model import TransferRecommender
 from kinrec.serving import foldin
 from kinrec.serving.app import create_app
 from kinrec.serving.config import ServingConfig
 from kinrec.serving.engine import Engine
+from kinrec.serving.ranking import top_k
 from kinrec.store import Event, Store
 
 DATASET = "annflix"
@@ -245,16 +246,20 @@ def test_the_default_interface_scores_everything_and_declares_nothing(world) -> 
 
 
 def test_subset_blend_equals_the_full_blend_given_every_item(world) -> None:
-    model = copy.copy(world["dense"])
+    model, _ = with_blank_items(world["dense"])  # many items without a train count
     model.history_prior_strength = 3.0
     items, weights = next(some_histories(model, 1, seed=5))
     scores = model.score_history(items, weights)
     everything = np.arange(len(scores))
-    np.testing.assert_allclose(
-        model.blend_history_prior_subset(scores, everything, len(items), np.ones_like(everything)),
-        model.blend_history_prior(scores, len(items)),
-        rtol=1e-10,
-    )
+    full = model.blend_history_prior(scores, len(items))
+    # however much of the top is taken as it is (above a ceiling), the rest sampled
+    best = np.sort(scores)[::-1]
+    popular = np.argsort(-np.asarray(model.seen.sum(axis=0)).ravel(), kind="stable")
+    for ceiling in (None, Ceiling(-np.inf, None), Ceiling(float(best[40]), int(popular[30]))):
+        subset = model.blend_history_prior_subset(
+            scores, everything, len(items), np.ones_like(everything), ceiling
+        )
+        np.testing.assert_allclose(subset, full, rtol=1e-10)
 
 
 # ------------------------------------------------------------------ the service
@@ -301,6 +306,87 @@ def test_served_lists_match_the_exact_lists(world, head: str, monkeypatch) -> No
     assert np.mean(towers) < 0.8  # the head matters here: the tower alone ranks otherwise
     exact.close()
     served.close()
+
+
+def with_blank_items(model: TransferRecommender, share: float = 0.2, seed: int = 8):
+    """A copy in which a ``share`` of the items have no training interaction, a zero tower
+    vector (none of their own, none to a user who chose them) and no head row, and all share
+    the catalogue's highest offset with a trained item: as items known only by the prior of
+    a popular group. Returns the copy and those items."""
+    rng = np.random.default_rng(seed)
+    n = len(model.item_map)
+    trained = np.flatnonzero(~model.is_untrained)  # no dormant items' offset
+    blank = np.sort(rng.choice(trained, int(share * n), replace=False))
+    out = copy.copy(model)
+    keep = np.ones(n)
+    keep[blank] = 0.0
+    out.seen = sp.csr_matrix(model.seen @ sp.diags(keep))
+    out.seen.eliminate_zeros()
+    out.item_final = model.item_final.copy()
+    out.item_final[blank] = 0.0
+    out.item_layers = model.item_layers.copy()
+    out.item_layers[:, blank] = 0.0
+    linear = np.asarray(model.linear).copy()
+    linear[blank] = 0.0
+    out.linear = linear
+    offsets = model.item_offset()
+    trained = np.setdiff1d(trained, blank)
+    top = trained[np.argmax(offsets[trained])]
+    out.prior = model.prior.copy()
+    out.prior[blank] = model.prior[top]
+    out._offset_cache = out._popularity = None
+    assert np.all(out.item_offset()[blank] == offsets[top])
+    return out, blank
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_new_users_get_the_blank_items_that_the_exact_path_ranks_first(
+    world, head: str, monkeypatch
+) -> None:
+    # A new user who chose only blank items has a zero tower: every item scores its offset,
+    # and the blend maps blank items (no train count) to the best blended score of the
+    # trained items that share their offset, the highest: they tie the top of the list.
+    # The index must find them (the blend's query gives them no popularity) and the rescore
+    # must place them as the whole catalogue does, not as its reference sample.
+    monkeypatch.setattr(foldin, "REFERENCE_ITEMS", N_ITEMS // 5)
+    model, blank = with_blank_items(world["dense"])
+    if head == "sparse":
+        model = sparse_copy(model)
+    exact = ann_engine(world, model, scoring="exact", index_cache=False)
+    served = ann_engine(world, model, index_cache=False)
+    assert served.info()["index"] == "hnsw+rescore"
+    ids = model.item_map.ids()
+    rng = np.random.default_rng(2)
+    users = [f"blank-{i}" for i in range(8)]
+    events = [
+        Event(20_000 + 10 * n + j, user, ids[item], "like", None, 0.0, 0.0)
+        for n, user in enumerate(users)
+        for j, item in enumerate(rng.choice(blank, int(rng.integers(1, 4)), replace=False))
+    ]
+    for engine in (exact, served):
+        engine.apply_events(events)
+    for user in users:
+        want = exact.recommend(user, 10)
+        everything = exact.recommend(user, N_ITEMS)["items"]
+        score = {x["item_id"]: x["score"] for x in everything}
+        got = served.recommend(user, 10)
+        assert got["source"] == "index" and len(top_ids(got)) == 10
+        assert set(top_ids(want)) & set(model.item_map.ids(blank.tolist()))
+        # the same list up to ties: the served items' exact scores are the exact list's
+        np.testing.assert_allclose(
+            [score[i] for i in top_ids(got)], [x["score"] for x in want["items"]], rtol=1e-6
+        )
+        # and the ties are cut alike: in item order, from the blank items of lowest index
+        assert top_ids(got) == top_ids(want)
+    exact.close()
+    served.close()
+
+
+def test_top_k_cuts_ties_in_position_order() -> None:
+    scores = np.array([1.0, 3.0, 2.0, 3.0, 2.0, 2.0, 0.5, 2.0])
+    assert top_k(scores, 4).tolist() == [1, 3, 2, 4]
+    assert top_k(scores[::-1], 4).tolist() == [4, 6, 0, 2]
+    assert top_k(scores, 8).tolist() == [1, 3, 2, 4, 5, 7, 0, 6]
 
 
 @pytest.mark.parametrize("head", HEADS)

@@ -199,6 +199,49 @@ def _rank_map(source: np.ndarray, target: np.ndarray, values: np.ndarray) -> np.
     return mapped
 
 
+def _ranks(top: np.ndarray, sample: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scores of ``total`` items from the best down, and the rank each stands at (0: the
+    best): ``top`` are every item above some score, one rank each; ``sample`` a uniform
+    sample of the others, each at the middle of the ranks it stands for."""
+    top, sample = -np.sort(-top), -np.sort(-sample)
+    width = (total - len(top)) / len(sample) if len(sample) else 1.0
+    below = len(top) + (np.arange(len(sample)) + 0.5) * width - 0.5
+    return np.concatenate([top, sample]), np.concatenate([np.arange(len(top)), below])
+
+
+def _rank_map_top(
+    source: tuple[np.ndarray, np.ndarray],
+    target: tuple[np.ndarray, np.ndarray],
+    total: int,
+    values: np.ndarray,
+) -> np.ndarray:
+    """:func:`_rank_map` where neither list is known whole: each of ``source`` and
+    ``target`` is ``(top, sample)`` (:func:`_ranks`) of the same ``total`` items. A value
+    lands at the rank it has among the source (a tie: the best rank of the tied scores, as
+    :func:`_rank_map`), and takes the target's score at that rank; between ranks, linearly.
+    Given no top and the whole list as the sample, this is :func:`_rank_map`."""
+    xs, x_ranks = _ranks(*source, total)
+    ys, y_ranks = _ranks(*target, total)
+    rank = np.interp(values, xs[::-1], x_ranks[::-1])
+    mapped = np.interp(rank, y_ranks, ys)
+    spread = (ys[0] - ys[-1]) / (xs[0] - xs[-1]) if xs[0] > xs[-1] else 1.0
+    above, below = values > xs[0], values < xs[-1]
+    mapped[above] = ys[0] + (values[above] - xs[0]) * spread
+    mapped[below] = ys[-1] + (values[below] - xs[-1]) * spread
+    return mapped
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """What no item outside a scored subset of the catalogue exceeds
+    (:meth:`Recommender.blend_history_prior_subset`): ``score``, a fold-in score; and
+    ``popular``, an item with at least as many training interactions as any item outside
+    (None: every item with training interactions is in the subset)."""
+
+    score: float
+    popular: int | None
+
+
 def _text_template(side: Dataset | None) -> str | None:
     """The template that renders ``side``'s item texts (None: no items table)."""
     if side is None or not len(side.items):
@@ -489,7 +532,12 @@ class Recommender(ABC):
         return np.asarray(self.score_history(items, weights)).ravel()[candidates]
 
     def blend_history_prior_subset(
-        self, scores: np.ndarray, items: np.ndarray, n_events: int, reference: np.ndarray
+        self,
+        scores: np.ndarray,
+        items: np.ndarray,
+        n_events: int,
+        reference: np.ndarray,
+        ceiling: Ceiling | None = None,
     ) -> np.ndarray:
         """:meth:`blend_history_prior` for the fold-in scores of some items only.
 
@@ -500,6 +548,15 @@ class Recommender(ABC):
         are mapped through (of the reference items that have one). Given every item, each as
         a reference, this is :meth:`blend_history_prior` exactly; given a sample, both are
         estimated from it.
+
+        A sample of a few thousand items cannot tell the best few ranks of a large catalogue
+        apart, and those are the ranks that decide whether an item without a train count
+        makes a short list. ``ceiling`` says that every item outside ``items`` has a fold-in
+        score of at most ``ceiling.score`` and no more training interactions than item
+        ``ceiling.popular``: then every counted item of the catalogue whose fold-in score is
+        at least ``ceiling.score``, and every one whose blended score is at least that of
+        those two bounds together, is among ``items``, and the rank correspondence takes
+        them as they are, one rank each, the sample standing only for the rest.
         """
         c = self.history_prior_strength
         if c <= 0:
@@ -526,8 +583,25 @@ class Recommender(ABC):
         out[finite] = (1 - share) * z + share * pop[finite]
         uncounted = finite & ~counted
         ranked = counted & ref if (counted & ref).any() else counted
-        if uncounted.any() and ranked.any():
+        if not (uncounted.any() and ranked.any()):
+            return out
+        if ceiling is None:
             out[uncounted] = _rank_map(scores[ranked], out[ranked], scores[uncounted])
+            return out
+        if ceiling.popular is None:  # every counted item is here
+            top_score = top_blend = -np.inf
+        else:
+            top_score = ceiling.score
+            z = (top_score - own.mean()) / (own.std() + 1e-12)
+            top_blend = (1 - share) * z + share * popularity[ceiling.popular]
+        top = counted & (scores >= top_score)
+        best = counted & (out >= top_blend)
+        out[uncounted] = _rank_map_top(
+            (scores[top], scores[ranked & ~top]),
+            (out[best], out[ranked & ~best]),
+            int(np.count_nonzero(has_count)),
+            scores[uncounted],
+        )
         return out
 
     def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True) -> list[Scored]:

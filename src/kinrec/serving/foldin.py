@@ -38,7 +38,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from kinrec.models.base import REFERENCE_ITEMS, Recommender, reference_items
+from kinrec.models.base import REFERENCE_ITEMS, Ceiling, Recommender, reference_items
 
 log = logging.getLogger("kinrec.serving")
 
@@ -57,7 +57,8 @@ class RetrievalRequest:
     ``blend_events``: a new user's history length, whose scores are blended with popularity
     (None: no blend, as for trained users); ``reference`` / ``reference_scores``: then the
     sample of the catalogue (:data:`REFERENCE_ITEMS`) and its exact scores, which stand in
-    for the whole catalogue's in the blend."""
+    for the whole catalogue's in the blend; ``query``: the model's retrieval query (None:
+    asked of the model when needed)."""
 
     user: int | None
     items: np.ndarray
@@ -65,6 +66,31 @@ class RetrievalRequest:
     blend_events: int | None = None
     reference: np.ndarray | None = None
     reference_scores: np.ndarray | None = None
+    query: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Covered:
+    """The ranked lists a new user's candidates come from, each of the ``n`` best items of
+    the whole catalogue (none left out for the user's history or filters) by one part of
+    the blended score: ``tower``, by the model's own query (tower and offset, the index
+    searched as for a trained user); ``head``, by the head's lift; ``popular``, by training
+    interactions. ``index_size``: the items the index held.
+
+    An item in none of them has no more of each part than the last item of that list (of
+    the head's lift: none, when the head listed fewer than ``n``), so it cannot outscore
+    what those bounds allow together (:meth:`ModelScorer.ceiling`): above that, the top of
+    the catalogue is known, not estimated from the reference sample."""
+
+    tower: np.ndarray
+    head: np.ndarray
+    popular: np.ndarray
+    n: int
+    index_size: int
+
+    @property
+    def items(self) -> np.ndarray:
+        return np.unique(np.concatenate([self.tower, self.head, self.popular]))
 
 
 def _as_row(items: np.ndarray, weights: np.ndarray, n_items: int) -> sp.csr_matrix:
@@ -86,6 +112,7 @@ class ModelScorer:
         self.item_bias: np.ndarray | None = None
         self.target = 1.0
         self._popular: tuple[int, np.ndarray] | None = None
+        self._blank: np.ndarray | None = None
         self._reference: tuple[int, np.ndarray] | None = None
         self._column_scales: tuple[float, float] | None = None
         self.refresh()
@@ -113,7 +140,7 @@ class ModelScorer:
         self.popularity = np.zeros(self.n_items, dtype=np.float32)  # new items: 0
         self.popularity[: min(len(counts), self.n_items)] = counts[: self.n_items]
         self.log_popularity_std = float(np.log1p(self.popularity).std()) if self.n_items else 0.0
-        self._popular = None
+        self._popular = self._blank = None
         if getattr(self, "user_vectors", None) is not None:
             self._refresh_bias()
 
@@ -306,6 +333,7 @@ class ModelScorer:
             return RetrievalRequest(None, all_items, all_weights)
         reference = self.reference_items()
         scores = self.model.score_candidates(None, all_items, all_weights, reference)
+        query = self.model.retrieval_query(None, all_items, all_weights)
         return RetrievalRequest(
             None,
             all_items,
@@ -313,20 +341,31 @@ class ModelScorer:
             len(all_items),
             reference,
             np.asarray(scores, dtype=np.float64),
+            np.asarray(query, dtype=np.float32),
         )
+
+    def _model_query(self, request: RetrievalRequest) -> np.ndarray:
+        q = request.query
+        if q is None:
+            q = self.model.retrieval_query(request.user, request.items, request.weights)
+        return np.asarray(q, dtype=np.float32)
+
+    def tower_query(self, request: RetrievalRequest) -> np.ndarray:
+        """The index query of the model's own score (tower and offset, no popularity): a
+        trained user's, and the fold-in part of a new user's blend."""
+        offset_scale, _ = self.column_scales()
+        extra = np.array([1.0 / offset_scale, 0.0], dtype=np.float32)
+        return np.append(self._model_query(request), extra).astype(np.float32)
 
     def retrieval_query(self, request: RetrievalRequest) -> np.ndarray:
         """The index query of a request (see :meth:`retrieval_rows`). For a new user, the
         model's part is scaled as the blend standardises it (by the spread of the reference
         scores) and the popularity part weighs as much as the blend gives it, so that the
         index ranks by the blend of the tower and popularity."""
-        q = np.asarray(
-            self.model.retrieval_query(request.user, request.items, request.weights),
-            dtype=np.float32,
-        )
-        offset_scale, pop_scale = self.column_scales()
         if request.blend_events is None:
-            return np.append(q, np.array([1.0 / offset_scale, 0.0], dtype=np.float32))
+            return self.tower_query(request)
+        q = self._model_query(request)
+        offset_scale, pop_scale = self.column_scales()
         c = self.model.history_prior_strength
         share = c / (c + max(request.blend_events, 0))
         finite = request.reference_scores[np.isfinite(request.reference_scores)]
@@ -351,6 +390,20 @@ class ModelScorer:
             self._popular = (size, top[self.popularity[top] > 0].astype(np.int64))
         return self._popular[1][:n]
 
+    def blank(self, n: int) -> np.ndarray:
+        """The (at most) ``n`` items whose retrieval vector is zero, highest offset first,
+        ties by item index. The tower scores them nothing whatever the query, so each is
+        scored by its offset (and head) alone, and many tie (items the model learned no
+        vector for, sharing a prior): an index returns some of a run of tied items, not the
+        first ones, while this list holds the best of them for every query, the ones a list
+        cut in item order takes (:func:`~kinrec.serving.ranking.top_k`). Kept until the
+        model's items change (:meth:`refresh`)."""
+        if self._blank is None:
+            vectors, offsets = self.model.retrieval_vectors()
+            idx = np.flatnonzero(~np.any(np.asarray(vectors) != 0, axis=1))
+            self._blank = idx[np.lexsort((idx, -np.asarray(offsets)[idx]))].astype(np.int64)
+        return self._blank[:n]
+
     def reference_items(self) -> np.ndarray:
         """A seeded uniform sample of the catalogue (sorted): see :data:`REFERENCE_ITEMS`."""
         n = self.n_items
@@ -358,22 +411,58 @@ class ModelScorer:
             self._reference = (n, reference_items(n, REFERENCE_ITEMS))
         return self._reference[1]
 
-    def rescore(self, request: RetrievalRequest, candidates: np.ndarray) -> np.ndarray:
+    def rescore(
+        self, request: RetrievalRequest, candidates: np.ndarray, covered: Covered | None = None
+    ) -> np.ndarray:
         """Exact model scores of ``candidates`` for the request, as the exact path scores
         them; a new user's are blended with popularity, the blend's standardisation taken
-        from the request's reference sample rather than from the whole catalogue."""
+        from the request's reference sample rather than from the whole catalogue, and its
+        rank correspondence (which places items without a train count) from the items of
+        ``covered`` at the top of the catalogue and from the sample below them."""
         model = self.model
-        raw = model.score_candidates(request.user, request.items, request.weights, candidates)
         if request.blend_events is None:
+            raw = model.score_candidates(request.user, request.items, request.weights, candidates)
             return np.asarray(raw, dtype=np.float32)
-        items = np.concatenate([request.reference, candidates])
-        scores = np.concatenate([request.reference_scores, np.asarray(raw, dtype=np.float64)])
+        scored = candidates if covered is None else np.union1d(candidates, covered.items)
+        raw = np.asarray(
+            model.score_candidates(request.user, request.items, request.weights, scored),
+            dtype=np.float64,
+        )
+        ceiling = None if covered is None else self.ceiling(request, covered, scored, raw)
+        items = np.concatenate([request.reference, scored])
+        scores = np.concatenate([request.reference_scores, raw])
         items, first = np.unique(items, return_index=True)
         reference = first < len(request.reference)
         blended = model.blend_history_prior_subset(
-            scores[first], items, request.blend_events, reference
+            scores[first], items, request.blend_events, reference, ceiling
         )
         return np.asarray(blended, dtype=np.float32)[np.searchsorted(items, candidates)]
+
+    def ceiling(
+        self, request: RetrievalRequest, covered: Covered, scored: np.ndarray, raw: np.ndarray
+    ) -> Ceiling | None:
+        """What no item outside ``covered`` exceeds (``scored``: items, sorted, with the
+        request's fold-in scores ``raw``, covering ``covered``): a fold-in score of the last
+        tower item's tower and offset plus the least lift of a listed head item (none when
+        the head listed fewer than ``n``: it lifts no other), and the popularity of the last
+        popular item (None: fewer than ``n``, every item with interactions). None where the
+        index did not hold every item or returned fewer than asked (nothing is known)."""
+        n = covered.n
+        size = covered.index_size
+        if size < self.n_items or len(covered.tower) < min(n, size):
+            return None
+        vectors, offsets = self.model.retrieval_vectors()
+        q = self._model_query(request).astype(np.float64)
+
+        def tower(items: np.ndarray) -> np.ndarray:
+            return np.asarray(vectors[items], np.float64) @ q + offsets[items]
+
+        score = -np.inf if n >= size else float(tower(covered.tower).min())
+        if len(covered.head) >= n:
+            lift = raw[np.searchsorted(scored, covered.head)] - tower(covered.head)
+            score += max(float(lift.min()), 0.0)
+        popular = int(covered.popular[-1]) if len(covered.popular) >= n else None
+        return Ceiling(score, popular)
 
     # ------------------------------------------------------------------ scoring
     def known_scores(self, user: int, items: np.ndarray | None = None) -> np.ndarray:

@@ -19,7 +19,14 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(scores))
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    if k < len(scores):
+        # the k-th largest score, and of the scores tied with it the first ones: the same
+        # list from every candidate set that holds them (the index path's and the exact one)
+        kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        above = np.flatnonzero(scores > kth)
+        top = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
+    else:
+        top = np.arange(len(scores))
     return top[np.argsort(-scores[top], kind="stable")]
 
 

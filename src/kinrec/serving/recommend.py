@@ -12,6 +12,7 @@ import numpy as np
 
 from kinrec.models.base import untrained
 from kinrec.serving.errors import InvalidError
+from kinrec.serving.foldin import Covered
 from kinrec.serving.ranking import top_k, top_with_reserved
 from kinrec.serving.users import OnlineUser
 
@@ -104,9 +105,16 @@ class Recommending:
         include: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray, str] | None:
         """Candidates of a model that declares retrieval, scored exactly: the index's best
-        items for the user's tower query, the model's head candidates, the most popular items
-        for a new user (whose scores lean on popularity) and ``include``, the allowed ones;
-        None where the exact path must score (no history, or as many items as there are)."""
+        items for the user's tower query, the model's head candidates, the best items with a
+        zero vector (:meth:`~kinrec.serving.foldin.ModelScorer.blank`) and ``include``, the
+        allowed ones; None where the exact path must score (no history, or as many items as
+        there are).
+
+        A new user's scores are blended with popularity: the index is searched for the blend
+        and also for the model's own score, whose best items without a train count are the
+        ones the blend ranks highest among those (it keeps their order) and whose best
+        counted items say where they land; with the most popular items, these lists
+        (:class:`~kinrec.serving.foldin.Covered`) bound what any item left out can score."""
         scorer = self.scorer
         request = scorer.retrieval_request(user, train, items, weights)
         if request is None:
@@ -118,9 +126,13 @@ class Recommending:
         if want >= len(allowed):
             return None
         found, _ = self.retrieval.search(scorer.retrieval_query(request), want)
-        parts = [found, scorer.head_candidates(request, want)]
+        head = scorer.head_candidates(request, want)
+        parts = [found, head, scorer.blank(want)]
+        covered = None
         if request.blend_events is not None:
-            parts.append(scorer.popular(want))
+            tower, _ = self.retrieval.search(scorer.tower_query(request), want)
+            covered = Covered(tower, head, scorer.popular(want), want, self.retrieval.size)
+            parts += [tower, covered.popular]
         if include is not None:
             parts.append(include)
         cand = np.unique(np.concatenate(parts))
@@ -128,7 +140,7 @@ class Recommending:
         cand = cand[allowed[cand]]
         if len(cand) < min(k, n_allowed):
             return None
-        return cand, scorer.rescore(request, cand), "index"
+        return cand, scorer.rescore(request, cand, covered), "index"
 
     def recommend(
         self,

@@ -44,7 +44,7 @@ class TransferRetrieval:
     def retrieval_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """``item_final`` and :meth:`item_offset`: ``[user / scale, 1] · [item, offset]``
         is the score without the head."""
-        return self.item_final, self._offsets().astype(np.float32)
+        return self.item_final, self._offsets().astype(np.float32, copy=False)
 
     def retrieval_query(
         self, user: int | None, items: np.ndarray, weights: np.ndarray | None = None
