@@ -45,6 +45,8 @@ WHAT = {
     "adapt": "COLD and WARM Recall/NDCG@20 and ALL NDCG@10 of LM-kNN per encoder",
     "content": "COLD and WARM Recall/NDCG@20 and ALL NDCG@10 per model on ml-100k-cold "
     "(LightFM and random marked), and Recall/NDCG on amazon-scientific",
+    "kg-gain": "ALL NDCG@10 and COLD Recall@20 of kinformer with and without its graph, "
+    "lm-knn, kg-knn and pop, per split and item text (mean ± sd over seeds)",
     "ann-serving": "per-request latency of exact scoring and the index path, per kind of user "
     "and under load (log scale)",
 }
@@ -855,6 +857,42 @@ def plot_kg(report: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_title("Graph queries")
 
     return _save(path, (12, 3.6 + 0.3 * len(queries) + 1.2), draw)
+
+
+def plot_kg_gain(report: Mapping[str, Any], path: str | Path) -> Path:
+    """benchmarks/kg_gain.py: one row per (split, text, model), ALL NDCG@10 and COLD
+    Recall@20 side by side (mean ± sd over seeds, each seed a tick)."""
+    runs = report.get("runs", {})
+    names = []
+    for key in runs:
+        split, text, model = key.split("|")
+        names.append(f"{split} · {'' if text == '-' else text + ' · '}{model}")
+    metrics = [
+        ("ALL NDCG@10", None, "ndcg@10", BAR_COLORS[0]),
+        ("COLD Recall@20", "cold", "recall@20", COLORS["metric"]),
+    ]
+
+    def draw(fig: Any) -> None:
+        axes = fig.subplots(1, len(metrics), sharey=True)
+        for j, (ax, (label, segment, key, color)) in enumerate(zip(axes, metrics, strict=True)):
+            values = {
+                name: [
+                    (r.get("segments", {}).get(segment) if segment else r or {}).get(key)
+                    for r in records
+                    if not segment or segment in r.get("segments", {})
+                ]
+                for name, records in zip(names, runs.values(), strict=True)
+            }
+            _dots(ax, names, [(label, color, values)], width=48)
+            ax.set_xlabel(label)
+            if j:
+                ax.tick_params(labelleft=False)
+        fig.suptitle(
+            "What the knowledge graph adds (test; mean ± sd over seeds, ticks: each seed)",
+            fontweight="bold",
+        )
+
+    return _save(path, (13, max(3.2, 0.32 * len(names) + 1.6)), draw)
 
 
 # ------------------------------------------------------------------------ text encoder

@@ -72,6 +72,7 @@ PICTURES = [  # the first pattern a name matches decides
     Picture("new-users-*", "new-users", "new_users.py", _plots.plot_new_users),
     Picture("linear-ceiling-*", "linear-ceiling", "linear_ceiling.py", _plots.plot_linear_ceiling),
     Picture("kg", "kg", "kg.py", _plots.plot_kg),
+    Picture("kg-gain", "kg-gain", "kg_gain.py", _plots.plot_kg_gain),
     Picture("encoder*", "encoder", "encoder.py", _plots.plot_encoder),
     Picture("adapt", "adapt", "adapt.py", _plots.plot_adapt),
     Picture("content", "content", "content.py", _content),

@@ -59,6 +59,7 @@ def main() -> None:
                             "linear_rating_spread",
                             "linear_session_share",
                             "linear_text_strength",
+                            "linear_kg_strength",
                             "linear_weight",
                         )
                         if key in info

@@ -87,9 +87,9 @@ def each(records: list[dict], key: str, fmt: str) -> str:
 
 def head_choices(records: list[dict]) -> str:
     """The linear head's choices of each record (L2 / rating spread / session share / text
-    strength / weight)."""
+    strength / graph strength / weight)."""
     keys = ("linear_l2", "linear_rating_spread", "linear_session_share",
-            "linear_text_strength", "linear_weight")  # fmt: skip
+            "linear_text_strength", "linear_kg_strength", "linear_weight")  # fmt: skip
     return "; ".join(
         "/".join(f"{r['fit_info'][k]:g}" for k in keys)
         for r in records
@@ -97,13 +97,24 @@ def head_choices(records: list[dict]) -> str:
     )
 
 
-def bench(split: str | Path, models: str, seeds: int = 1, params: dict | None = None) -> list[dict]:
+def bench(
+    split: str | Path,
+    models: str,
+    seeds: int = 1,
+    params: dict | None = None,
+    data: dict | None = None,
+    first_seed: int = 2026,
+) -> list[dict]:
     """``kinrec benchmark --json`` records; ``split`` names a folder of the shared benchmarks
-    or is a path to a split folder."""
+    or is a path to a split folder; ``params``: each model's parameters; ``data``: the
+    pipeline's ``[data]`` settings (e.g. ``text_template``); seeds from ``first_seed``."""
     split_dir = str(split if isinstance(split, Path) else SHARED / "benchmarks" / split)
     cmd = [sys.executable, "-m", "kinrec.cli", "benchmark", "--split-dir", split_dir,
-           "--models", models, "--seeds", str(seeds), "--json"]  # fmt: skip
+           "--models", models, "--seeds", str(seeds), "--first-seed", str(first_seed),
+           "--json"]  # fmt: skip
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        if data:
+            f.write("[data]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in data.items()))
         for key, value in (params or {}).items():
             f.write(f"[models.{key}]\n")
             for k, v in value.items():
@@ -310,7 +321,8 @@ def main() -> None:
         md += ["## ml-100k warm split (test, full ranking, train+valid masked)", "",
                "Target: NDCG@10 >= 0.343 (EASE + 5%). Head: the linear head's choices on "
                "validation per seed (L2, spread of the rating strengths, share of "
-               "co-occurrences close in time, strength of the LM neighbours, weight).",
+               "co-occurrences close in time, strengths of the LM and of the graph "
+               "neighbours, weight).",
                ""]  # fmt: skip
         headers = ["model", "seeds", "NDCG@10", "per seed", "Recall@10", "Recall@20",
                    "NDCG@20", "head", "train s"]  # fmt: skip
@@ -449,7 +461,7 @@ def main() -> None:
                "category path and brand. Validation and test: each user's next item after "
                "their history. kinformer rows without a seed count: seed 2026.", ""]  # fmt: skip
         md += ["Head: as in the warm table (L2 / rating spread / time-order share / LM "
-               "strength / weight).", ""]  # fmt: skip
+               "strength / graph strength / weight).", ""]  # fmt: skip
         md += table(["model", "seeds", "NDCG@10", "Recall@10", "NDCG@20", "Recall@20",
                      "head", "train s"],
                     [[n, str(len(r)), mean_sd(r, "ndcg@10"), mean_sd(r, "recall@10"),

@@ -4,6 +4,7 @@ benchmark --json, and clean errors."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,31 @@ def test_benchmark_json_lines_only(toy: Path) -> None:
     for r in lines:
         assert {"seed", "ndcg@10", "recall@20", "segments", "train_seconds"} <= r.keys()
     assert lines[1]["ndcg@10"] > lines[0]["ndcg@10"]  # EASE learns the clusters, pop cannot
+
+
+def test_benchmark_reads_the_text_template_from_the_config(toy: Path, tmp_path: Path) -> None:
+    """``[data] text_template`` makes a title-only catalogue a configuration: here the genre,
+    which splits the toy's two taste clusters, leaves lm-knn's item text."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    scores = {}
+    for name, template in (("default", None), ("title", "{title}")):
+        config = tmp_path / f"{name}.toml"
+        config.write_text(f'[data]\ntext_template = "{template}"\n' if template else "")
+        res = runner.invoke(
+            app,
+            ["benchmark", "--split-dir", str(toy), "--models", "lm-knn", "--json",
+             "--config", str(config)],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        scores[name] = json.loads(res.stdout.strip().splitlines()[0])["ndcg@10"]
+    assert scores["title"] < scores["default"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[data]\ntext_template = "{plot}"\n')
+    res = runner.invoke(
+        app, ["benchmark", "--split-dir", str(toy), "--models", "pop", "--config", str(bad)]
+    )
+    assert res.exit_code != 0
+    assert "text_template" in res.output and "Traceback" not in res.output
 
 
 def test_unknown_model_is_a_clean_error(toy: Path) -> None:

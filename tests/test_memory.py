@@ -347,11 +347,11 @@ def test_kinformer_add_items_refuses_before_changing_anything(data, monkeypatch)
         attribute_fields=["genre"],
     )
     before = (len(model.item_map), model.linear.shape, model.item_final.shape)
-    text = model.content.text
-    whole = model._neighbour_weights(text)
+    items = np.arange(len(model.content.text))
+    whole = model._neighbour_weights(items)
     limit(monkeypatch, "2KB")
     # a new item's nearest warm items come in blocks of rows where memory is short
-    blocked = model._neighbour_weights(text)
+    blocked = model._neighbour_weights(items)
     np.testing.assert_allclose(blocked.toarray(), whole.toarray(), rtol=1e-6)
     with pytest.raises(MemoryLimitError, match=r"the widened linear head \(25 x 25 float32\)"):
         model.add_items(["space9"], new)

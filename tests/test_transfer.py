@@ -177,25 +177,28 @@ def test_linear_head_gram_parts_are_chosen_on_validation(data) -> None:
     fit_with_validation(model, split)
     search = model.fit_info["linear_search"]
     alone = {k: v for k, v in search.items() if k.endswith("head alone")}
-    # the session share first (text off), then the text strength at the chosen share
+    # the session share first (text and graph off), then the text strength at the chosen
+    # share, then the graph strength at the chosen text strength
     tried = len(alone) + len(model.fit_info["linear_not_positive_definite"])
-    assert tried == len(model.LINEAR_SESSION_GRID) + len(model.LINEAR_TEXT_GRID) - 1
-    shares = [k for k in alone if k.endswith(" text=0 head alone")]
+    grids = (model.LINEAR_SESSION_GRID, model.LINEAR_TEXT_GRID, model.LINEAR_KG_GRID)
+    assert tried == sum(len(g) for g in grids) - 2
+    shares = [k for k in alone if k.endswith(" text=0 kg=0 head alone")]
     assert len(shares) == len(model.LINEAR_SESSION_GRID)
     best = max(alone, key=alone.get)
     info = model.fit_info
     assert best == (
         f"l2=5 ratings=0 session={info['linear_session_share']:g} "
-        f"text={info['linear_text_strength']:g} head alone"
+        f"text={info['linear_text_strength']:g} kg={info['linear_kg_strength']:g} head alone"
     )
     off = create_model(
         "kinformer",
         {"max_epochs": 6, "batch_size": 64, "linear_l2": 5.0, "linear_text_neighbours": 0,
-         "linear_session_window": 0},
+         "linear_session_window": 0, "linear_kg_neighbours": 0},
     )  # fmt: skip
     fit_with_validation(off, split)
     assert off.fit_info["linear_text_strength"] == 0.0
     assert off.fit_info["linear_session_share"] == 0.0
+    assert off.fit_info["linear_kg_strength"] == 0.0
     assert not any(k.endswith("head alone") for k in off.fit_info["linear_search"])
 
 
@@ -208,8 +211,8 @@ def test_linear_head_rating_strengths_are_chosen_and_kept(tmp_path) -> None:
     fit_with_validation(model, split)
     alone = [k for k in model.fit_info["linear_search"] if k.endswith("head alone")]
     # the rating spread first (time order and text off), each of the grid's
-    assert [k for k in alone if k.endswith("session=0 text=0 head alone")] == [
-        f"l2=5 ratings={s:g} session=0 text=0 head alone" for s in model.LINEAR_RATING_GRID
+    assert [k for k in alone if k.endswith("session=0 text=0 kg=0 head alone")] == [
+        f"l2=5 ratings={s:g} session=0 text=0 kg=0 head alone" for s in model.LINEAR_RATING_GRID
     ]
     assert model.fit_info["linear_rating_spread"] in model.LINEAR_RATING_GRID
     # a fixed spread: the head's input rows are the training ratings' strengths
@@ -323,9 +326,10 @@ def test_transfer_cold_offset_and_temperature_are_chosen_on_validation(data) -> 
         side=split.dataset,
     )  # fmt: skip
     search = model.fit_info["cold_search"]
-    assert len(search) == len(model.COLD_BOOSTS) * len(model.NEIGHBOUR_TEMPERATURES)
+    shares = model._graph_shares()
+    assert len(search) == len(model.COLD_BOOSTS) * len(model.NEIGHBOUR_TEMPERATURES) * len(shares)
     best = max(search, key=search.get)
-    assert best == f"temperature={model.neighbour_temperature:g} offset={model.cold_boost:g}"
+    assert best == model._cold_tag(model.neighbour_temperature, model.graph_share, model.cold_boost)
     raw = model.user_final[:3] @ model.item_final.T / model.config.temperature
     linear = model.linear_weight * (model.seen[:3] @ model.linear)
     shift = model.score(np.arange(3)) - raw - linear
@@ -429,7 +433,7 @@ def test_transfer_new_items_borrow_their_text_neighbours(data) -> None:
     _, split = data
     model = _fit("kinformer", split, max_epochs=6, batch_size=64, cold_neighbours=3)
     cold = np.flatnonzero((model.item_degree == 0) & model.content.has_text)
-    weights = model._neighbour_weights(model.content.text[cold])
+    weights = model._neighbour_weights(cold)
     assert np.allclose(weights.sum(axis=1), 1.0)
     neighbours = weights.indices.reshape(len(cold), 3)
     assert (model.item_degree[neighbours] > 0).all()  # only items with interactions lend
@@ -448,10 +452,9 @@ def test_transfer_neighbour_temperature_sharpens_towards_the_closest_item(data) 
     _, split = data
     model = _fit("kinformer", split, max_epochs=2, batch_size=64, cold_neighbours=5)
     warm = np.flatnonzero(model.item_degree > 0)[:10]
-    text = model.content.text[warm]  # a new item with exactly a warm item's text
-    shares = {}
+    shares = {}  # each warm item's nearest warm item is itself: text and graph alike
     for temperature in (1.0, 0.02):
-        weights = model._neighbour_weights(text, temperature=temperature).toarray()
+        weights = model._neighbour_weights(warm, temperature=temperature).toarray()
         assert np.allclose(weights.sum(axis=1), 1.0)
         shares[temperature] = weights[np.arange(len(warm)), warm]
     assert (shares[0.02] >= shares[1.0]).all()

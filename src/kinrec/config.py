@@ -157,3 +157,16 @@ def model_params_from_toml(path: str | Path, model: str) -> dict[str, Any]:
     if section.get("name", model) == model:
         return dict(section.get("params", {}))
     return {}
+
+
+def text_template_from_toml(path: str | Path) -> str | None:
+    """``[data] text_template`` of a TOML file (None when unset): how item texts are rendered,
+    e.g. ``"{title}"`` for a title-only catalogue (checked by :class:`DataConfig`)."""
+    raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    template = raw.get("data", {}).get("text_template")
+    if template is None:
+        return None
+    try:
+        return DataConfig(text_template=template).text_template
+    except ValueError as exc:
+        raise ValueError(f"{path}: data.text_template: {exc}") from None

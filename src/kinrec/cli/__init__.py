@@ -587,7 +587,12 @@ def benchmark(
         ),
     ],
     models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "pop,ease",
-    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (2026, 2027, ...).")] = 1,
+    seeds: Annotated[
+        int, typer.Option(min=1, help="Number of seeds (--first-seed, the next, ...).")
+    ] = 1,
+    first_seed: Annotated[
+        int, typer.Option(help="The first seed: more seeds of an earlier run go on from it.")
+    ] = 2026,
     config: ConfigOption = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="One JSON object per model and seed per line, only.")
@@ -604,9 +609,11 @@ def benchmark(
     """Train each model on the split's train file (early stopping on valid), evaluate on test.
 
     Validation (early stopping, choices on validation) uses at most 20,000 validation users,
-    a seeded sample where there are more."""
+    a seeded sample where there are more. From --config: each model's [models.NAME]
+    parameters, and [data] text_template (e.g. "{title}": item text is the title only)."""
+    from kinrec.config import text_template_from_toml
     from kinrec.evaluation.benchmark import run_benchmark
-    from kinrec.pipeline import load_split_folder
+    from kinrec.pipeline import apply_text_template, load_split_folder
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     with _errors_as_messages():
@@ -616,9 +623,11 @@ def benchmark(
             get_model_class(name)
         params = {n: model_params_from_toml(config, n) for n in names} if config else {}
         split = load_split_folder(split_dir)
+        if config:  # e.g. [data] text_template = "{title}": a title-only catalogue
+            apply_text_template(split.dataset, text_template_from_toml(config))
         for name in names:  # refuse what the data cannot feed before any model trains
             create_model(name, params.get(name)).check_data(split.train, split.dataset)
-    seed_list = [2026 + i for i in range(seeds)]
+    seed_list = [first_seed + i for i in range(seeds)]
     records = []
     with memory_errors_as_messages(), EpochProgress() as progress:
         records_of = run_benchmark(

@@ -12,7 +12,7 @@ model's item vocabulary:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,13 +116,19 @@ def build_item_content(
         picked = sp.diags(present.astype(np.float64)) @ picked
     else:  # no item in the graph (or no graph at all)
         picked = sp.csr_matrix((len(ids), incidence.shape[1]), dtype=np.float64)
-    df = np.asarray((picked > 0).sum(axis=0)).ravel()
-    keep = np.flatnonzero(df >= min_entity_items)
+    keep, idf = entity_columns(picked, min_entity_items)
     picked = picked[:, keep].tocsr()
-    idf = np.log(len(ids) / df[keep]).astype(np.float32)
     entities = _weight_rows(picked, idf)
     names = graph.entities.ids(keep)
     return ItemContent(text, has_text, entities, names, idf)
+
+
+def entity_columns(incidence: sp.spmatrix, min_entity_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The entity columns of an item x entity ``incidence`` that touch at least
+    ``min_entity_items`` items, and their IDF ``log(n_items / items touched)`` (float32)."""
+    df = np.asarray((incidence > 0).sum(axis=0)).ravel()
+    keep = np.flatnonzero(df >= min_entity_items)
+    return keep, np.log(incidence.shape[0] / df[keep]).astype(np.float32)
 
 
 def _weight_rows(incidence: sp.spmatrix, idf: np.ndarray) -> sp.csr_matrix:
@@ -167,3 +173,130 @@ def content_for_new_items(
         (np.ones(len(rows)), (rows, cols)), shape=(len(item_ids), len(entity_ids))
     )
     return text, has_text, _weight_rows(binary, entity_idf)
+
+
+@dataclass
+class EntityLinks:
+    """The item -> entity links of a catalogue, each with the relation that makes it.
+
+    One entry per (item row, entity column, relation); ``relation`` indexes ``relations``.
+    A relation names both its directions: an item that is the tail of a triple reaches the
+    head through that triple's relation. Columns are the entities of ``entities``.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    relation: np.ndarray
+    relations: list[str]
+    entities: list[str]
+    n_items: int
+
+    def incidence(self, weights: Mapping[str, float] | None = None) -> sp.csr_matrix:
+        """The ``n_items x len(entities)`` incidence (float64 CSR): each linked pair holds
+        the weight of its relation (``weights``; 1 for a relation not named there). A pair
+        linked through several relations holds the largest of their weights, so that unit
+        weights give the binary incidence. Pairs of weight 0 are dropped."""
+        w = np.ones(len(self.relations))
+        for r, name in enumerate(self.relations):
+            w[r] = (weights or {}).get(name, 1.0)
+        n_cols = len(self.entities)
+        key = self.rows.astype(np.int64) * n_cols + self.cols
+        order = np.argsort(key, kind="stable")
+        key, data = key[order], w[self.relation[order]]
+        if len(key):
+            first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+            data, key = np.maximum.reduceat(data, first), key[first]
+        rows, cols = np.divmod(key, max(n_cols, 1))
+        matrix = sp.csr_matrix((data, (rows, cols)), shape=(self.n_items, n_cols))
+        matrix.eliminate_zeros()
+        return matrix
+
+    def items_per_relation(self) -> np.ndarray:
+        """How many items each relation links to at least one entity."""
+        pairs = np.unique(self.relation.astype(np.int64) * max(self.n_items, 1) + self.rows)
+        return np.bincount(pairs // max(self.n_items, 1), minlength=len(self.relations))
+
+    def relation_groups(self) -> list[list[str]]:
+        """The relations that link items, grouped where they link the very same (item,
+        entity) pairs (a relation and its inverse imported as a relation of its own), the
+        groups in descending order of the items they touch."""
+        import hashlib
+
+        key = self.rows.astype(np.int64) * max(len(self.entities), 1) + self.cols
+        order = np.lexsort((key, self.relation))
+        relation, key = self.relation[order], key[order]
+        bounds = np.searchsorted(relation, np.arange(len(self.relations) + 1))
+        touched = self.items_per_relation()
+        groups: dict[bytes, list[str]] = {}
+        for r in np.argsort(-touched, kind="stable"):
+            if touched[r] == 0:
+                break
+            pairs = np.unique(key[bounds[r] : bounds[r + 1]])
+            groups.setdefault(hashlib.sha1(pairs.tobytes()).digest(), []).append(self.relations[r])
+        return list(groups.values())
+
+    def columns(self, keep: np.ndarray) -> EntityLinks:
+        """These links restricted to the entity columns ``keep`` (renumbered in that order)."""
+        new = np.full(len(self.entities), -1, dtype=np.int64)
+        new[keep] = np.arange(len(keep))
+        cols = new[self.cols]
+        inside = cols >= 0
+        return EntityLinks(
+            self.rows[inside],
+            cols[inside],
+            self.relation[inside],
+            self.relations,
+            [self.entities[k] for k in keep],
+            self.n_items,
+        )
+
+
+def entity_links(
+    dataset: Dataset,
+    item_ids: Sequence[str],
+    entity_ids: Sequence[str] | None = None,
+    use_triples: bool = True,
+) -> EntityLinks:
+    """The links of ``item_ids`` (rows in that order) to their 1-hop knowledge-graph
+    neighbours, with their relations: the binary incidence of :func:`build_item_content`
+    split by relation. ``entity_ids``: a fixed entity vocabulary (the columns; entities
+    outside it are ignored), else every entity of the graph. Items not in the graph have
+    no links."""
+    from kinrec.knowledge.graph import build_graph
+
+    graph = build_graph(dataset, include_triples=use_triples)
+    indptr = graph.adjacency.indptr
+    end = indptr[graph.n_items]
+    graph_rows = np.repeat(np.arange(graph.n_items), np.diff(indptr[: graph.n_items + 1]))
+    cols = graph.adjacency.indices[:end].astype(np.int64)
+    relation = graph.edge_relation[:end] % max(graph.n_relations, 1)
+    position = {item_id: row for row, item_id in enumerate(graph.item_ids)}
+    out = np.full(graph.n_items, -1, dtype=np.int64)
+    for row, item_id in enumerate(item_ids):
+        if (node := position.get(str(item_id))) is not None:
+            out[node] = row
+    rows = out[graph_rows]
+    inside = rows >= 0
+    rows, cols, relation = rows[inside], cols[inside], relation[inside]
+    if entity_ids is None:
+        entities = graph.entities.ids()
+    else:
+        entities = list(entity_ids)
+        vocab = {name: k for k, name in enumerate(entities)}
+        used, at = np.unique(cols, return_inverse=True)
+        known = np.array([vocab.get(n, -1) for n in graph.entities.ids(used)], dtype=np.int64)
+        cols = known[at]
+        inside = cols >= 0
+        rows, cols, relation = rows[inside], cols[inside], relation[inside]
+    return EntityLinks(rows, cols, relation, graph.relations.ids(), entities, len(item_ids))
+
+
+def weighted_incidence(
+    links: EntityLinks, idf: np.ndarray, weights: Mapping[str, float] | None = None
+) -> sp.csr_matrix:
+    """The IDF-weighted, row-L2-normalised incidence of ``links`` with relation weights:
+    ``sum_r w_r X_r`` normalised per row, ``X_r`` the IDF-weighted binary incidence of
+    relation ``r`` (a pair that several relations link counts once, at the largest of
+    their weights). Unit weights give :func:`build_item_content`'s ``entities``: one
+    definition for the items a model is fitted on and the items it takes later."""
+    return _weight_rows(links.incidence(weights), idf)

@@ -189,12 +189,50 @@ def scaled_neighbour_graph(
     """:func:`neighbour_graph` scaled to a Gram matrix (or to the mean of its diagonal): at
     strength 1 it adds to an item's row, on average, what the item's own interaction count
     is (None: no edges)."""
-    graph = neighbour_graph(vectors, k)
+    return scaled_graph(neighbour_graph(vectors, k), gram)
+
+
+def scaled_graph(graph: sp.spmatrix, gram: np.ndarray | float) -> sp.csr_matrix | None:
+    """``graph`` scaled so that at strength 1 it adds to an item's row, on average, what the
+    item's own interaction count is (the mean diagonal of the Gram matrix ``gram``, or
+    ``gram`` itself when it is that mean); None without edges."""
     mass = float(graph.sum(axis=1).mean()) if graph.shape[0] else 0.0
     if mass <= 0:
         return None
     mean_count = float(np.mean(np.diag(gram))) if np.ndim(gram) == 2 else float(gram)
     return (graph * (mean_count / mass)).tocsr()
+
+
+def sparse_neighbour_graph(rows: sp.spmatrix, k: int, cells: int = 1 << 25) -> sp.csr_matrix:
+    """:func:`neighbour_graph` of sparse, row-normalised vectors (e.g. items' IDF-weighted
+    knowledge-graph entities, whose dot product is their shared-entity cosine): each row's
+    ``k`` most similar other rows, weighted by the similarity, symmetrised; rows sharing
+    nothing have no edges. Blocks of rows hold at most ``cells`` similarities at once."""
+    rows = sp.csr_matrix(rows, dtype=np.float32)
+    n = rows.shape[0]
+    k = min(k, n - 1)
+    if k <= 0 or rows.nnz == 0:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    transposed = rows.T.tocsc()
+    block = max(1, cells // n)
+    out_rows, out_cols, out_vals = [], [], []
+    for start in range(0, n, block):
+        sims = (rows[start : start + block] @ transposed).toarray()
+        local = np.arange(len(sims))
+        sims[local, start + local] = 0.0  # no self-edges
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        values = np.take_along_axis(sims, top, axis=1)
+        keep = values > 0
+        out_rows.append(np.repeat(start + local, k)[keep.ravel()])
+        out_cols.append(top[keep])
+        out_vals.append(values[keep])
+    graph = sp.csr_matrix(
+        (np.concatenate(out_vals), (np.concatenate(out_rows), np.concatenate(out_cols))),
+        shape=(n, n),
+    )
+    graph = ((graph + graph.T) / 2).tocsr()
+    graph.eliminate_zeros()
+    return graph
 
 
 def collective_gram(

@@ -13,8 +13,12 @@ kinformer tells two kinds apart:
   their own offset (``dormant_offset``, chosen on validation) weighs.
 
 Both borrow a collaborative representation: the similarity-weighted mean of the final
-vectors, propagated layers and linear-head rows/columns of their nearest warm items in the
-language-model space (:meth:`ColdItems._impute_new_items`), or keep their content view alone.
+vectors, propagated layers and linear-head rows/columns of their nearest warm items
+(:meth:`ColdItems._impute_new_items`), or keep their content view alone. Nearness mixes
+the language-model cosine of their texts and the cosine of their IDF-weighted
+knowledge-graph entities (items sharing a director, a cast, a label), with the graph's share
+(``neighbour_graph_share``) chosen on the pseudo-cold validation: where the graph knows what
+the text does not (titles only), it counts; where it repeats the text, it gets none.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class ColdItems:
     cold_boost: float
     dormant_offset: float
     neighbour_temperature: float
+    neighbour_graph_share: float | None  # None: the default of the views (see below)
 
     # ------------------------------------------------------------- untrained items
     @property
@@ -99,51 +104,93 @@ class ColdItems:
         return max(1.0, self.linear_weight / self.OFFSET_GRID_HEAD_WEIGHT)
 
     # ------------------------------------------------------------- new items
+    NEIGHBOUR_GRAPH_SHARES = (0.0, 0.25, 0.5, 1.0)
+
+    @property
+    def _neighbour_sources(self) -> tuple[bool, bool]:
+        """Whether nearness can read the items' texts, and their graph entities."""
+        c = self.content
+        text = bool(self.config.use_text and c.text.shape[1] and c.has_text.any())
+        graph = bool(self.config.use_kg and c.entities.shape[1] and c.entities.nnz)
+        return text, graph
+
+    def _graph_shares(self) -> tuple[float, ...]:
+        """The graph shares of nearness worth comparing: all of them with both sources, the
+        one source's otherwise (0: text alone, 1: graph alone)."""
+        text, graph = self._neighbour_sources
+        if self.config.neighbour_graph_share is not None:
+            return (self.config.neighbour_graph_share,)
+        if text and graph:
+            return self.NEIGHBOUR_GRAPH_SHARES
+        return (0.0,) if text else (1.0,)
+
+    @property
+    def graph_share(self) -> float:
+        """The knowledge graph's share in the nearness of items (chosen, or the default)."""
+        if self.neighbour_graph_share is not None:
+            return self.neighbour_graph_share
+        return self._graph_shares()[0]
+
     def _neighbour_weights(
         self,
-        text: np.ndarray,
+        items: np.ndarray,
         exclude: np.ndarray | None = None,
         temperature: float | None = None,
     ):
-        """``(len(text) x n_items)`` weights over each row's nearest warm items in the LM space.
+        """``(len(items) x n_items)`` weights over each item's nearest warm items.
 
         The ``cold_neighbours`` most similar items with interactions (and not in ``exclude``)
-        get softmax weights of their cosine similarity at ``temperature`` (default: the
-        model's), summing to one; only positively similar neighbours count, and rows without
-        text or without such a neighbour get none.
+        get softmax weights of their similarity (text and graph cosines mixed at
+        :attr:`graph_share`) at ``temperature`` (default: the model's), summing to one; only
+        positively similar neighbours count, and items without such a neighbour get none.
         """
-        return self._softmax_weights(self._nearest_warm(text, exclude), temperature)
+        share = self.graph_share
+        return self._softmax_weights(
+            self._nearest_warm(items, exclude, (share,))[share], temperature
+        )
 
-    def _nearest_warm(self, text: np.ndarray, exclude: np.ndarray | None = None):
-        """Each row's ``cold_neighbours`` most similar items with interactions (not in
-        ``exclude``): ``(items, similarities)``, two ``(rows, k)`` arrays (``k`` = 0 without
-        text or warm items)."""
+    def _nearest_warm(
+        self, items: np.ndarray, exclude: np.ndarray | None = None, shares=(0.0,)
+    ) -> dict:
+        """For each graph share of ``shares``: each item's ``cold_neighbours`` most similar
+        items with interactions (not in ``exclude``), by ``(1 - share) * text cosine + share *
+        graph cosine``: ``(items, similarities)``, two ``(rows, k)`` arrays (``k`` = 0
+        without a source of nearness or warm items)."""
         k = self.config.cold_neighbours
         sources = ~self.is_untrained
         if exclude is not None:
             sources &= ~exclude
         pool = np.flatnonzero(sources)
-        if k == 0 or not self.config.use_text or text.shape[1] == 0 or not len(pool) * len(text):
-            return np.zeros((len(text), 0), dtype=np.int64), np.zeros((len(text), 0), np.float32)
+        use_text, use_graph = self._neighbour_sources
+        empty = np.zeros((len(items), 0), dtype=np.int64), np.zeros((len(items), 0), np.float32)
+        if k == 0 or not (use_text or use_graph) or not len(pool) * len(items):
+            return {share: empty for share in shares}
         k = min(k, len(pool))
         # rows x warm items similarities, each row cut to its k best, in blocks of rows of
         # at most SIMILARITY_CELLS similarities (fewer where memory is short): the whole
         # product (new or pseudo-new items x items) is gigabytes on large catalogues
-        pool_text = self.content.text[pool]
+        c = self.content
+        pool_text = c.text[pool] if use_text else None
+        pool_graph = c.entities[pool].T.tocsc() if use_graph else None
         block = min(
-            memory.rows_that_fit(len(pool) * 4 * 3, len(text)),
+            memory.rows_that_fit(len(pool) * 4 * 4, len(items)),
             max(1, SIMILARITY_CELLS // len(pool)),
         )
-        tops, best = [], []
-        for start in range(0, len(text), block):
-            sims = text[start : start + block] @ pool_text.T
-            sims = torch.from_numpy(np.maximum(sims, 0.0, out=sims))
-            found = torch.topk(sims, k, dim=1)
-            tops.append(found.indices.numpy())
-            best.append(found.values.numpy())
-        del sims
-        top, sims = (np.concatenate(x) if len(x) > 1 else x[0] for x in (tops, best))
-        return pool[top], sims
+        found: dict[float, tuple[list, list]] = {share: ([], []) for share in shares}
+        for start in range(0, len(items), block):
+            rows = items[start : start + block]
+            text = c.text[rows] @ pool_text.T if use_text else 0.0
+            graph = (c.entities[rows] @ pool_graph).toarray() if use_graph else 0.0
+            for share, (tops, best) in found.items():
+                sims = (1.0 - share) * text + share * graph
+                sims = torch.from_numpy(np.maximum(sims, 0.0, dtype=np.float32))
+                top = torch.topk(sims, k, dim=1)
+                tops.append(top.indices.numpy())
+                best.append(top.values.numpy())
+        return {
+            share: (pool[np.concatenate(tops)], np.concatenate(best))
+            for share, (tops, best) in found.items()
+        }
 
     def _softmax_weights(self, nearest, temperature: float | None = None) -> sp.csr_matrix:
         """:meth:`_neighbour_weights` from :meth:`_nearest_warm`'s neighbours."""
@@ -179,7 +226,7 @@ class ColdItems:
         nearest warm items (vectors, layers for fold-in, linear-head row and column)."""
         if len(items) == 0:
             return
-        weights = self._neighbour_weights(self.content.text[items])
+        weights = self._neighbour_weights(items)
         has = np.diff(weights.indptr) > 0
         if not has.any():
             return
@@ -239,23 +286,23 @@ class ColdItems:
         seen = train.subset(~in_train)
         seen_rows = self.history_rows(seen)
         offset = self.item_offset()  # the popularity prior (no cold terms yet)
-        # without text to find neighbours by, the temperature changes nothing
-        borrows = (
-            self.config.use_text
-            and self.config.cold_neighbours
-            and self.content.has_text[pseudo].any()
-        )
+        # without neighbours to borrow from, the temperature and the graph share change nothing
+        pseudo_items = np.flatnonzero(pseudo)
+        shares = self._graph_shares()
+        nearest = self._nearest_warm(pseudo_items, exclude=pseudo, shares=shares)
+        borrows = any(found[0].shape[1] for found in nearest.values())
         temperatures = (
             (self.config.neighbour_temperature or self.neighbour_temperature,)
             if self.config.neighbour_temperature or not borrows
             else self.NEIGHBOUR_TEMPERATURES
         )
+        if not borrows:
+            shares = shares[:1]
         boosts = [b * self._offset_scale for b in self.COLD_BOOSTS]
-        nearest = self._nearest_warm(self.content.text[pseudo], exclude=pseudo)
         head = self._head_on
         variants = {}
-        for temperature in temperatures:
-            weights = self._softmax_weights(nearest, temperature)
+        for temperature, share in ((t, g) for g in shares for t in temperatures):
+            weights = self._softmax_weights(nearest[share], temperature)
             has = np.diff(weights.indptr) > 0
             final = self.item_content[pseudo].copy()
             borrowed_final, _, borrowed_columns = self._borrowed(weights, columns=head)
@@ -263,7 +310,7 @@ class ColdItems:
             # the head with the pseudo-new items' columns borrowed: only those columns are
             # held apart (a copy of the whole head would double its memory)
             columns = heads.masked_columns(borrowed_columns, has) if head else None
-            variants[temperature] = (final, columns)
+            variants[temperature, share] = (final, columns)
             del borrowed_columns
         # Every temperature and offset from one scoring of the other items per batch: the
         # pseudo-new items' scores are all a temperature changes, and an offset on them does
@@ -299,17 +346,25 @@ class ColdItems:
         )
         results = {key: result.metrics["ndcg@10"] for key, result in scored.items()}
         del variants, insides
-        self.neighbour_temperature, self.cold_boost = max(results, key=results.get)
+        (self.neighbour_temperature, share), self.cold_boost = max(results, key=results.get)
+        self.neighbour_graph_share = share if borrows else None
         self.fit_info["cold_search"] = {
-            f"temperature={t:g} offset={b:g}": round(v, 5) for (t, b), v in results.items()
+            self._cold_tag(t, g, b): round(v, 5) for ((t, g), b), v in results.items()
         }
         self.fit_info["neighbour_temperature"] = self.neighbour_temperature
+        self.fit_info["neighbour_graph_share"] = self.graph_share
         self.fit_info["cold_boost"] = self.cold_boost
+
+    @staticmethod
+    def _cold_tag(temperature: float, share: float, offset: float) -> str:
+        """How a setting of the pseudo-cold search is named in ``fit_info["cold_search"]``."""
+        return f"temperature={temperature:g} graph={share:g} offset={offset:g}"
 
     # ------------------------------------------------------------- added items
     def add_items(self, item_ids: list[str], side: Dataset) -> None:
         """Append new items: they borrow the collaborative vectors of their nearest warm items
-        in the language-model space, or are scored from their content views alone."""
+        (by text and graph, as chosen in training), or are scored from their content views
+        alone."""
         self._require_fitted()
         new = [i for i in item_ids if i not in self.item_map]
         if not new:

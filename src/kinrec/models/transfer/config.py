@@ -27,8 +27,10 @@ class TransferConfig(IterativeConfig):
     use_kg: bool | None = Field(
         None,
         description=(
-            "knowledge-graph view over item attributes and linked triples; None: on where the "
-            "data has either; true on data with neither is an error"
+            "the knowledge graph (item attributes and linked triples): its view, the graph "
+            "neighbours the linear head regresses on and new items borrow from, and entities "
+            "in the popularity prior (false: the graph is not read at all); None: on where "
+            "the data has either; true on data with neither is an error"
         ),
     )
     text_adapter: Literal["moe", "linear", "frozen"] = Field(
@@ -158,6 +160,17 @@ class TransferConfig(IterativeConfig):
             "chosen on validation (0 among the choices); 0: interactions only"
         ),
     )
+    linear_kg_neighbours: int = Field(
+        10,
+        ge=0,
+        description=(
+            "the linear head also regresses each item on its k items sharing the most "
+            "specific knowledge-graph entities (IDF-weighted cosine of their entities, added "
+            "to its Gram matrix like the text neighbours), with a strength chosen on "
+            "validation (0 among the choices, so a graph that only repeats the text gets "
+            "none); 0 or use_kg = false: off"
+        ),
+    )
     linear_session_window: float = Field(
         10.0,
         ge=0,
@@ -183,7 +196,7 @@ class TransferConfig(IterativeConfig):
         ge=0,
         description=(
             "items without interactions borrow the collaborative vectors of their k nearest "
-            "warm items in the language-model space (0: their own content view only)"
+            "warm items, by text and by knowledge graph (0: their own content view only)"
         ),
     )
     neighbour_temperature: float | None = Field(
@@ -192,6 +205,18 @@ class TransferConfig(IterativeConfig):
         description=(
             "softmax temperature of the neighbours' weights over their cosine similarity "
             "(low: the closest neighbour dominates); None: chosen on the pseudo-cold validation"
+        ),
+    )
+    neighbour_graph_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "how much the knowledge graph counts when items without interactions look for "
+            "their nearest warm items: similarity = (1 - share) x text cosine + share x "
+            "cosine of their IDF-weighted graph entities; None: chosen on the pseudo-cold "
+            "validation among 0, 0.25, 0.5 and 1 (text alone where there is no graph, graph "
+            "alone where there is no text)"
         ),
     )
     popularity_prior: bool = Field(

@@ -3,10 +3,10 @@ user's (rating-weighted) row complete the two-tower's (:class:`LinearHead`).
 
 :meth:`LinearHead._choose_linear` picks the solver (dense EASE, or the sparse EASE of
 :mod:`kinrec.models.sparse_linear`, or none where even that does not fit in memory), then
-searches the head's Gram matrix (rating spread, share of close co-occurrences, strength of
-the language-model neighbour graph), its L2 and its weight in the score on validation. The
-head's input rows (``seen`` weighted by the chosen rating strengths) are what trained users
-and folded-in histories feed it.
+searches the head's Gram matrix (rating spread, share of close co-occurrences, strengths of
+the language-model and of the knowledge-graph neighbour graphs), its L2 and its weight in
+the score on validation. The head's input rows (``seen`` weighted by the chosen rating
+strengths) are what trained users and folded-in histories feed it.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class LinearHead:
     LINEAR_RATING_GRID = (0.0, 0.2, 0.4)
     LINEAR_SESSION_GRID = (0.0, 0.5, 0.75)
     LINEAR_TEXT_GRID = (0.0, 1.0, 2.0, 4.0)
+    LINEAR_KG_GRID = (0.0, 1.0, 2.0, 4.0)
 
     def _linear_memory(self, n_items: int, searching: bool) -> tuple[memory.Dense, ...]:
         """What the dense head's search holds at once: the Gram matrix of the binary rows,
@@ -94,7 +95,8 @@ class LinearHead:
         part after the other: the spread of the rating strengths of its input rows
         (``LINEAR_RATING_GRID``), the share of co-occurrences close in time
         (``LINEAR_SESSION_GRID``), then the strength of the language-model neighbour graph
-        (``LINEAR_TEXT_GRID``, in units of the mean item count) added to it; its L2 comes
+        (``LINEAR_TEXT_GRID``, in units of the mean item count) added to it, then that of
+        the knowledge-graph neighbour graph (``LINEAR_KG_GRID``); its L2 comes
         from ``LINEAR_L2_GRID`` (unless configured) and its weight from ``LINEAR_GRID``."""
         n = self.seen.shape[1]
         cfg = self.config
@@ -141,16 +143,39 @@ class LinearHead:
         return rated
 
     @staticmethod
-    def _head_phases(rated: dict, shares: tuple, strengths: tuple) -> tuple:
-        """The head's Gram settings (rating spread, share of close co-occurrences, text
-        strength) in the order they are searched: each phase maps the best setting so far
-        (None before the first) to the settings it tries: every spread, then the other
-        shares at the best spread, then the other strengths at the best share."""
+    def _head_phases(rated: dict, shares: tuple, strengths: tuple, kg_strengths: tuple) -> tuple:
+        """The head's Gram settings (rating spread, share of close co-occurrences, strength
+        of the text neighbours, strength of the knowledge-graph neighbours) in the order they
+        are searched: each phase maps the best setting so far (None before the first) to
+        the settings it tries: every spread, then the other shares at the best spread, then
+        the other text strengths at the best share, then the other graph strengths."""
         return (
-            lambda _: [(spread, 0.0, 0.0) for spread in rated],
-            lambda h: [(h[0], share, 0.0) for share in shares[1:]],
-            lambda h: [(h[0], h[1], strength) for strength in strengths[1:]],
+            lambda _: [(spread, 0.0, 0.0, 0.0) for spread in rated],
+            lambda h: [(h[0], share, 0.0, 0.0) for share in shares[1:]],
+            lambda h: [(h[0], h[1], strength, 0.0) for strength in strengths[1:]],
+            lambda h: [(h[0], h[1], h[2], strength) for strength in kg_strengths[1:]],
         )
+
+    @staticmethod
+    def _setting_tag(l2: float, setting: tuple) -> str:
+        """How a head's L2 and Gram setting are named in ``fit_info["linear_search"]``."""
+        return "l2={:g} ratings={:g} session={:g} text={:g} kg={:g}".format(l2, *setting)
+
+    @staticmethod
+    def _collective_term(
+        text: sp.csr_matrix | None,
+        text_strength: float,
+        kg: sp.csr_matrix | None,
+        kg_strength: float,
+    ) -> sp.csr_matrix | None:
+        """The collective part of the head's Gram matrix: the items' text neighbours and their
+        knowledge-graph neighbours, each at its strength (None: neither)."""
+        parts = [
+            w * g for g, w in ((text, text_strength), (kg, kg_strength)) if w and g is not None
+        ]
+        if not parts:
+            return None
+        return sum(parts[1:], parts[0]).tocsr()
 
     def _choose_head_weight(
         self, l2: float, setting: tuple, searches: dict, validator: Validator | None
@@ -161,7 +186,7 @@ class LinearHead:
         self._impute_new_items(np.flatnonzero(self.is_untrained))
         choose_on_validation(self, "linear_weight", self.LINEAR_GRID, validator)
         search = self.fit_info.pop("linear_weight_search", {})
-        tag = "l2={:g} ratings={:g} session={:g} text={:g}".format(l2, *setting)
+        tag = self._setting_tag(l2, setting)
         searches.update({f"{tag} weight={w}": v for w, v in search.items()})
         return max(search.values(), default=0.0)
 
@@ -196,25 +221,32 @@ class LinearHead:
         dense = dense_gram_fits(n)
         counts = np.asarray(self.seen.sum(axis=0)).ravel()
         graph = self._text_graph(float(counts.mean())) if validating else None
+        kg = self._kg_graph(float(counts.mean())) if validating else None
         session = self._session_gram(train) if validating else None
         shares = self.LINEAR_SESSION_GRID if session is not None else (0.0,)
         strengths = self.LINEAR_TEXT_GRID if graph is not None else (0.0,)
+        kg_strengths = self.LINEAR_KG_GRID if kg is not None else (0.0,)
         alone = EASE()
         alone.user_map, alone.item_map = self.user_map, self.item_map
         compare = validator is not None and (
-            len(grid) > 1 or len(rated) > 1 or len(shares) > 1 or len(strengths) > 1
+            len(grid) > 1
+            or len(rated) > 1
+            or len(shares) > 1
+            or len(strengths) > 1
+            or len(kg_strengths) > 1
         )
         step = f"kinformer's sparse head ({n:,} items, {k} neighbours)"
 
-        def solve(spread: float, share: float, strength: float) -> list[sp.csr_matrix]:
+        def solve(spread: float, share: float, strength: float, kg_strength: float):
             rows = rated[spread][1]
+            term = self._collective_term(graph, strength, kg, kg_strength)
             if dense:  # the systems read from the dense Gram matrix: faster where it fits
                 gram = dense_gram(rows)
                 gram = mixed_gram(gram, session, share, inplace=True)
-                gram = collective_gram(gram, graph, strength, inplace=True)
+                gram = collective_gram(gram, term, 1.0, inplace=True)
             else:
-                gram = GramParts(rows, session, share, graph, strength)
-            tag = f"ratings={spread:g} session={share:g} text={strength:g}"
+                gram = GramParts(rows, session, share, term, 1.0)
+            tag = f"ratings={spread:g} session={share:g} text={strength:g} kg={kg_strength:g}"
             progress = self._progress
 
             def report(done: int, total: int) -> None:
@@ -225,7 +257,7 @@ class LinearHead:
 
         best = None  # (head-alone score, (spread, share, strength), heads by L2)
         searches: dict[str, float] = {}
-        for settings in self._head_phases(rated, shares, strengths):
+        for settings in self._head_phases(rated, shares, strengths, kg_strengths):
             for setting in settings(best[1] if best else None):
                 heads_by_l2 = solve(*setting)
                 alone.seen = rated[setting[0]][1]
@@ -233,7 +265,7 @@ class LinearHead:
                 for l2, weights in zip(grid, heads_by_l2, strict=True):
                     alone.weights = weights
                     value = validator(alone) if compare else 0.0
-                    tag = "l2={:g} ratings={:g} session={:g} text={:g}".format(l2, *setting)
+                    tag = self._setting_tag(l2, setting)
                     if compare:
                         searches[f"{tag} head alone"] = round(value, 5)
                     score = value if score is None else max(score, value)
@@ -249,8 +281,12 @@ class LinearHead:
         self._set_strength(*rated[setting[0]])
         candidates = list(zip(grid, heads_by_l2, strict=True))
         if not broad and compare:  # only the head that validates best alone
-            alone_tag = "l2={:g} ratings={:g} session={:g} text={:g} head alone"
-            candidates = [max(candidates, key=lambda c: searches[alone_tag.format(c[0], *setting)])]
+            candidates = [
+                max(
+                    candidates,
+                    key=lambda c: searches[f"{self._setting_tag(c[0], setting)} head alone"],
+                )
+            ]
         heads_by_l2 = None
         for l2, weights in candidates:
             self.linear = weights
@@ -266,6 +302,7 @@ class LinearHead:
             linear_rating_spread=setting[0],
             linear_session_share=setting[1],
             linear_text_strength=setting[2],
+            linear_kg_strength=setting[3],
             linear_weight=self.linear_weight,
             linear_neighbours=k,
             linear_search_scope="every setting" if broad else "plain Gram matrix, best L2 alone",
@@ -297,6 +334,7 @@ class LinearHead:
         # the text graph, the time-order matrix and the rating strengths exist only where
         # their weight is validated
         graph = self._text_graph(gram) if validating else None
+        kg = self._kg_graph(gram) if validating else None
         session = self._session_gram(train) if validating else None
         rated = self._head_spreads(train, validating)  # their Gram matrices: when needed
         kept: dict[float, np.ndarray] = {}  # rated Gram matrices kept while memory allows
@@ -318,25 +356,27 @@ class LinearHead:
 
         shares = self.LINEAR_SESSION_GRID if session is not None else (0.0,)
         strengths = self.LINEAR_TEXT_GRID if graph is not None else (0.0,)
+        kg_strengths = self.LINEAR_KG_GRID if kg is not None else (0.0,)
         grid = (self.config.linear_l2,) if self.config.linear_l2 else self.LINEAR_L2_GRID
         if not validating:
             grid = grid[:1]
-        compare = len(rated) > 1 or len(shares) > 1 or len(strengths) > 1
+        compare = len(rated) > 1 or len(shares) > 1 or len(strengths) > 1 or len(kg_strengths) > 1
         best, searches, indefinite = None, {}, []
         for l2 in grid:
             self.linear = None  # the best L2's head so far is in ``best``
             head = None  # (validation score, (spread, share, text strength), float32 weights)
-            for settings in self._head_phases(rated, shares, strengths):
+            for settings in self._head_phases(rated, shares, strengths, kg_strengths):
                 for setting in settings(head[1] if head else None):
-                    spread, share, strength = setting
-                    tag = f"l2={l2:g} ratings={spread:g} session={share:g} text={strength:g}"
+                    spread, share, strength, kg_strength = setting
+                    tag = self._setting_tag(l2, setting)
                     memory.require(step, *variant)
                     grams, owned = rated_gram(spread)
                     alone.seen = rated[spread][1]
                     if share and session is not None:
                         grams, owned = mixed_gram(grams, session, share, inplace=owned), True
-                    if strength and graph is not None:
-                        grams, owned = collective_gram(grams, graph, strength, owned), True
+                    term = self._collective_term(graph, strength, kg, kg_strength)
+                    if term is not None:
+                        grams, owned = collective_gram(grams, term, 1.0, owned), True
                     try:
                         alone.weights = ease_weights(grams, l2, overwrite=owned)
                     except NotPositiveDefiniteError:  # the text graph outweighs this L2
@@ -366,6 +406,7 @@ class LinearHead:
             linear_rating_spread=setting[0],
             linear_session_share=setting[1],
             linear_text_strength=setting[2],
+            linear_kg_strength=setting[3],
             linear_weight=self.linear_weight,
         )
 
@@ -385,6 +426,19 @@ class LinearHead:
         if not k or not self.content.text.shape[1] or not self.content.has_text.any():
             return None
         return scaled_neighbour_graph(self.content.text, gram, k)
+
+    def _kg_graph(self, gram: np.ndarray | float) -> sp.csr_matrix | None:
+        """The items' knowledge-graph neighbour graph (each item's ``linear_kg_neighbours``
+        items sharing the most specific entities: cosine of the IDF-weighted entity rows) on
+        the scale of the Gram matrix (or of the mean of its diagonal) (None: off, or no
+        entity shared)."""
+        from kinrec.models.ease import scaled_graph, sparse_neighbour_graph
+
+        k = self.config.linear_kg_neighbours
+        entities = self.content.entities
+        if not k or not self.config.use_kg or entities.shape[1] == 0 or entities.nnz == 0:
+            return None
+        return scaled_graph(sparse_neighbour_graph(entities, k), gram)
 
     def _linear_scores(self, rows: sp.spmatrix | np.ndarray, linear: heads.Head) -> np.ndarray:
         return heads.scores(rows, linear)

@@ -101,6 +101,7 @@ class TransferRecommender(
         self.cold_boost = 0.0
         self.dormant_offset = 0.0
         self.neighbour_temperature = self.config.neighbour_temperature or 0.1
+        self.neighbour_graph_share = self.config.neighbour_graph_share
         self.is_new: np.ndarray | None = None  # items the new-item offset applies to
         self.item_content: np.ndarray | None = None  # content-only item vectors
         self.linear: heads.Head | None = None  # the EASE head, dense or sparse (n x n)
@@ -129,12 +130,14 @@ class TransferRecommender(
         self._check_content_views()
         cfg: TransferConfig = self.config
         self.is_new = np.zeros(train.n_items, dtype=bool)  # set once training is done
+        self.neighbour_graph_share = cfg.neighbour_graph_share  # chosen with the cold offset
         threads = cfg.fit_threads()
         self.fit_info["threads"] = threads
         with torch_threads(threads), seeded(cfg.seed) as rng:
             self._train(train, validator, progress, rng)
         self.linear = None
         counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
+        self.popularity = None  # the features follow the views, not an earlier fit
         features = self._prior_features(self.content)
         self.popularity, self.prior = PopularityPrior.fit(features, counts)
         if feature_count(features) == 0:  # no content: the prior is the items' own popularity
@@ -255,12 +258,18 @@ class TransferRecommender(
         return {"id": bool(cfg.use_id), "text": bool(cfg.use_text), "kg": bool(cfg.use_kg)}
 
     # ------------------------------------------------------------- content
-    @staticmethod
-    def _prior_features(content: ItemContent) -> tuple:
-        """The popularity prior's features: text vectors and entity incidence, as column
-        blocks (:class:`~kinrec.models.prior.PopularityPrior` never joins them for the
-        whole catalogue)."""
-        return (content.text, content.entities)
+    def _prior_features(self, content: ItemContent) -> tuple:
+        """The popularity prior's features: text vectors and, with the graph view
+        (``use_kg``), entity incidence, as column blocks
+        (:class:`~kinrec.models.prior.PopularityPrior` never joins them for the whole
+        catalogue). A model saved when the prior always read the entities keeps them."""
+        blocks = (content.text, content.entities)
+        if self.config.use_kg:
+            return blocks
+        popularity = getattr(self, "popularity", None)
+        if popularity is not None and len(popularity.coef) == feature_count(blocks) + 1:
+            return blocks  # fitted on both before the graph view decided
+        return (content.text,)
 
     def warm_up(self) -> None:
         if self.config.use_text:

@@ -63,6 +63,9 @@ class TransferState:
             cold_boost=np.array([self.cold_boost]),
             dormant_offset=np.array([self.dormant_offset]),
             neighbour_temperature=np.array([self.neighbour_temperature]),
+            neighbour_graph_share=np.array(
+                [np.nan if self.neighbour_graph_share is None else self.neighbour_graph_share]
+            ),
             is_new=self.is_new.astype(np.uint8),
             linear_weight=np.array([self.linear_weight]),
             item_content=self.item_content,
@@ -89,6 +92,8 @@ class TransferState:
         # Models saved before the temperature was chosen keep the constructor's default.
         saved = arrays.get("neighbour_temperature", [self.neighbour_temperature])
         self.neighbour_temperature = float(saved[0])
+        share = float(arrays.get("neighbour_graph_share", [np.nan])[0])  # nan: the default
+        self.neighbour_graph_share = None if np.isnan(share) else share
         self.is_new = arrays["is_new"].astype(bool)
         self.linear = heads.from_state(arrays, len(self.item_final))
         self.linear_weight = float(arrays["linear_weight"][0])
