@@ -879,7 +879,7 @@ def plot_kg_gain(report: Mapping[str, Any], path: str | Path) -> Path:
                 name: [
                     (r.get("segments", {}).get(segment) if segment else r or {}).get(key)
                     for r in records
-                    if not segment or segment in r.get("segments", {})
+                    if not segment or r.get("segment_users", {}).get(segment)
                 ]
                 for name, records in zip(names, runs.values(), strict=True)
             }

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -35,6 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer import RESULTS, bench, table
 
 TEXTS = {"full": None, "title": "{title}"}
+TITLE_TARGET_SPLITS = ("ml-1m-cold",)
+"""Splits where title-only text has a target (1.15 x COLD Recall@20 with the graph, ALL
+NDCG@10 not lower): MKR's graph of ml-1m knows director, cast and writer; elsewhere the
+ratio is reported."""
 TEXT_NAMES = {"full": "full text", "title": "title only"}
 KINFORMER = {"kinformer": {}, "kinformer, no KG": {"use_kg": False}}
 STEM = "kg-gain"
@@ -50,6 +55,8 @@ METRICS = (  # column, segment, key
 def values(records: list[dict], key: str, segment: str | None) -> list[float]:
     out = []
     for r in records:
+        if segment and not r.get("segment_users", {}).get(segment):
+            continue  # a split without that segment (no new items)
         source = r.get("segments", {}).get(segment) if segment else r
         if source is not None and key in source:
             out.append(source[key])
@@ -128,6 +135,12 @@ def merged(earlier: dict[str, list[dict]], new: dict[str, list[dict]]) -> dict:
     return out
 
 
+def verdict(met: bool, target: bool = True) -> str:
+    if not target:
+        return "(no target here) " + ("above" if met else "below")
+    return "met" if met else "missed"
+
+
 def checks(runs: dict[str, list[dict]], splits: list[str]) -> list[list[str]]:
     """The issue's targets, each with its measured figures and whether it is met."""
     rows = []
@@ -139,13 +152,14 @@ def checks(runs: dict[str, list[dict]], splits: list[str]) -> list[list[str]]:
         with_kg, without = get(split, "title", "kinformer"), get(split, "title", "kinformer, no KG")
         if with_kg and without:
             a, b = mean(with_kg, "recall@20", "cold"), mean(without, "recall@20", "cold")
+            target = split in TITLE_TARGET_SPLITS
             if a is not None and b:
                 rows.append([f"{split}, title only: COLD R@20 with KG >= 1.15 x without",
                              f"{a:.4f} vs {b:.4f} ({a / b:.3f} x)",
-                             "met" if a >= 1.15 * b else "missed"])  # fmt: skip
+                             verdict(a >= 1.15 * b, target)])  # fmt: skip
             a, b = mean(with_kg, "ndcg@10"), mean(without, "ndcg@10")
             rows.append([f"{split}, title only: ALL N@10 with KG not lower",
-                         f"{a:.4f} vs {b:.4f}", "met" if a >= b else "missed"])  # fmt: skip
+                         f"{a:.4f} vs {b:.4f}", verdict(a >= b, target)])  # fmt: skip
         with_kg, without = get(split, "full", "kinformer"), get(split, "full", "kinformer, no KG")
         if with_kg and without:
             for label, segment, key in METRICS:
@@ -182,6 +196,9 @@ def main() -> None:
         help="keep the last run's rows and seeds that this run does not redo",
     )
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--no-run", action="store_true", help="write the tables again from the last run's record"
+    )
     args = parser.parse_args()
     args.splits = [s for s in args.splits.split(",") if s]
     args.texts = [t for t in args.texts.split(",") if t]
@@ -191,9 +208,13 @@ def main() -> None:
         parser.error(f"--texts: unknown {sorted(unknown)}; choose from {sorted(TEXTS)}")
     out = args.results / f"{STEM}.json"
     earlier = json.loads(out.read_text()) if args.merge and out.exists() else {}
-    runs = merged(earlier.get("runs", {}), run_rows(args))
-    command = " ".join(["python", "benchmarks/kg_gain.py", *sys.argv[1:]])
-    commands = [*earlier.get("commands", []), command] if args.merge else [command]
+    if args.no_run:
+        earlier = json.loads(out.read_text())
+        runs, commands = earlier["runs"], earlier["commands"]
+    else:
+        runs = merged(earlier.get("runs", {}), run_rows(args))
+        command = shlex.join(["python", "benchmarks/kg_gain.py", *sys.argv[1:]])
+        commands = [*earlier.get("commands", []), command] if args.merge else [command]
     report = {"runs": runs, "commands": commands}
     splits = list(dict.fromkeys(k.split("|")[0] for k in runs))
     md = ["# What the knowledge graph adds", "",
