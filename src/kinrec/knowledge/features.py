@@ -150,29 +150,13 @@ def content_for_new_items(
 
     Entities the model has never seen are ignored (their embeddings do not exist).
     """
-    from kinrec.knowledge.graph import build_graph
-
     texts = item_texts(dataset, item_ids)
     has_text = np.array([bool(t.strip()) for t in texts])
     vectors = embed(texts) if has_text.any() else np.zeros((len(texts), 1))
     text = _normalise_rows(np.asarray(vectors, dtype=np.float32))
     text[~has_text] = 0.0
-    graph = build_graph(dataset)
-    vocab = IdMap(entity_ids)
-    rows, cols = [], []
-    incidence = graph.item_entity_matrix().tocsr()
-    for r, item_id in enumerate(item_ids):
-        try:
-            node = graph.item_index(str(item_id))
-        except KeyError:
-            continue
-        known = [vocab.index(n) for n in graph.entities.ids(incidence[node].indices) if n in vocab]
-        rows.extend([r] * len(known))
-        cols.extend(known)
-    binary = sp.csr_matrix(
-        (np.ones(len(rows)), (rows, cols)), shape=(len(item_ids), len(entity_ids))
-    )
-    return text, has_text, _weight_rows(binary, entity_idf)
+    links = entity_links(dataset, item_ids, entity_ids)
+    return text, has_text, weighted_incidence(links, entity_idf)
 
 
 @dataclass

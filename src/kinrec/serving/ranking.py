@@ -23,8 +23,10 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         # the k-th largest score, and of the scores tied with it the first ones: the same
         # list from every candidate set that holds them (the index path's and the exact one)
         kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
-        above = np.flatnonzero(scores > kth)
-        top = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
+        at_least = np.flatnonzero(scores >= kth)  # one pass over the scores, in position order
+        tied = scores[at_least] == kth
+        above = at_least[~tied]
+        top = np.concatenate([above, at_least[tied][: k - len(above)]])
     else:
         top = np.arange(len(scores))
     return top[np.argsort(-scores[top], kind="stable")]
