@@ -743,7 +743,7 @@ METRIC_ROWS = (("ndcg@10", "NDCG@10"), ("recall@20", "Recall@20"))
 def plot_new_users(report: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path:
     """benchmarks/new_users.py: NDCG@10 (top) and Recall@20 (bottom) against n, the number of
     a held-out user's events the model folds in, taken in time order (left) and at random
-    (right); one colour per model, its ``+ prior`` variant dashed."""
+    (right); one colour per model, its ``+ prior`` variant dashed, ``+ graph`` dotted."""
     labels = list(report)
     keys = list(next(iter(report.values()))["histories"]) if labels else []
     orders = list(dict.fromkeys(k.split(" n=")[0] for k in keys))
@@ -761,7 +761,7 @@ def plot_new_users(report: Mapping[str, Mapping[str, Any]], path: str | Path) ->
                     color = BAR_COLORS[bases.index(base) % len(BAR_COLORS)]
                     prior = label != base
                     ys = [report[label]["histories"][f"{order} n={n}"][metric] for n in ns]
-                    style = "--" if prior else "-"
+                    style = (":" if " + graph" in label else "--") if prior else "-"
                     fill = "white" if prior else color
                     ax.plot(
                         ns, ys, style, marker="o", ms=4, color=color, mfc=fill, lw=1.6, label=label

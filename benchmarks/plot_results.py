@@ -64,6 +64,12 @@ def _scale(report: Any, path: Path) -> Any:
     return plot(report, path)
 
 
+def _privacy(report: Any, path: Path) -> Any:
+    from privacy import plot_privacy
+
+    return plot_privacy(report, path)
+
+
 PICTURES = [  # the first pattern a name matches decides
     Picture("serving*", "serving", "serving.py", _plots.plot_serving),
     Picture("baselines-*", "baselines", "baselines.py", _baselines),
@@ -78,6 +84,7 @@ PICTURES = [  # the first pattern a name matches decides
     Picture("content", "content", "content.py", _content),
     Picture("ann_serving", "ann-serving", "ann_serving.py", _plots.plot_ann_serving),
     Picture("scale*", "scale", "scale.py", _scale),
+    Picture("privacy", "privacy", "privacy.py", _privacy),
 ]
 """Records with a picture, and what draws it."""
 
@@ -114,7 +121,12 @@ def add_link(md: Path, picture: Picture, report: Any) -> bool:
     if f"]({png})" in text:
         return False
     kind = picture.kind
-    what = "fit time and peak RSS against items" if kind == "scale" else _plots.what(kind, report)
+    if kind == "scale":
+        what = "fit time and peak RSS against items"
+    elif kind == "privacy":
+        from privacy import WHAT as what
+    else:
+        what = _plots.what(kind, report)
     md.write_text(text.rstrip("\n") + f"\n\n![{what}]({png})\n", encoding="utf-8")
     return True
 

@@ -323,6 +323,7 @@ then decides from the data or chooses on validation, as the description says. Bo
 | where | what it sets |
 |---|---|
 | a pipeline file, `kinrec train --config pipeline.toml` | the sections below: `[data]`, `[store]`, `[split]`, `[model]` with `[model.params]`, `[evaluation]` |
+| `kinrec ingest --config FILE`, `kinrec privacy report --config FILE` | the file's `[privacy]` section |
 | `kinrec benchmark --config FILE` | one `[models.NAME]` table per model, with that model's fields |
 | `kinrec.fit(model, split, params={...})` ([Python](python.md)) | a model's fields |
 | `kinrec serve` options | the service's fields that have an option ([below](#the-service-kinrec-serve)) |
@@ -359,6 +360,7 @@ ENVIRONMENT = """\
 | `KINREC_DB` | the store's SQLAlchemy URL, for every command's `--db` (default `sqlite:///kinrec.db`; PostgreSQL: `postgresql+psycopg://user:password@host/dbname`) |
 | `KINREC_DATA_DIR` | a folder of datasets (`<folder>/<name>`) used instead of downloading them |
 | `KINREC_CACHE_DIR` | where fetched datasets are cached (default: the user's cache directory) |
+| `KINREC_PSEUDONYM_KEY` | the pseudonym key, for `kinrec ingest --pseudonymise` and `kinrec serve` over a pseudonymised store, when no key file is given ([privacy](privacy.md)) |
 | `KINREC_MEMORY_LIMIT` | the most memory one dense step may hold, e.g. `6GiB` ([memory](memory.md)) |
 """  # noqa: E501
 
@@ -382,6 +384,7 @@ def render() -> str:
         DataConfig,
         EvaluationConfig,
         ModelSection,
+        PrivacyConfig,
         SplitConfig,
         StoreConfig,
     )
@@ -401,6 +404,7 @@ def render() -> str:
         ("split", SplitConfig),
         ("model", ModelSection),
         ("evaluation", EvaluationConfig),
+        ("privacy", PrivacyConfig),
     ):
         out.append(f"### `[{section}]`\n")
         if summary := _summary(cls):

@@ -495,3 +495,57 @@ def test_hnsw_indexes_are_kept_for_the_next_start(world, tmp_path: Path, caplog)
     names = {p.name.split("-")[0] for p in (world["root"] / "index-cache").glob("*.faiss")}
     assert {"retrieval", "neighbours"} <= names
     engine.close()
+
+
+def with_graph_lift(model: TransferRecommender, dataset: Dataset) -> TransferRecommender:
+    """The model with a strong knowledge-graph lift for new users (items of a genre)."""
+    from kinrec.knowledge.features import item_neighbour_graph
+
+    out = copy.copy(model)
+    out.profile_graph = item_neighbour_graph(dataset, model.item_map.ids(), 10)
+    scores = np.asarray(model.score_history(np.arange(5)), dtype=np.float64)
+    out.profile_graph_lift = 20.0 * float(scores.std())  # above the popularity blend
+    return out
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_new_users_get_the_graph_lift_on_the_index_path(world, head: str, monkeypatch) -> None:
+    # A new user's history lifts its items' graph neighbours; the index path must find them
+    # (they are candidates by right, the index does not know the lift) and score them as
+    # the exact path does.
+    monkeypatch.setattr(foldin, "REFERENCE_ITEMS", N_ITEMS // 5)
+    model = with_graph_lift(world[head], make_dataset())
+    plain = ann_engine(world, world[head], scoring="exact", index_cache=False)
+    exact = ann_engine(world, model, scoring="exact", index_cache=False)
+    served = ann_engine(world, model, index_cache=False)
+    assert exact.info()["graph_lift"] == model.profile_graph_lift > 0
+    ids = model.item_map.ids()
+    rng = np.random.default_rng(5)
+    users = [f"graph-{i}" for i in range(12)]
+    events = [
+        Event(30_000 + 10 * n + j, user, ids[item], "like", None, 0.0, 0.0)
+        for n, user in enumerate(users)
+        for j, item in enumerate(rng.choice(N_ITEMS, int(rng.integers(1, 4)), replace=False))
+    ]
+    for engine in (plain, exact, served):
+        engine.apply_events(events)
+    overlaps, changed = [], 0
+    for user in users:
+        want, got = exact.recommend(user, 10), served.recommend(user, 10)
+        assert got["source"] == "index"
+        overlaps.append(len(set(top_ids(want)) & set(top_ids(got))) / 10)
+        changed += top_ids(want) != top_ids(plain.recommend(user, 10))
+        history = np.array(sorted(ids.index(e.item_id) for e in events if e.user_id == user))
+        lifted, _ = model.graph_lift(history)
+        listed = [ids.index(i) for i in top_ids(want)]
+        assert set(listed) & set(lifted.tolist())  # the lift reaches the list
+        np.testing.assert_allclose(  # the exact path is the model's own new-user scores
+            [x["score"] for x in want["items"]],
+            model.score_new_user(history)[listed],
+            rtol=1e-4,
+            atol=1e-4,
+        )
+    assert changed >= len(users) // 2  # the lift matters
+    assert np.mean(overlaps) >= 0.95, overlaps
+    for engine in (plain, exact, served):
+        engine.close()

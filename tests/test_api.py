@@ -231,13 +231,13 @@ def test_kinformer_chooses_its_weights_on_validation(themes, tmp_path: Path) -> 
     # chosen, not left at the grids' first values (what fitting without validation keeps)
     assert (model.prior_weight, model.linear_weight) != (PRIOR_GRID[0], model.LINEAR_GRID[0])
 
-    # a history through the model's own fold-in, blended with popularity by the chosen prior
+    # a history through the model's own fold-in, lifted through the graph and blended with
+    # popularity as chosen on validation
     history = {"space0I": 1.0, "space1I": 0.5, "space2II": 1.0}
     items = model.item_map.indices(history)
     weights = np.array(list(history.values()), dtype=np.float32)
     order = np.argsort(items)
-    raw = model.score_history(items[order], weights[order])
-    want = _ranked(model, model.blend_history_prior(raw, len(items)), items, 5)
+    want = _ranked(model, model.score_new_user(items[order], weights[order]), items, 5)
     _same(kinrec.recommend(model, history=history, k=5), want)
     kinrec.save(model, tmp_path / "kinformer")
     loaded = kinrec.load(tmp_path / "kinformer")
@@ -260,7 +260,8 @@ def test_recommend_for_a_user_is_the_models_ranking(ease: Recommender, synth: Sp
 def test_recommend_for_a_history_scores_as_the_service_does(ease: Recommender) -> None:
     ids = ["i3", "i17", "i40"]
     items = ease.item_map.indices(ids)
-    kept = ease.history_prior_strength
+    kept = ease.history_prior_strength, ease.profile_graph_lift
+    ease.profile_graph_lift = 0.0  # the prior alone here (the graph's lift: test_kg_profiles)
     try:
         wanted = []
         for strength in (0.0, 4.0):  # without and with the popularity prior
@@ -279,7 +280,7 @@ def test_recommend_for_a_history_scores_as_the_service_does(ease: Recommender) -
             kinrec.recommend(ease, history=ids, k=10)
         )
     finally:
-        ease.history_prior_strength = kept
+        ease.history_prior_strength, ease.profile_graph_lift = kept
     with_seen = kinrec.recommend(ease, history=ids, k=200, exclude_seen=False)
     assert set(ids) <= set(_ids(with_seen))
     # no history at all: the most popular items

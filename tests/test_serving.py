@@ -557,13 +557,14 @@ def test_fold_in_strategies_and_faiss_index(world, tmp_path) -> None:
         assert ids(got) == [x.item_id for x in biased.recommend(user, 5)]
 
     # EASE scores are a function of the history row: the row fold-in, equal to score_history
+    # (for a new user with the graph lift and the prior: the model's score_new_user)
     ease = open_engine(world, url, "ease")
     assert ease.scorer.fold_in == "row"
     history, weights = np.array([20, 21, 22]), np.array([1.0, 0.5, 1.0], dtype=np.float32)
     none = np.zeros(0, dtype=np.int64)
     np.testing.assert_allclose(
         ease.scorer.history_scores(None, none, history, weights),
-        ease.model.score_history(history, weights),
+        ease.model.score_new_user(history, weights),
         rtol=1e-5,
         atol=1e-6,
     )

@@ -125,6 +125,59 @@ class EvaluationConfig(_Section):
     ks: tuple[int, ...] = (5, 10, 20, 50)
 
 
+class PrivacyConfig(_Section):
+    """What ingest does to personal data before it is stored (docs/privacy.md): user ids
+    replaced by keyed pseudonyms, quasi-identifiers in user attributes coarsened or dropped.
+
+    ::
+
+        [privacy]
+        pseudonymise = true
+        key_file = "secrets/pseudonym.key"   # or KINREC_PSEUDONYM_KEY
+        coarsen = { zip_code = "prefix:3", age = "bucket:10" }
+        drop = ["occupation"]
+    """
+
+    pseudonymise: bool = Field(
+        False,
+        description=(
+            "replace user ids by HMAC-SHA256 pseudonyms at ingest (`kinrec ingest "
+            "--pseudonymise`); the key comes from `key_file` or KINREC_PSEUDONYM_KEY"
+        ),
+    )
+    key_file: Path | None = Field(
+        None,
+        description=(
+            "a file holding the pseudonym key (at least 32 characters; it wins over "
+            "KINREC_PSEUDONYM_KEY); the key is never stored"
+        ),
+    )
+    coarsen: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'user attribute -> rule, applied at ingest: "prefix:N" keeps N characters, '
+            '"bucket:W" turns a number into its bucket of width W ("37" -> "30-39")'
+        ),
+    )
+    drop: list[str] = Field(
+        default_factory=list, description="user attributes left out of the store at ingest"
+    )
+    k: int = Field(
+        5, ge=2, description="`kinrec privacy report` counts the users in groups smaller than k"
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> PrivacyConfig:
+        from kinrec.privacy.quasi import parse_rule
+
+        for name, rule in self.coarsen.items():
+            parse_rule(rule, f"privacy.coarsen.{name}")
+        both = sorted(set(self.coarsen) & set(self.drop))
+        if both:
+            raise ValueError(f"privacy: {both[0]!r} is both in coarsen and in drop")
+        return self
+
+
 class PipelineConfig(_Section):
     """The whole pipeline: data -> store -> split -> model -> evaluation."""
 
@@ -133,6 +186,7 @@ class PipelineConfig(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     model: ModelSection = Field(default_factory=ModelSection)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> PipelineConfig:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from kinrec.cli import knowledge
+from kinrec.cli import knowledge, privacy
 from kinrec.cli.common import (
     ConfigOption,
     DbOption,
@@ -27,7 +27,7 @@ from kinrec.cli.common import (
 )
 from kinrec.cli.common import errors_as_messages as _errors_as_messages
 from kinrec.config import DEFAULT_DB_URL, PipelineConfig, model_params_from_toml
-from kinrec.serving.cli import keys_app, serve
+from kinrec.serving.cli import audit, keys_app, serve
 
 app = typer.Typer(
     help=(
@@ -44,10 +44,12 @@ app = typer.Typer(
 data_app = typer.Typer(help="List and fetch the registered datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(knowledge.kg_app, name="kg")
+app.add_typer(privacy.privacy_app, name="privacy")
 app.command()(knowledge.encode)
 app.command()(knowledge.adapt)
 app.command("serve")(serve)
 app.add_typer(keys_app, name="keys")
+app.command("audit")(audit)
 
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> Table:
@@ -229,6 +231,9 @@ def ingest(
     item_col: Annotated[str | None, typer.Option(help="table: item id column.")] = None,
     rating_col: Annotated[str | None, typer.Option(help="table: rating column.")] = None,
     time_col: Annotated[str | None, typer.Option(help="table: timestamp column.")] = None,
+    pseudonymise: privacy.PseudonymiseOption = None,
+    pseudonym_key_file: privacy.KeyFileOption = None,
+    config: ConfigOption = None,
 ) -> None:
     r"""Load a dataset and write it into the store, in one transaction (re-running adds nothing).
 
@@ -264,18 +269,26 @@ def ingest(
     (RecBole atomic files NAME.inter/.item/.user/.kg/.link); --format ml-1m DIR;
     --format unisrec DIR. The single-file form, kinrec ingest --format table
     ratings.csv [--map columns.toml] [--user-col ...], still works.
+
+    Privacy (docs/privacy.md): --pseudonymise stores keyed pseudonyms instead of
+    user ids (key: KINREC_PSEUDONYM_KEY or --pseudonym-key-file); --config FILE
+    applies its [privacy] coarsen/drop rules to user attributes.
     """
     from kinrec.pipeline import open_store
 
     with _errors_as_messages():
+        settings = privacy.privacy_settings(config, pseudonymise, pseudonym_key_file)
         dataset = _load_for_ingest(
             source, fmt, name, mapping, user_col, item_col, rating_col, time_col
         )
+        dataset, pseudonymiser = privacy.protect(dataset, settings)
         store = open_store(db)
         start = time.perf_counter()
         with EpochProgress() as progress:
             report = store.ingest(
-                dataset, progress=lambda t, done, total: progress(t, done, total, {})
+                dataset,
+                progress=lambda t, done, total: progress(t, done, total, {}),
+                pseudonymiser=pseudonymiser,
             )
     err.print(f"ingested {dataset.name!r} into {db} in {time.perf_counter() - start:.1f} s")
     out.print(_ingest_table(report))
@@ -408,18 +421,42 @@ def train(
             "also get their training curve there, as training.png.",
         ),
     ] = Path("runs/model"),
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            help="Train with user-level differential privacy: the epsilon of the whole "
+            "trained model (ease, pop; docs/privacy.md). Hyper-parameters are then fixed "
+            "in advance, none is chosen on validation.",
+        ),
+    ] = None,
+    dp_delta: Annotated[
+        float | None,
+        typer.Option(
+            help="With --dp-epsilon: the delta of the guarantee [default: 1 / training users]",
+        ),
+    ] = None,
+    dp_clip: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With --dp-epsilon: each user contributes at most this many training items "
+            "[default: the model's dp_clip]",
+        ),
+    ] = None,
 ) -> None:
     """Train a model on the stored dataset (split as configured), evaluate, save the model dir.
 
     Models trained in epochs (bpr, lightgcn, multvae, kinformer...) also get
     OUT/training.png: the mean training loss and the validation NDCG@10 of each epoch,
     with the epoch whose state was kept marked. One-pass models (ease, itemknn, pop) get
-    none.
+    none. With --dp-epsilon the model is (epsilon, delta)-differentially private for each
+    user's training rows; its accounting goes to the model folder and /v1/info.
     """
     from kinrec.pipeline import stored_dataset, train_and_evaluate
 
     with _errors_as_messages():
         cfg = _pipeline_config(config, model, dataset, db, split_dir)
+        cfg = _private_config(cfg, dp_epsilon, dp_delta, dp_clip)
         data = None if cfg.split.method == "predefined" else stored_dataset(cfg)
         with EpochProgress() as progress:
             outcome = train_and_evaluate(cfg, data, out_dir, progress)
@@ -429,6 +466,136 @@ def train(
     if outcome.valid is not None:
         rows = {"valid": outcome.valid.metrics, **rows}
     out.print(_metrics_table(f"{cfg.model.name}", rows, MAIN_KEYS))
+
+
+@app.command()
+def retrain(
+    model_dir: Annotated[
+        Path,
+        typer.Option(
+            "--model-dir",
+            exists=True,
+            file_okay=False,
+            help="The model directory to retrain (written by `kinrec train`; its split.json "
+            "names the dataset, split and model configuration).",
+        ),
+    ],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Model directory to write (default: replace MODEL_DIR, atomically).",
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", envvar="KINREC_DB", help="Store URL (default: the one trained from)."),
+    ] = None,
+) -> None:
+    """Retrain a model without the users erased since it was trained.
+
+    `DELETE /v1/users/{id}` deletes a user's rows from the store and updates the served
+    model where that can be done exactly (EASE's weights); the other parts of a model (a
+    network trained by gradient, kinformer's two-tower and linear head) still depend on
+    the user until they are retrained, and `/v1/info` lists those erasures as pending.
+    This command trains the model again, exactly as `kinrec train` did (the configuration
+    and split saved in MODEL_DIR/split.json), from the store as it is now, so without the
+    erased users, and writes the new model directory; serve it (or restart the service on
+    it) and nothing is pending any more:
+
+        kinrec retrain --model-dir runs/ease
+
+        kinrec retrain --model-dir runs/kinformer --out runs/kinformer-2
+
+    Hyper-parameters are chosen on validation again, as in training. A split read from
+    files (method "predefined") is refused while the files still hold an erased user:
+    remove them from the files first. The retrain is recorded in the audit log
+    (`model.retrain`, actor `cli`).
+    """
+    from kinrec.pipeline import SPLIT_FILE, stored_dataset, train_and_evaluate
+    from kinrec.serving import audit, persist
+    from kinrec.store import Store
+
+    out_dir = out_dir or model_dir
+    with _errors_as_messages():
+        record = json.loads((model_dir / SPLIT_FILE).read_text())
+        cfg = PipelineConfig.model_validate(record["config"])
+        if db:
+            cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"url": db})})
+        dataset = str(record["dataset"])
+        with Store(cfg.store.url) as store:
+            erased = set(persist.artifacts(store, persist.erased_namespace(dataset)))
+        users = json.loads((model_dir / "users.json").read_text())
+        before = sum(persist.user_hash(u) in erased for u in users)
+        data = None if cfg.split.method == "predefined" else stored_dataset(cfg)
+        if data is None:
+            from kinrec.pipeline import load_split_folder
+
+            split = load_split_folder(cfg.split.dir)
+            held = {
+                persist.user_hash(u)
+                for part in (split.train, split.valid, split.test)
+                for u in part.user_map.ids()
+            }
+            if held & erased:
+                raise ValueError(
+                    f"the split files in {cfg.split.dir} still hold {len(held & erased)} erased "
+                    "users: remove their rows from the files, then retrain"
+                )
+        with EpochProgress() as progress:
+            outcome = train_and_evaluate(cfg, data, out_dir, progress)
+        after = sum(persist.user_hash(u) in erased for u in outcome.model.user_map.ids())
+        with Store(cfg.store.url) as store:
+            audit.record(
+                store,
+                audit.CLI_ACTOR,
+                "model.retrain",
+                "model",
+                str(out_dir),
+                {"model": cfg.model.name, "out": str(out_dir), "erased_users_dropped": before},
+            )
+    _print_trained(outcome.model, out_dir)
+    _draw_training_curve(outcome.model, out_dir)
+    err.print(
+        f"erased users: {before} in {model_dir}, {after} in {out_dir} "
+        f"(of {len(erased)} erased from {dataset!r}); nothing is pending for {out_dir}"
+        if after == 0
+        else f"warning: {after} erased users are in {out_dir}",
+        soft_wrap=True,
+    )
+
+
+def _private_config(
+    cfg: PipelineConfig, epsilon: float | None, delta: float | None, clip: int | None
+) -> PipelineConfig:
+    """``cfg`` with the model's differential-privacy settings from the command line; a
+    model that cannot be trained privately is refused, naming those that can."""
+    if epsilon is None:
+        if delta is not None or clip is not None:
+            raise ValueError("--dp-delta and --dp-clip need --dp-epsilon")
+        return cfg
+    if not epsilon > 0:
+        raise ValueError(f"--dp-epsilon must be positive (inf: not private), got {epsilon}")
+    if delta is not None and not 0 < delta < 1:
+        raise ValueError(f"--dp-delta must lie strictly between 0 and 1, got {delta}")
+    from kinrec.models.registry import get_model_class
+    from kinrec.privacy.dp import private_models, supports_dp
+
+    name = cfg.model.name
+    if not supports_dp(get_model_class(name)):
+        raise ValueError(
+            f"{name} cannot be trained with differential privacy (--dp-epsilon); models "
+            f"that can: {', '.join(private_models())}"
+        )
+    params = {**cfg.model.params, "dp_epsilon": epsilon}
+    if delta is not None:
+        params["dp_delta"] = delta
+    if clip is not None:
+        params["dp_clip"] = clip
+    section = cfg.model.model_copy(update={"params": params})
+    section.build_config()
+    return cfg.model_copy(update={"model": section})
 
 
 def _draw_training_curve(model, out_dir: Path) -> None:
@@ -464,6 +631,24 @@ def _print_trained(model, out_dir: Path) -> None:
             f"new users: a history of n events leans c / (c + n) on popularity, c = {c:g} "
             f"(chosen on validation in {prior['seconds']:.1f} s; 0 = never)"
         )
+    private = model.fit_info.get("privacy")
+    if private:
+        sigma = private["sigma"]
+        sigma = f"{sigma:.4g}" if isinstance(sigma, float | int) else json.dumps(sigma)
+        err.print(
+            f"differential privacy (per user): epsilon {private['epsilon']:g}, delta "
+            f"{private['delta']:.3g}, at most {private['clip']['items_per_user']} items per "
+            f"user, noise sigma {sigma} (manifest.json fit_info.privacy)"
+        )
+    graph = model.fit_info.get("profile_graph")
+    if graph:
+        if "skipped" in graph:
+            err.print(f"new users: no knowledge-graph lift ({graph['skipped']})")
+        else:
+            err.print(
+                "new users: a history lifts its items' knowledge-graph neighbours by "
+                f"{graph['strength']:g} sd of the fold-in scores (chosen on validation; 0 = off)"
+            )
 
 
 @app.command("evaluate")

@@ -27,10 +27,13 @@ def fit_with_validation(
     """Fit on ``split.train``, early-stopping on validation NDCG@10 when valid rows exist;
     then choose the fold-in's popularity prior for short histories on validation (models
     that fold in and whose config asks for it: ``history_prior``). ``fit_info``'s
-    ``train_seconds`` counts both."""
+    ``train_seconds`` counts both. A differentially private model (``dp_epsilon`` set)
+    gets no choice on validation: its hyper-parameters are fixed in advance, so the prior
+    and the graph lift stay off (:mod:`kinrec.privacy.dp`)."""
     validator = ndcg_validator(split.train, split.valid) if len(split.valid) else None
     model.fit(split.train, split.valid, validator=validator, progress=progress, side=split.dataset)
-    if getattr(model.config, "history_prior", False):
+    private = getattr(model.config, "dp_epsilon", None) is not None
+    if getattr(model.config, "history_prior", False) and not private:
         start = time.perf_counter()
         choose_history_prior(model, split.train, split.valid)
         seconds = time.perf_counter() - start

@@ -284,3 +284,24 @@ def weighted_incidence(
     their weights). Unit weights give :func:`build_item_content`'s ``entities``: one
     definition for the items a model is fitted on and the items it takes later."""
     return _weight_rows(links.incidence(weights), idf)
+
+
+def item_neighbour_graph(
+    dataset: Dataset, item_ids: Sequence[str], k: int, min_entity_items: int = 2
+) -> sp.csr_matrix | None:
+    """Each item's ``k`` knowledge-graph neighbours, the items sharing its most specific
+    entities (cosine of the IDF-weighted entity rows of :func:`weighted_incidence`,
+    symmetrised), each row scaled to sum to 1 (items without a shared entity: an empty
+    row); None where no two items share an entity (or the data has no graph)."""
+    from kinrec.models.ease import sparse_neighbour_graph
+
+    links = entity_links(dataset, item_ids)
+    keep, idf = entity_columns(links.incidence(), min_entity_items)
+    if not len(keep) or k <= 0:
+        return None
+    graph = sparse_neighbour_graph(weighted_incidence(links.columns(keep), idf), k)
+    if graph.nnz == 0:
+        return None
+    sums = np.asarray(graph.sum(axis=1)).ravel()
+    scaled = sp.diags(1.0 / np.where(sums > 0, sums, 1.0)) @ graph
+    return sp.csr_matrix(scaled, dtype=np.float32)

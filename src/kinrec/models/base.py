@@ -175,6 +175,14 @@ class ModelConfig(BaseModel):
         description="shrink fold-in scores of short histories towards popularity, "
         "strength chosen on validation (models that fold in)",
     )
+    kg_profile_neighbours: int = Field(
+        10,
+        ge=0,
+        description="a new user's history lifts each of its items' this many "
+        "knowledge-graph neighbours (items sharing the most specific entities), by as much "
+        "as validation says (0 where it does not help); 0: off (models that fold in, data "
+        "with a graph or item attributes)",
+    )
 
 
 @dataclass(frozen=True)
@@ -251,6 +259,63 @@ def _text_template(side: Dataset | None) -> str | None:
     return template_for(side).template
 
 
+ERASED_PREFIX = "\x00erased:"
+"""How a forgotten user's id is replaced in a model's user map (:func:`erased_id`): a control
+character no API id may hold, then the id's digest."""
+
+
+def erased_id(user_id: str) -> str:
+    """The tombstone that replaces a forgotten user's id: no id a client can send, and not
+    the id itself (its SHA-256 digest)."""
+    import hashlib
+
+    return ERASED_PREFIX + hashlib.sha256(user_id.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ForgetResult:
+    """What :meth:`Recommender.forget` did: ``users`` forgotten; ``exact``, the parts
+    updated exactly (as a fit without them would be); ``stale``, the parts that still depend
+    on them until the model is retrained without them; ``seconds`` it took."""
+
+    users: int
+    exact: tuple[str, ...]
+    stale: tuple[str, ...]
+    seconds: float
+
+
+@dataclass
+class Forgetting:
+    """A computed erasure (:meth:`Recommender.prepare_forget`), not yet applied."""
+
+    model: Recommender
+    users: np.ndarray
+    seen: sp.csr_matrix | None
+    update: Callable[[], None] | None
+    result: ForgetResult
+
+    def apply(self) -> ForgetResult:
+        """Install the erasure in the model (fast: assignments). A plan that changes nothing
+        (no exact part) leaves the model as it is."""
+        model = self.model
+        if self.seen is None or self.update is None:
+            return self.result
+        model.seen = self.seen
+        model._popularity = None
+        self.update()
+        ids = model.user_map.ids()
+        for u in self.users:
+            if not ids[u].startswith(ERASED_PREFIX):
+                ids[u] = erased_id(ids[u])
+        model.user_map = IdMap(ids)
+        done = set(model.forgotten.tolist()) | set(self.users.tolist())
+        model.fit_info["erasure"] = {
+            "forgotten": sorted(int(u) for u in done),
+            "exact": list(model.forgets_exactly),
+        }
+        return self.result
+
+
 class Recommender(ABC):
     """Base class of all kinrec models."""
 
@@ -275,6 +340,10 @@ class Recommender(ABC):
         self.data_holds: dict[str, bool] = {}
         self.text_template: str | None = None
         self.history_prior_strength = 0.0
+        self.profile_graph: sp.csr_matrix | None = None
+        """Items' knowledge-graph neighbours (rows sum to 1) whose lift a new user's history
+        adds to its fold-in scores (:meth:`graph_lift`); None: none."""
+        self.profile_graph_lift = 0.0
         self._popularity: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ training
@@ -374,6 +443,51 @@ class Recommender(ABC):
         """The weight the model learned to give an interaction with this explicit rating
         (None: the model has no use for ratings, the caller weighs them)."""
         return None
+
+    def graph_lift(
+        self, items: np.ndarray, weights: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What a new user's history lifts through the items' knowledge-graph neighbours:
+        the items of ``weights @ profile_graph`` (each history item's neighbours, shared by
+        their edge weights: the items sharing its most specific entities) and their lift,
+        :attr:`profile_graph_lift` for the highest and in proportion for the others. A user
+        whose one event is a film then also reads as a little interest in its director's and
+        cast's other films, however few users chose them together. The lift is in the units
+        of the model's fold-in scores, chosen on validation
+        (:func:`kinrec.evaluation.history_prior.choose_history_prior`); none (two empty
+        arrays) without a graph or lift. Items sorted; items added after fitting have no
+        neighbours."""
+        graph, lift = self.profile_graph, self.profile_graph_lift
+        items = np.asarray(items, dtype=np.int64)
+        if graph is None or lift <= 0 or not len(items):
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        if weights is None:
+            weights = np.ones(len(items))
+        inside = items < graph.shape[0]
+        row = sp.csr_matrix(
+            (
+                np.asarray(weights, dtype=np.float64)[inside],
+                (np.zeros(int(inside.sum()), dtype=np.int64), items[inside]),
+            ),
+            shape=(1, graph.shape[0]),
+        )
+        spread = (row @ graph).tocsr()
+        spread.eliminate_zeros()
+        spread.sort_indices()
+        if not spread.nnz or spread.data.max() <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return spread.indices.astype(np.int64), lift * spread.data / spread.data.max()
+
+    def score_new_user(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Scores over all items for someone the model never trained on, from their history
+        (distinct item indices, optional weights): the fold-in (:meth:`score_history`) plus
+        the history's lift through the knowledge graph (:meth:`graph_lift`), shrunk towards
+        popularity for the history's length (:meth:`blend_history_prior`), as the service
+        scores a new user."""
+        scores = np.array(self.score_history(items, weights), dtype=np.float64).ravel()
+        lifted, lift = self.graph_lift(items, weights)
+        scores[lifted] += lift
+        return self.blend_history_prior(scores, len(items))
 
     def blend_history_prior(self, scores: np.ndarray, n_events: int) -> np.ndarray:
         """Fold-in ``scores`` of a user with ``n_events`` events, shrunk towards popularity.
@@ -643,6 +757,61 @@ class Recommender(ABC):
         if self.user_map is None or self.item_map is None or self.seen is None:
             raise RuntimeError(f"{self.name}: call fit() or load() first")
 
+    # ------------------------------------------------------------------ erasure
+    parts: ClassVar[tuple[str, ...]] = ("model",)
+    """The model's learned parts, as erasure reports them (:meth:`forget`)."""
+    forgets_exactly: ClassVar[tuple[str, ...]] = ()
+    """The parts of :attr:`parts` that :meth:`forget` updates exactly, to what a fit without
+    the forgotten users gives (default: none; the whole model stays as trained until it is
+    retrained without them)."""
+
+    def prepare_forget(self, users: np.ndarray | list[int]) -> Forgetting:
+        """Compute what forgetting trained ``users`` (indices) changes, without changing the
+        model: the slow part (a re-solve), which a service runs while it goes on serving;
+        :meth:`Forgetting.apply` then swaps the result in at once.
+
+        For a model that forgets nothing exactly (:attr:`forgets_exactly` empty) the plan
+        changes nothing: every part is reported stale. Otherwise the users' rows of ``seen``
+        are emptied (and every statistic read from ``seen``, such as the new-user popularity
+        prior, follows), the exact parts are re-solved by :meth:`_forget_update` and the
+        users' ids are replaced by :func:`erased_id` tombstones. Hyper-parameters chosen on
+        validation (L2 weights, the history prior's strength) are kept as they are."""
+        self._require_fitted()
+        idx = np.unique(np.asarray(users, dtype=np.int64))
+        if len(idx) and (idx[0] < 0 or idx[-1] >= self.seen.shape[0]):
+            raise IndexError(f"{self.name}: user indices out of range 0..{self.seen.shape[0] - 1}")
+        start = time.perf_counter()
+        if not self.forgets_exactly or not len(idx):
+            return Forgetting(self, idx, None, None, self._forget_result(idx, start))
+        keep = np.ones(self.seen.shape[0], dtype=self.seen.dtype)
+        keep[idx] = 0
+        seen = sp.csr_matrix(sp.diags(keep) @ self.seen)
+        seen.eliminate_zeros()
+        seen.sort_indices()
+        update = self._forget_update(seen, idx)
+        return Forgetting(self, idx, seen, update, self._forget_result(idx, start))
+
+    def forget(self, users: np.ndarray | list[int]) -> ForgetResult:
+        """Forget trained ``users`` (indices): :meth:`prepare_forget`, then apply it."""
+        return self.prepare_forget(users).apply()
+
+    def _forget_update(self, seen: sp.csr_matrix, users: np.ndarray) -> Callable[[], None]:
+        """For a model that forgets exactly: compute its exact parts from ``seen`` (the
+        training rows less the forgotten ``users``' rows, emptied) as a fit on them would,
+        and return a fast callable that installs them."""
+        raise NotImplementedError(f"{self.name} forgets nothing exactly")
+
+    def _forget_result(self, users: np.ndarray, start: float) -> ForgetResult:
+        exact = self.forgets_exactly if len(users) else ()
+        stale = tuple(p for p in self.parts if p not in self.forgets_exactly)
+        return ForgetResult(len(users), exact, stale, time.perf_counter() - start)
+
+    @property
+    def forgotten(self) -> np.ndarray:
+        """Indices of the trained users forgotten so far (:meth:`forget`), sorted."""
+        record = self.fit_info.get("erasure") or {}
+        return np.asarray(record.get("forgotten", []), dtype=np.int64)
+
     # ------------------------------------------------------------------ persistence
     @abstractmethod
     def _state(self) -> dict[str, np.ndarray]:
@@ -667,6 +836,12 @@ class Recommender(ABC):
             arrays["seen.indptr"] = seen.indptr.astype(np.int64)
             arrays["seen.indices"] = seen.indices.astype(np.int64)
             arrays["history_prior"] = np.array([self.history_prior_strength], dtype=np.float64)
+            if self.profile_graph is not None and self.profile_graph_lift > 0:
+                graph = self.profile_graph.tocsr()
+                arrays["profile_graph.lift"] = np.array([self.profile_graph_lift])
+                arrays["profile_graph.indptr"] = graph.indptr.astype(np.int64)
+                arrays["profile_graph.indices"] = graph.indices.astype(np.int64)
+                arrays["profile_graph.data"] = graph.data.astype(np.float32)
             save_file(arrays, str(tmp / WEIGHTS))
             (tmp / "users.json").write_text(json.dumps(self.user_map.ids()))
             (tmp / "items.json").write_text(json.dumps(self.item_map.ids()))
@@ -727,6 +902,13 @@ class Recommender(ABC):
         n_users, n_items = len(model.user_map), len(model.item_map)
         indptr, indices = arrays.pop("seen.indptr"), arrays.pop("seen.indices")
         model.history_prior_strength = float(arrays.pop("history_prior", np.zeros(1))[0])
+        if "profile_graph.lift" in arrays:
+            size = len(arrays["profile_graph.indptr"]) - 1
+            model.profile_graph = sp.csr_matrix(
+                tuple(arrays.pop(f"profile_graph.{k}") for k in ("data", "indices", "indptr")),
+                shape=(size, size),
+            )
+            model.profile_graph_lift = float(arrays.pop("profile_graph.lift")[0])
         data = np.ones(len(indices), dtype=np.float32)
         model.seen = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
         model.fit_info = manifest.get("fit_info", {})

@@ -43,6 +43,7 @@ class PairwiseEmbeddingRecommender(Recommender):
     """
 
     Config = PairwiseEmbeddingConfig
+    parts = ("user and item vectors",)  # trained by gradient: stale until retrained
 
     def __init__(self, config: PairwiseEmbeddingConfig | dict | None = None) -> None:
         super().__init__(config)

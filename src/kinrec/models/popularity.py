@@ -5,14 +5,27 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from pydantic import Field
 
 from kinrec.data.dataset import Interactions
-from kinrec.models.base import ModelConfig, ProgressCallback, Recommender, Validator
+from kinrec.models.base import ProgressCallback, Recommender, Validator
+from kinrec.privacy.dp import DPConfig, private_counts
 from kinrec.training.loop import validate_one_pass
 
 
-class PopularityConfig(ModelConfig):
-    """No parameters beyond the seed (kept for a uniform interface)."""
+class PopularityConfig(DPConfig):
+    """No parameters beyond the seed (kept for a uniform interface) and the user-level
+    differential privacy settings (:mod:`kinrec.privacy.dp`: noisy counts). Popularity is the
+    floor the others are measured against, so its new users get no knowledge-graph lift."""
+
+    kg_profile_neighbours: int = Field(0, ge=0, description="0: popularity reads no graph")
+    dp_clip: int = Field(
+        100,
+        ge=1,
+        description="with dp_epsilon: each user contributes at most this many training "
+        "items, sampled without replacement with the seed (more than a Gram matrix's: a "
+        "count's noise grows with the square root of the clip, not with the clip)",
+    )
 
 
 class Popularity(Recommender):
@@ -33,7 +46,11 @@ class Popularity(Recommender):
         progress: ProgressCallback | None,
     ) -> None:
         start = time.perf_counter()
-        self.counts = np.bincount(train.items, minlength=train.n_items).astype(np.float32)
+        if self.config.dp_epsilon is not None:  # user-level DP: noisy counts (privacy/dp.py)
+            counts, self.fit_info["privacy"] = private_counts(self.seen, self.config)
+            self.counts = counts.astype(np.float32)
+        else:
+            self.counts = np.bincount(train.items, minlength=train.n_items).astype(np.float32)
         validate_one_pass(self, validator, start)
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:

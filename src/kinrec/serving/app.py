@@ -23,11 +23,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import kinrec
 from kinrec.data.errors import DataError
 from kinrec.models.memory import MemoryLimitError
+from kinrec.privacy.pseudonym import Pseudonymiser
 from kinrec.serving.config import DEFAULT_MAX_BODY_BYTES, ServingConfig
 from kinrec.serving.engine import Engine
 from kinrec.serving.errors import ConflictError, InvalidError, NotFoundError
 from kinrec.serving.keys import KeyRing
 from kinrec.serving.metrics import Metrics
+from kinrec.serving.pseudonyms import PseudonymMiddleware, app_pseudonymiser
 from kinrec.serving.routes import ops, router
 
 log = logging.getLogger("kinrec.serving")
@@ -223,7 +225,7 @@ class ObserveMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(template, scope["method"], str(status)).observe(elapsed)
-            if status in (401, 403):
+            if status in (401, 403, 429):
                 self.metrics.auth_failures.labels(str(status)).inc()
             if self.log_requests:
                 access.info(
@@ -246,12 +248,15 @@ def create_app(
     keyring: KeyRing | None = None,
     metrics: Metrics | None = None,
     max_body_bytes: int | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
 ) -> FastAPI:
     """The service. Give a ready ``engine`` (tests), or an ``engine_factory`` (or a
     ``config``) to load one in the background after start-up: ``/healthz`` answers at once,
     ``/readyz`` and the API answer 503 until the engine is loaded. Request bodies over
     ``max_body_bytes`` (default: the config's, else ``DEFAULT_MAX_BODY_BYTES``) get 413
-    before they are read."""
+    before they are read. Over a pseudonymised store, incoming user ids are replaced by their
+    pseudonyms (``pseudonymiser``, else the key the config or the environment names;
+    :mod:`kinrec.serving.pseudonyms`)."""
     if config is None and engine is None:
         raise ValueError("create_app needs a config or an engine")
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
@@ -282,6 +287,8 @@ def create_app(
             task.cancel()
         if app.state.engine is not None and engine is None:
             app.state.engine.close()
+        if app.state.keyring is not None:
+            app.state.keyring.flush()  # the keys' latest uses
         log.info("shutdown complete")
 
     app = FastAPI(
@@ -297,6 +304,7 @@ def create_app(
     app.state.engine = engine
     app.state.load_error = None
     app.state.metrics = metrics
+    app.state.pseudonyms = app_pseudonymiser(config, engine, pseudonymiser)
     insecure = config.insecure_no_auth if config is not None else keyring is None
     if insecure:
         app.state.keyring = None
@@ -305,8 +313,11 @@ def create_app(
     else:
         from kinrec.store import Store
 
-        refresh = config.key_refresh_seconds if config else 2.0
-        app.state.keyring = KeyRing(Store(config.db), refresh)
+        app.state.keyring = KeyRing(
+            Store(config.db),
+            config.key_refresh_seconds,
+            last_use_every=config.key_last_use_seconds,
+        )
     _install_errors(app)
     app.include_router(ops)
     app.include_router(router)
@@ -322,4 +333,6 @@ def create_app(
     app.state.max_body_bytes = max_body_bytes
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=metrics, log_requests=log_requests)
+    if app.state.pseudonyms is not None:  # added last = outermost: no layer sees a raw id
+        app.add_middleware(PseudonymMiddleware, pseudonymiser=app.state.pseudonyms)
     return app

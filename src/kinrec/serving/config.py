@@ -74,6 +74,14 @@ class ServingConfig(BaseModel):
     )
     neighbours: int = Field(30, ge=1, le=500, description="neighbours per item kept for reasons")
     key_refresh_seconds: float = Field(2.0, ge=0.0, description="API keys re-read this often")
+    key_last_use_seconds: float = Field(
+        60.0,
+        ge=0.0,
+        description=(
+            "a key's last use is written to the store at most this often per key (the "
+            "latest use at shutdown); `kinrec keys list` shows it"
+        ),
+    )
     foldin_l2: float = Field(1.0, gt=0.0, description="ridge weight of the vector fold-in")
     new_item_slots: int = Field(
         0,
@@ -90,3 +98,10 @@ class ServingConfig(BaseModel):
         description="request bodies larger than this get 413 before they are read",
     )
     log_requests: bool = True
+    pseudonym_key_file: Path | None = Field(
+        None,
+        description=(
+            "over a pseudonymised store: the file holding its pseudonym key (else "
+            "KINREC_PSEUDONYM_KEY); incoming user ids are hashed with it"
+        ),
+    )

@@ -115,6 +115,7 @@ class Engine(Neighbours, Recommending, Explaining, UsersAndEvents, Items):
         self._alive = np.zeros(0, dtype=bool)
         self._alive_version = -1
         self.erased = set(persist.artifacts(store, persist.erased_namespace(dataset)))
+        self._reapply_erasures()  # the model forgets users erased since training
         for item in persist.artifacts(store, persist.retired_namespace(dataset)):
             idx = self._item_index(item)
             if idx is not None:
@@ -203,6 +204,7 @@ class Engine(Neighbours, Recommending, Explaining, UsersAndEvents, Items):
             "n_online_users": len(self.users),
             "fold_in": self.scorer.fold_in,
             "history_prior": self.model.history_prior_strength,
+            "graph_lift": self.model.profile_graph_lift,
             "supports_new_items": self.model.supports_new_items,
             "n_new_items": int((self.new_items() & alive).sum()),
             "new_item_slots": self.config.new_item_slots,
@@ -221,4 +223,6 @@ class Engine(Neighbours, Recommending, Explaining, UsersAndEvents, Items):
             "attribute_fields": self.catalog.attribute_fields,
             "views": self.model.fit_info.get("views"),
             "view_reasons": self.model.fit_info.get("view_reasons"),
+            "erasure": self.erasure_info(),
+            "privacy": self.model.fit_info.get("privacy"),
         }

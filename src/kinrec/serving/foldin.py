@@ -22,10 +22,13 @@ Models whose score is not one dot product may declare candidate retrieval
 the ``retrieval_*`` / :meth:`ModelScorer.rescore` methods turn a user's state into the
 model's query, head candidates and exact candidate scores; the engine searches the index.
 
-For a user the model never trained on, ``row`` and ``native`` shrink the history's scores
-towards popularity as much as the model's validated ``history_prior_strength`` says for its
-length (:meth:`~kinrec.models.base.Recommender.blend_history_prior`); trained users' fold-in
-stays as it is, in line with their trained scores.
+For a user the model never trained on, ``row`` and ``native`` add the lift the history gives
+its items' knowledge-graph neighbours (:meth:`~kinrec.models.base.Recommender.graph_lift`,
+as much as the model's validated ``profile_graph_lift``) and shrink the scores towards
+popularity as much as ``history_prior_strength`` says for the history's length
+(:meth:`~kinrec.models.base.Recommender.blend_history_prior`): together
+:meth:`~kinrec.models.base.Recommender.score_new_user`. Trained users' fold-in stays as it
+is, in line with their trained scores.
 """
 
 from __future__ import annotations
@@ -57,8 +60,10 @@ class RetrievalRequest:
     ``blend_events``: a new user's history length, whose scores are blended with popularity
     (None: no blend, as for trained users); ``reference`` / ``reference_scores``: then the
     sample of the catalogue (:data:`REFERENCE_ITEMS`) and its exact scores, which stand in
-    for the whole catalogue's in the blend; ``query``: the model's retrieval query (None:
-    asked of the model when needed)."""
+    for the whole catalogue's in the blend (with the graph lift); ``query``: the model's
+    retrieval query (None: asked of the model when needed); ``lifted``: a new user's graph
+    lift, items and lifts (:meth:`~kinrec.models.base.Recommender.graph_lift`), which the
+    candidates must hold (no other item is lifted)."""
 
     user: int | None
     items: np.ndarray
@@ -67,6 +72,7 @@ class RetrievalRequest:
     reference: np.ndarray | None = None
     reference_scores: np.ndarray | None = None
     query: np.ndarray | None = None
+    lifted: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -329,8 +335,11 @@ class ModelScorer:
         all_items, all_weights = combine(train, items, weights, trained)
         if not len(all_items):
             return None
-        if user is not None or self.model.history_prior_strength <= 0:
+        if user is not None:
             return RetrievalRequest(None, all_items, all_weights)
+        lifted = self.model.graph_lift(all_items, all_weights)  # a new user's graph lift
+        if self.model.history_prior_strength <= 0:
+            return RetrievalRequest(None, all_items, all_weights, lifted=lifted)
         reference = self.reference_items()
         scores = self.model.score_candidates(None, all_items, all_weights, reference)
         query = self.model.retrieval_query(None, all_items, all_weights)
@@ -340,8 +349,9 @@ class ModelScorer:
             all_weights,
             len(all_items),
             reference,
-            np.asarray(scores, dtype=np.float64),
+            _with_lift(np.asarray(scores, dtype=np.float64), reference, lifted),
             np.asarray(query, dtype=np.float32),
+            lifted,
         )
 
     def _model_query(self, request: RetrievalRequest) -> np.ndarray:
@@ -422,6 +432,7 @@ class ModelScorer:
         model = self.model
         if request.blend_events is None:
             raw = model.score_candidates(request.user, request.items, request.weights, candidates)
+            raw = _with_lift(np.asarray(raw, dtype=np.float64), candidates, request.lifted)
             return np.asarray(raw, dtype=np.float32)
         scored = candidates if covered is None else np.union1d(candidates, covered.items)
         raw = np.asarray(
@@ -429,6 +440,7 @@ class ModelScorer:
             dtype=np.float64,
         )
         ceiling = None if covered is None else self.ceiling(request, covered, scored, raw)
+        raw = _with_lift(raw, scored, request.lifted)
         items = np.concatenate([request.reference, scored])
         scores = np.concatenate([request.reference_scores, raw])
         items, first = np.unique(items, return_index=True)
@@ -442,7 +454,9 @@ class ModelScorer:
         self, request: RetrievalRequest, covered: Covered, scored: np.ndarray, raw: np.ndarray
     ) -> Ceiling | None:
         """What no item outside ``covered`` exceeds (``scored``: items, sorted, with the
-        request's fold-in scores ``raw``, covering ``covered``): a fold-in score of the last
+        request's fold-in scores ``raw`` before any graph lift, covering ``covered``; the
+        lifted items are candidates themselves, so none outside is lifted): a fold-in score
+        of the last
         tower item's tower and offset plus the least lift of a listed head item (none when
         the head listed fewer than ``n``: it lifts no other), and the popularity of the last
         popular item (None: fewer than ``n``, every item with interactions). None where the
@@ -523,8 +537,30 @@ class ModelScorer:
             return None
         if user is not None:  # a trained user: no prior, as in their trained scores
             return scores
+        lifted = self.model.graph_lift(all_items, all_weights)
+        scores = _with_lift(np.asarray(scores, dtype=np.float64), None, lifted)
         blended = self.model.blend_history_prior(scores, len(all_items))
         return np.asarray(blended, dtype=np.float32)
+
+
+def _with_lift(
+    scores: np.ndarray, items: np.ndarray | None, lifted: tuple[np.ndarray, np.ndarray] | None
+) -> np.ndarray:
+    """``scores`` (of ``items``, sorted; None: of every item) with a graph lift added, as
+    :meth:`~kinrec.models.base.Recommender.score_new_user` adds it."""
+    if lifted is None or not len(lifted[0]):
+        return scores
+    out = np.array(scores, dtype=np.float64)
+    where, lift = lifted
+    if items is None:
+        inside = where < len(out)
+        out[where[inside]] += lift[inside]
+        return out
+    pos = np.searchsorted(items, where)
+    hit = pos < len(items)
+    hit[hit] = items[pos[hit]] == where[hit]
+    out[pos[hit]] += lift[hit]
+    return out
 
 
 def combine(

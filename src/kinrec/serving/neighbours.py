@@ -115,6 +115,10 @@ class Neighbours:
         if not manifest.exists():
             return None
         digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:32]
+        forgotten = self.model.forgotten  # users erased from the training rows since
+        if len(forgotten):
+            gone = hashlib.sha256(forgotten.tobytes()).hexdigest()[:16]
+            return f"{digest}:{m}:forgotten-{gone}"
         return f"{digest}:{m}"
 
     # ------------------------------------------------------------------ items added

@@ -133,6 +133,8 @@ class Recommending:
             tower, _ = self.retrieval.search(scorer.tower_query(request), want)
             covered = Covered(tower, head, scorer.popular(want), want, self.retrieval.size)
             parts += [tower, covered.popular]
+        if request.lifted is not None:
+            parts.append(request.lifted[0])  # a new user's graph lift: only these are lifted
         if include is not None:
             parts.append(include)
         cand = np.unique(np.concatenate(parts))

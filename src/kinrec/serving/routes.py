@@ -10,9 +10,17 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from kinrec.serving import audit
 from kinrec.serving import schemas as sc
 from kinrec.serving.engine import Engine
-from kinrec.serving.keys import Role, allows
+from kinrec.serving.keys import (
+    KeyExpiredError,
+    RateLimitedError,
+    Role,
+    UnknownKeyError,
+    allows,
+)
+from kinrec.serving.pseudonyms import pseudonymise_events
 
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer kr_...`")
 
@@ -23,8 +31,9 @@ ItemId = Annotated[
     str, Path(min_length=1, max_length=sc.MAX_ID, pattern=sc.ID_PATTERN, description="item id")
 ]
 ERRORS = {
-    401: {"model": sc.ErrorBody, "description": "no or unknown API key"},
+    401: {"model": sc.ErrorBody, "description": "no, unknown, revoked or expired API key"},
     403: {"model": sc.ErrorBody, "description": "the key's role does not allow this"},
+    429: {"model": sc.ErrorBody, "description": "the key is over its rate (see Retry-After)"},
     404: {"model": sc.ErrorBody, "description": "unknown user or item"},
     422: {"model": sc.ErrorBody, "description": "invalid request (the field is named)"},
     503: {"model": sc.ErrorBody, "description": "the model is still loading"},
@@ -39,26 +48,48 @@ def engine_of(request: Request) -> Engine:
 
 
 def require(role: Role):
-    """A dependency that lets through keys of ``role`` or higher (401/403 otherwise)."""
+    """A dependency that lets through keys of ``role`` or higher: 401 for no, unknown,
+    revoked or expired key, 429 (with ``Retry-After``) over the key's rate, 403 for a role
+    too low. The key's id is left in ``request.state.actor`` for the audit log."""
 
     async def check(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Engine:
         state = request.app.state
+        request.state.actor = audit.NO_AUTH_ACTOR
         if state.keyring is not None:
+            challenge = {"WWW-Authenticate": "Bearer"}
             if credentials is None or credentials.scheme.lower() != "bearer":
-                raise HTTPException(401, "missing API key", headers={"WWW-Authenticate": "Bearer"})
-            granted = state.keyring.role_of(credentials.credentials)
-            if granted is None:
+                raise HTTPException(401, "missing API key", headers=challenge)
+            try:
+                record = state.keyring.authenticate(credentials.credentials)
+            except (UnknownKeyError, KeyExpiredError) as exc:
+                raise HTTPException(401, str(exc), headers=challenge) from None
+            except RateLimitedError as exc:
                 raise HTTPException(
-                    401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
-                )
-            if not allows(granted, role):
-                raise HTTPException(403, f"this key's role ({granted}) cannot do this ({role})")
+                    429, str(exc), headers={"Retry-After": str(exc.retry_after)}
+                ) from None
+            if not allows(record.role, role):
+                raise HTTPException(403, f"this key's role ({record.role}) cannot do this ({role})")
+            request.state.actor = record.id
         return engine_of(request)
 
     return check
+
+
+async def _audit(
+    request: Request,
+    engine: Engine,
+    action: str,
+    kind: audit.TargetKind,
+    target: str,
+    detail: dict | None = None,
+) -> None:
+    """Append the admin action just committed to the audit log, by the request's key."""
+    await run_in_threadpool(
+        audit.record, engine.store, request.state.actor, action, kind, target, detail
+    )
 
 
 Reader = Annotated[Engine, Depends(require("read"))]
@@ -181,20 +212,26 @@ async def users(
 
 
 @router.delete("/v1/users/{user_id}", response_model=sc.Erasure, tags=["users"])
-async def erase_user(engine: Admin, user_id: UserId) -> dict:
-    """Erase a user: stored events, interactions and attributes, online state, cache."""
+async def erase_user(engine: Admin, user_id: UserId, request: Request) -> dict:
+    """Erase a user: stored events, interactions and attributes, online state, cache, and
+    what the served model learned from them: the parts it can update exactly are updated
+    now (``model.exact``), the others wait for ``kinrec retrain`` (``model.pending``)."""
     deleted = await run_in_threadpool(engine.store_erasure, user_id)
     engine.apply_erasure(user_id)
-    return {"user_id": user_id, "deleted": deleted}
+    model = await run_in_threadpool(engine.forget_in_model, user_id)
+    detail = {"deleted": deleted, "model": model}
+    await _audit(request, engine, "user.erase", "user", user_id, detail)
+    return {"user_id": user_id, "deleted": deleted, "model": model}
 
 
 # ---------------------------------------------------------------------------- events
 @router.post("/v1/events", response_model=sc.EventsAccepted, status_code=201, tags=["events"])
-async def post_events(engine: Writer, body: sc.EventIn | sc.EventBatch) -> dict:
+async def post_events(engine: Writer, body: sc.EventIn | sc.EventBatch, request: Request) -> dict:
     """Store events (committed before the response), then fold them into the users' state:
     the next recommendation reflects them. Unknown users become new users."""
     batch = isinstance(body, sc.EventBatch)
     rows = [e.model_dump() for e in (body.events if batch else [body])]
+    pseudonymise_events(request.app.state.pseudonyms, rows)  # over a pseudonymised store
     engine.validate_events(rows, batch)
     if engine.local_store:  # a sub-millisecond SQLite commit: cheaper than a thread hand-off
         events = engine.store_events(rows)
@@ -231,23 +268,30 @@ async def _write_item(engine: Engine, item_id: str, body: sc.ItemPatch, create: 
 
 
 @router.post("/v1/items", response_model=sc.ItemOut, status_code=201, tags=["items"])
-async def create_item(engine: Admin, body: sc.ItemIn) -> dict:
+async def create_item(engine: Admin, body: sc.ItemIn, request: Request) -> dict:
     """Add an item: stored, vectorised from its content and graph views by the model (when it
     can), indexed, and recommendable on the next call."""
-    return await _write_item(engine, body.item_id, body, create=True)
+    out = await _write_item(engine, body.item_id, body, create=True)
+    await _audit(request, engine, "item.create", "item", body.item_id)
+    return out
 
 
 @router.patch("/v1/items/{item_id}", response_model=sc.ItemOut, tags=["items"])
-async def update_item(engine: Admin, item_id: ItemId, body: sc.ItemPatch) -> dict:
+async def update_item(engine: Admin, item_id: ItemId, body: sc.ItemPatch, request: Request) -> dict:
     """Replace the given fields of an item."""
-    return await _write_item(engine, item_id, body, create=False)
+    out = await _write_item(engine, item_id, body, create=False)
+    graph = [name for name in ("entity_id", "links") if getattr(body, name)]
+    changed = sorted({*body.text, *body.attributes, *graph})
+    await _audit(request, engine, "item.update", "item", item_id, {"fields": changed})
+    return out
 
 
 @router.delete("/v1/items/{item_id}", response_model=sc.ItemOut, tags=["items"])
-async def retire_item(engine: Admin, item_id: ItemId) -> dict:
+async def retire_item(engine: Admin, item_id: ItemId, request: Request) -> dict:
     """Retire an item: never recommended again (its history stays)."""
     await run_in_threadpool(engine.store_retire, item_id)
     engine.apply_retire(item_id)
+    await _audit(request, engine, "item.retire", "item", item_id)
     return engine.item(item_id)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -204,9 +204,34 @@ class ItemList(BaseModel):
     items: list[ItemBrief]
 
 
+class ModelErasure(BaseModel):
+    trained: bool = Field(description="whether the served model was trained on the user")
+    exact: list[str] = Field(
+        description="the model's parts updated exactly: as if trained without the user"
+    )
+    pending: list[str] = Field(
+        description="the parts that still depend on the user until `kinrec retrain`"
+    )
+    seconds: float = Field(description="how long the model's update took")
+    error: str | None = Field(None, description="why the model could not be updated")
+
+
 class Erasure(BaseModel):
     user_id: str
     deleted: dict[str, int]
+    model: ModelErasure
+
+
+class ErasureInfo(BaseModel):
+    exact_parts: list[str] = Field(description="the parts an erasure updates exactly")
+    stale_parts: list[str] = Field(
+        description="the parts that still depend on erased users (until `kinrec retrain`)"
+    )
+    n_forgotten: int = Field(description="trained users the model has forgotten exactly")
+    n_pending: int = Field(description="erased users the stale parts still depend on")
+    pending: list[str] = Field(
+        description="those users as sha256:<digest> of their stored id (at most 1000)"
+    )
 
 
 class Info(BaseModel):
@@ -220,6 +245,11 @@ class Info(BaseModel):
     history_prior: float = Field(
         description="c: a history of n events leans c / (c + n) on popularity (0: never)"
     )
+    graph_lift: float = Field(
+        0.0,
+        description="a new user's history lifts its items' knowledge-graph neighbours by up "
+        "to this much, in the model's score units (0: no lift)",
+    )
     supports_new_items: bool
     n_new_items: int = Field(description="recommendable items without training interactions")
     new_item_slots: int = Field(description="positions of each list reserved for new items")
@@ -232,6 +262,14 @@ class Info(BaseModel):
     )
     view_reasons: dict[str, str] | None = Field(
         None, description="why each view is on or off (from the data, or a setting)"
+    )
+    privacy: dict[str, Any] | None = Field(
+        None,
+        description="the differential-privacy accounting of a model trained with "
+        "dp_epsilon (mechanisms, composition, epsilon, delta, clipping); null: not private",
+    )
+    erasure: ErasureInfo | None = Field(
+        None, description="erasures applied to the model, and those waiting for a retrain"
     )
     auth: bool
 

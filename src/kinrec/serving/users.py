@@ -4,6 +4,8 @@ their history as the scorer takes it, events in (validated, stored, applied) and
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -12,9 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from kinrec.models.base import ERASED_PREFIX, ForgetResult
 from kinrec.serving import persist
 from kinrec.serving.errors import InvalidError
+from kinrec.serving.neighbours import NEIGHBOURS_NAMESPACE
 from kinrec.store import Event
+
+log = logging.getLogger("kinrec.serving")
 
 
 @dataclass
@@ -59,6 +65,8 @@ class UsersAndEvents:
         if user_id not in user_map:
             return None
         if self.erased and persist.user_hash(user_id) in self.erased:
+            return None
+        if user_id.startswith(ERASED_PREFIX):  # forgotten by the model (a tombstone)
             return None
         return user_map.index(user_id)
 
@@ -186,3 +194,107 @@ class UsersAndEvents:
             self.erased.add(persist.user_hash(user_id))
             self.cache.drop_user(user_id)
             self.metrics.online_users.set(len(self.users))
+
+    # ------------------------------------------------------------------ erasure: the model
+    # ``erasure_pending``: digests of erased users the model still depends on, in the parts
+    # it cannot update exactly (until retrained); ``erasure_applied``: users forgotten
+    # exactly by this process; ``_erasure_lock``: one model erasure at a time.
+    erasure_pending: set[str]
+    erasure_applied: int
+    _erasure_lock: threading.Lock
+
+    def _reapply_erasures(self) -> None:
+        """At start-up: the model's trained users erased since it was trained (the store's
+        durable erasure records, by digest) are forgotten again where the model can do it
+        exactly, and listed as pending for its other parts."""
+        self.erasure_pending, self.erasure_applied = set(), 0
+        self._erasure_lock = threading.Lock()
+        if not self.erased:
+            return
+        ids = self.model.user_map.ids()
+        hit = [
+            u
+            for u, uid in enumerate(ids)
+            if not uid.startswith(ERASED_PREFIX) and persist.user_hash(uid) in self.erased
+        ]
+        if hit:
+            digests = [persist.user_hash(ids[u]) for u in hit]
+            result = self._forget_trained(np.array(hit, dtype=np.int64), digests, False)
+            log.info(
+                "erasure: %d erased users forgotten by the model at start-up (exact: %s; "
+                "stale until retrained: %s) in %.2fs",
+                len(hit),
+                ", ".join(result.exact) or "-",
+                ", ".join(result.stale) or "-",
+                result.seconds,
+            )
+
+    def _forget_trained(
+        self, users: np.ndarray, digests: list[str], running: bool = True
+    ) -> ForgetResult:
+        """Forget trained ``users`` (indices, with their ``digests``): the slow part off the
+        engine's lock, the swap (and what reads the training rows: popularity, neighbour
+        lists, cached lists) under it. ``running``: the engine serves already."""
+        plan = self.model.prepare_forget(users)
+        stale_key = None
+        with self.lock:
+            result = plan.apply()
+            if result.exact:
+                self.scorer.refresh()
+                self._seen_csc = None
+                self.cache.clear()
+                if running and self.cos_index is None:  # lists from the training rows
+                    stale_key = self._neighbour_cache_key(self.config.neighbours)
+                    self._build_neighbours()
+            self.erasure_applied += result.users if result.exact else 0
+            if result.stale:
+                self.erasure_pending.update(digests)
+        if stale_key and stale_key != self._neighbour_cache_key(self.config.neighbours):
+            # the lists cached before (from the rows that held the user) go too
+            persist.delete_artifact(self.store, NEIGHBOURS_NAMESPACE, stale_key)
+        return result
+
+    def forget_in_model(self, user_id: str) -> dict[str, Any]:
+        """Remove an erased user from the served model (blocking: run it in a worker
+        thread): the parts it can update exactly are, now; the others are listed as pending
+        until the model is retrained without them (``kinrec retrain``). What was done, for
+        the response and the audit log."""
+        with self._erasure_lock:
+            user_map = self.model.user_map
+            if user_id not in user_map:
+                return {"trained": False, "exact": [], "pending": [], "seconds": 0.0}
+            idx = np.array([user_map.index(user_id)], dtype=np.int64)
+            try:
+                result = self._forget_trained(idx, [persist.user_hash(user_id)])
+            except Exception as exc:  # e.g. no memory for the re-solve: retrain instead
+                log.exception("erasure: the model could not forget the user")
+                with self.lock:
+                    self.erasure_pending.add(persist.user_hash(user_id))
+                return {
+                    "trained": True,
+                    "exact": [],
+                    "pending": list(self.model.parts),
+                    "seconds": 0.0,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+        return {
+            "trained": True,
+            "exact": list(result.exact),
+            "pending": list(result.stale),
+            "seconds": round(result.seconds, 3),
+        }
+
+    def erasure_info(self, limit: int = 1000) -> dict[str, Any]:
+        """What ``/v1/info`` says about erasure: users forgotten exactly (and in which
+        parts), and erasures pending for the parts that wait for a retrain (digests)."""
+        model = self.model
+        with self.lock:
+            pending = sorted(self.erasure_pending)
+        stale = [p for p in model.parts if p not in model.forgets_exactly]
+        return {
+            "exact_parts": list(model.forgets_exactly),
+            "stale_parts": stale if pending else [],
+            "n_forgotten": len(model.forgotten),
+            "n_pending": len(pending),
+            "pending": [f"sha256:{d}" for d in pending[:limit]],
+        }

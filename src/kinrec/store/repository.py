@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from kinrec.store import read
 from kinrec.store import schema as s
 from kinrec.store.engine import checkpoint, insert_ignore, make_engine, write_transaction
 from kinrec.store.ingest import IngestProgress, IngestReport, prepare, write
+
+if TYPE_CHECKING:
+    from kinrec.privacy.pseudonym import Pseudonymiser
 
 DEFAULT_URL = "sqlite:///kinrec.db"
 _IN_CHUNK = 500  # ids per IN (...) list
@@ -106,17 +109,30 @@ class Store:
         self.close()
 
     # ----------------------------------------------------------------------- datasets
-    def ingest(self, dataset: Dataset, *, progress: IngestProgress | None = None) -> IngestReport:
+    def ingest(
+        self,
+        dataset: Dataset,
+        *,
+        progress: IngestProgress | None = None,
+        pseudonymiser: Pseudonymiser | None = None,
+    ) -> IngestReport:
         """Store ``dataset`` in one transaction: idempotent, all or nothing.
 
         Rows already stored (same key, same content) are skipped. A bad row, or a row that
         contradicts what is stored, raises :class:`DataError` (file, line, field) and leaves
-        the database as it was.
+        the database as it was. With ``pseudonymiser``, user ids are replaced by their
+        pseudonyms before anything is written (:mod:`kinrec.privacy.pseudonym`); a store never
+        mixes raw and pseudonymous ids, nor two keys (:class:`PseudonymError`).
         """
+        from kinrec.privacy.pseudonym import check_ingest, pseudonymise_dataset
+
         t0 = time.perf_counter()
+        if pseudonymiser is not None:
+            dataset = pseudonymise_dataset(dataset, pseudonymiser)
         prepared = prepare(dataset)
         t1 = time.perf_counter()
         with write_transaction(self.engine) as conn:
+            check_ingest(conn, pseudonymiser, f"the store {self.engine.url!r}")
             _, created, tables = write(conn, prepared, progress)
         return IngestReport(dataset.name, created, tables, t1 - t0, time.perf_counter() - t1)
 

@@ -21,6 +21,10 @@ stored is not written again. ``position`` columns keep the input's row order for
 * ``embeddings``: a text-embedding cache keyed by (model, adapter, text hash) -> float32 blob;
   ``artifacts``: a small key-value table (namespace, key) -> bytes. Neither is per dataset:
   both are content caches that datasets can share.
+* ``audit_log``: append-only record of administrative actions (API keys created or revoked,
+  items added, changed or retired, users erased): when, who (an API key id, or ``cli``), what
+  and on what. Not per dataset. Written by :func:`kinrec.serving.audit.record`; a table of its
+  own, so that stores made before it gain it on first use.
 """
 
 from __future__ import annotations
@@ -266,6 +270,19 @@ artifacts = Table(
     Column("updated_at", Double, nullable=False),
 )
 
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),  # epoch seconds, UTC
+    Column("actor", String(64), nullable=False),  # an API key id, "cli", or "insecure-no-auth"
+    Column("action", String(64), nullable=False),  # e.g. "key.create", "user.erase"
+    Column("target_kind", String(16), nullable=False),  # key, item, user
+    Column("target", Text, nullable=False),  # a user is recorded as a digest, never the id
+    Column("detail", Text, nullable=False),  # a JSON object; never a secret
+    Index(None, "at"),
+)
+
 # Dataset tables in dependency order (parents first): the order of ingestion and the reverse
 # order of deletion.
 DATASET_TABLES = (
@@ -289,6 +306,7 @@ __all__ = [
     "EVENT_TYPES",
     "SCHEMA_VERSION",
     "artifacts",
+    "audit_log",
     "dataset_settings",
     "datasets",
     "embeddings",

@@ -86,6 +86,11 @@ class TransferRecommender(
     name = "kinformer"
     Config = TransferConfig
     uses = ("text", "attributes", "knowledge_graph", "ratings", "timestamps")
+    # Erasure (Recommender.forget): nothing is updated exactly. The two-tower is trained by
+    # gradient; the linear head's Gram matrix holds, besides the rating-weighted rows, the
+    # close co-occurrences of the users' time order and neighbour graphs scaled by the mean
+    # item count, whose parts the model directory does not keep: both wait for retraining.
+    parts = ("two-tower", "linear head")
 
     def __init__(self, config=None) -> None:
         super().__init__(config)

@@ -1,0 +1,297 @@
+"""User-level differential privacy (kinrec.privacy.dp): the calibration against the Gaussian
+privacy profile, clipping and its sensitivity bounds, the noise actually added, private EASE
+and popularity fits (saved, loaded, shown by /v1/info, refused by the CLI for other models),
+and the membership-inference audit."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from fastapi.testclient import TestClient
+from scipy.integrate import quad
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
+from test_serving_support import make_store, train
+from typer.testing import CliRunner
+
+from kinrec.cli import app as cli
+from kinrec.data.dataset import IdMap, Interactions
+from kinrec.models.base import Recommender
+from kinrec.models.ease import EASE, dense_gram
+from kinrec.models.popularity import Popularity
+from kinrec.privacy import dp
+from kinrec.serving.app import create_app
+from kinrec.serving.config import ServingConfig
+from kinrec.serving.engine import Engine
+
+
+def hockey_stick(mu: float, epsilon: float) -> float:
+    """δ(ε) of N(mu, 1) against N(0, 1), by numerical integration (independent of the
+    closed form under test)."""
+
+    def gap(x: float) -> float:
+        return max(0.0, norm.pdf(x - mu) - math.exp(epsilon) * norm.pdf(x))
+
+    return quad(gap, -40, 40 + mu, points=[epsilon / mu + mu / 2], limit=400)[0]
+
+
+def random_rows(n_users: int, n_items: int, density: float, seed: int) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    dense = rng.random((n_users, n_items)) < density
+    dense[np.arange(n_users), rng.integers(0, n_items, n_users)] = True  # no empty row
+    return sp.csr_matrix(dense.astype(np.float32))
+
+
+def interactions(rows: sp.csr_matrix) -> Interactions:
+    coo = rows.tocoo()
+    users = IdMap([f"u{i}" for i in range(rows.shape[0])])
+    items = IdMap([f"i{i}" for i in range(rows.shape[1])])
+    return Interactions(coo.row.astype(np.int64), coo.col.astype(np.int64), users, items)
+
+
+def upper(matrix: np.ndarray) -> np.ndarray:
+    return matrix[np.triu_indices_from(matrix)]
+
+
+# ------------------------------------------------------------------------------ accounting
+@pytest.mark.parametrize(("epsilon", "delta"), [(0.5, 1e-5), (1.0, 1e-5), (4.0, 1e-6), (8.0, 1e-4)])
+def test_mu_meets_the_gaussian_privacy_profile_exactly(epsilon: float, delta: float) -> None:
+    mu = dp.gaussian_mu(epsilon, delta)
+    assert hockey_stick(mu, epsilon) == pytest.approx(delta, rel=1e-4)
+    assert hockey_stick(mu * 1.01, epsilon) > delta  # the largest mu that does
+    assert dp.epsilon_of(mu, delta) == pytest.approx(epsilon, rel=1e-6)
+
+
+def test_sigma_is_the_analytic_gaussian_mechanism() -> None:
+    # Balle & Wang (2018): sigma 3.73 at (1, 1e-5) for sensitivity 1, where the classical
+    # sqrt(2 ln(1.25 / delta)) / epsilon asks for 4.84.
+    sigma = dp.gaussian_sigma(1.0, 1e-5, 1.0)
+    assert sigma == pytest.approx(3.7306, abs=1e-3)
+    for epsilon in (0.25, 0.5, 0.9):
+        classical = math.sqrt(2 * math.log(1.25 / 1e-5)) / epsilon
+        assert dp.gaussian_sigma(epsilon, 1e-5, 1.0) < classical
+    assert dp.gaussian_sigma(1.0, 1e-5, 7.0) == pytest.approx(7 * sigma)
+    assert dp.gaussian_mu(math.inf, 1e-5) == math.inf
+
+
+def test_two_releases_compose_to_the_target() -> None:
+    releases = dp.plan(2.0, 1e-5, {"gram": (10.0, "l2", 3.0), "counts": (2.0, "l2", 1.0)})
+    mu = dp.gaussian_mu(2.0, 1e-5)
+    assert dp.composed_mu(releases) == pytest.approx(mu)
+    gram, counts = releases
+    assert gram.mu**2 / counts.mu**2 == pytest.approx(3.0)  # the budget split by weight
+    assert gram.sigma == pytest.approx(10.0 / (mu * math.sqrt(0.75)))
+    info = dp.record(releases, 2.0, 1e-5, clip=5, seed=1)
+    assert info["epsilon_spent"] == pytest.approx(2.0, rel=1e-5)
+    assert info["composition"] == dp.COMPOSITION
+    assert info["public_inputs"] == ["item text", "knowledge graph"]
+
+
+# ------------------------------------------------------------------------------ clipping
+def test_clipping_keeps_at_most_clip_items_of_each_user() -> None:
+    rows = random_rows(60, 80, 0.3, seed=1)
+    clipped = dp.clip_rows(rows, 10, seed=3)
+    lengths = np.diff(rows.indptr)
+    kept = np.diff(clipped.indptr)
+    assert (kept == np.minimum(lengths, 10)).all()
+    assert (clipped.data == 1).all()
+    assert (clipped.multiply(rows) != clipped).nnz == 0  # a subset of each row
+    assert (dp.clip_rows(rows, 10, seed=3) != clipped).nnz == 0  # the seed decides
+    assert (dp.clip_rows(rows, 10, seed=4) != clipped).nnz > 0
+    # What a user keeps does not depend on anyone else's row (emptied: as an erasure does).
+    emptied = rows.tolil()
+    emptied[5, :] = 0
+    again = dp.clip_rows(sp.csr_matrix(emptied), 10, seed=3)
+    others = np.r_[0:5, 6:60]
+    assert (again[others] != clipped[others]).nnz == 0
+
+
+def test_clipping_samples_uniformly_without_replacement() -> None:
+    row = sp.csr_matrix(np.ones((1, 20), dtype=np.float32))
+    kept = np.zeros(20)
+    for seed in range(2000):
+        kept += dp.clip_rows(row, 5, seed).toarray()[0]
+    # every item is kept with probability 5 / 20: 500 of 2000 times, sd ~19
+    assert np.abs(kept - 500).max() < 80
+
+
+def test_one_users_contribution_is_within_the_sensitivity_bounds() -> None:
+    rows = random_rows(40, 30, 0.4, seed=2)
+    clip = 6
+    clipped = dp.clip_rows(rows, clip, seed=0).toarray().astype(np.float64)
+    full_gram, full_counts = clipped.T @ clipped, clipped.sum(axis=0)
+    gram_norms, count_norms = [], []
+    for u in range(len(clipped)):
+        rest = np.delete(clipped, u, axis=0)
+        gram_norms.append(np.linalg.norm(upper(full_gram - rest.T @ rest)))
+        count_norms.append(np.linalg.norm(full_counts - rest.sum(axis=0)))
+    assert max(gram_norms) <= dp.gram_sensitivity(clip) + 1e-9
+    assert max(count_norms) <= dp.count_sensitivity(clip) + 1e-9
+    # every row here has more than clip items: the bounds are met with equality
+    assert min(gram_norms) == pytest.approx(dp.gram_sensitivity(clip))
+    assert dp.gram_sensitivity(clip) == pytest.approx(math.sqrt((clip**2 + clip) / 2))
+    # the whole matrix's Frobenius norm counts each off-diagonal pair twice: ||x||^2 = clip
+    assert np.linalg.norm(np.outer(clipped[0], clipped[0])) == pytest.approx(clip)
+
+
+# ------------------------------------------------------------------------------ noise
+def test_the_gram_matrix_gets_symmetric_noise_of_the_predicted_spread() -> None:
+    rows = random_rows(100, 300, 0.05, seed=5)
+    truth = dense_gram(rows)
+    deviations = {}
+    for sigma in (2.0, 8.0):
+        release = dp.Release("gram", 1.0, sigma, "l2")
+        noisy = dp.noisy_gram(rows, release, np.random.default_rng(0))
+        assert np.array_equal(noisy, noisy.T)
+        deviation = upper(noisy - truth)  # 45,150 independent draws
+        assert abs(deviation.mean()) < 4 * sigma / math.sqrt(len(deviation))
+        assert deviation.std() == pytest.approx(sigma, rel=0.02)
+        assert np.diag(noisy - truth).std() == pytest.approx(sigma, rel=0.15)
+        deviations[sigma] = deviation
+    # the same draws, scaled: noise is proportional to sigma
+    np.testing.assert_allclose(deviations[8.0], 4 * deviations[2.0], rtol=1e-9, atol=1e-9)
+
+
+def test_counts_get_noise_of_the_predicted_spread() -> None:
+    rows = random_rows(50, 4000, 0.02, seed=6)
+    release = dp.Release("counts", 1.0, 3.0, "l2")
+    noisy = dp.noisy_counts(rows, release, np.random.default_rng(1))
+    deviation = noisy - np.asarray(rows.sum(axis=0)).ravel()
+    assert deviation.std() == pytest.approx(3.0, rel=0.05)
+
+
+def test_negative_eigenvalues_are_raised() -> None:
+    matrix = np.diag([3.0, -1.0, 2.0])
+    fixed, raised = dp.positive_definite(matrix, 0.0)
+    assert raised == 1
+    np.testing.assert_allclose(np.linalg.eigvalsh(fixed), [0.0, 2.0, 3.0], atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ models
+@pytest.fixture(scope="module")
+def data() -> Interactions:
+    return interactions(random_rows(200, 60, 0.15, seed=7))
+
+
+def test_no_epsilon_or_infinity_is_the_non_private_model_exactly(data: Interactions) -> None:
+    plain = EASE().fit(data)
+    for off in (EASE({"dp_epsilon": math.inf}), EASE({"dp_epsilon": None, "dp_clip": 3})):
+        off.fit(data)
+        assert off.config.dp_epsilon is None
+        assert np.array_equal(off.weights, plain.weights)
+        assert "privacy" not in off.fit_info
+    assert np.array_equal(Popularity({"dp_epsilon": math.inf}).fit(data).counts,
+                          Popularity().fit(data).counts)  # fmt: skip
+
+
+def test_private_fits_are_noisy_seeded_and_accounted(data: Interactions) -> None:
+    private = EASE({"dp_epsilon": 1.0, "dp_clip": 5}).fit(data)
+    again = EASE({"dp_epsilon": 1.0, "dp_clip": 5}).fit(data)
+    other = EASE({"dp_epsilon": 1.0, "dp_clip": 5, "seed": 1}).fit(data)
+    assert np.array_equal(private.weights, again.weights)
+    assert not np.array_equal(private.weights, other.weights)
+    assert not np.allclose(private.weights, EASE().fit(data).weights, atol=1e-3)
+    info = private.fit_info["privacy"]
+    assert info["delta"] == pytest.approx(1 / 200)  # default: 1 / training users
+    assert info["epsilon"] == 1.0 and info["epsilon_spent"] == pytest.approx(1.0, rel=1e-5)
+    assert info["sigma"] == pytest.approx(dp.gaussian_sigma(1.0, 1 / 200, math.sqrt(15)))
+    assert info["clip"]["items_per_user"] == 5
+    assert info["hyperparameters"] == "fixed in advance"
+    assert info["mechanisms"][0]["sensitivity"] == pytest.approx(math.sqrt(15))
+    pop = Popularity({"dp_epsilon": 1.0, "dp_delta": 1e-6, "dp_clip": 4}).fit(data)
+    assert pop.fit_info["privacy"]["delta"] == 1e-6
+    assert pop.fit_info["privacy"]["mechanisms"][0]["sensitivity"] == pytest.approx(2.0)
+    assert not np.array_equal(pop.counts, Popularity().fit(data).counts)
+
+
+def test_private_ease_skips_choices_on_validation_saves_and_serves(tmp_path: Path) -> None:
+    url = make_store(tmp_path)
+    (tmp_path / "private").mkdir()
+    (tmp_path / "plain").mkdir()
+    private_dir = train(tmp_path / "private", url, "ease", {"dp_epsilon": 2.0, "dp_clip": 8})
+    manifest = json.loads((private_dir / "manifest.json").read_text())
+    info = manifest["fit_info"]["privacy"]
+    n_users = manifest["n_users"]
+    assert info["epsilon"] == 2.0 and info["delta"] == pytest.approx(1 / n_users)
+    assert "history_prior" not in manifest["fit_info"]  # nothing chosen on private data
+    loaded = Recommender.load(private_dir)
+    assert loaded.fit_info["privacy"] == info
+    assert loaded.history_prior_strength == 0.0
+    plain_dir = train(tmp_path / "plain", url, "ease")
+    assert "history_prior" in json.loads((plain_dir / "manifest.json").read_text())["fit_info"]
+
+    for model_dir, expected in ((private_dir, info), (plain_dir, None)):
+        engine = Engine.open(ServingConfig(model_dir=model_dir, db=url), model_cls=Recommender)
+        client = TestClient(create_app(engine=engine))
+        response = client.get("/v1/info")
+        assert response.status_code == 200, response.text
+        assert response.json()["privacy"] == expected
+
+
+def test_cli_trains_privately_and_refuses_models_that_cannot(tmp_path: Path) -> None:
+    root = tmp_path / "split"
+    root.mkdir()
+    header = "user_id:token\titem_id:token\n"
+    rng = np.random.default_rng(0)
+    parts: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
+    for u in range(30):
+        for pos, i in enumerate(rng.permutation(40)[:12]):
+            part = "train" if pos < 9 else ("valid" if pos < 11 else "test")
+            parts[part].append(f"u{u}\ti{i}\n")
+    for part, lines in parts.items():
+        (root / f"toy.{part}.inter").write_text(header + "".join(lines))
+    runner = CliRunner()
+    refused = runner.invoke(
+        cli, ["train", "--model", "itemknn", "--split-dir", str(root), "--dp-epsilon", "1",
+              "--out", str(tmp_path / "knn")],
+    )  # fmt: skip
+    assert refused.exit_code != 0
+    assert "itemknn cannot be trained with differential privacy" in refused.output
+    assert "pop, ease" in refused.output
+    out = tmp_path / "ease"
+    res = runner.invoke(
+        cli, ["train", "--model", "ease", "--split-dir", str(root), "--dp-epsilon", "4",
+              "--dp-clip", "5", "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "manifest.json").read_text())["fit_info"]["privacy"]
+    assert info["epsilon"] == 4.0 and info["delta"] == pytest.approx(1 / 30)
+    assert info["clip"]["items_per_user"] == 5
+    assert "differential privacy (per user): epsilon 4" in res.output
+    lonely = runner.invoke(cli, ["train", "--model", "ease", "--split-dir", str(root),
+                                 "--dp-clip", "5", "--out", str(out)])  # fmt: skip
+    assert lonely.exit_code != 0 and "need --dp-epsilon" in lonely.output
+
+
+# ------------------------------------------------------------------------------ audit
+def test_auc_is_the_rank_formula() -> None:
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, 50).round(1), rng.normal(0, 1, 70).round(1)  # with ties
+    labels = np.r_[np.ones(50), np.zeros(70)]
+    assert dp.auc(pos, neg) == pytest.approx(roc_auc_score(labels, np.r_[pos, neg]))
+    assert dp.auc(np.ones(3), np.ones(4)) == 0.5
+
+
+def test_the_membership_attack_finds_an_overfit_models_training_users() -> None:
+    rows = random_rows(160, 50, 0.2, seed=9)  # no structure: only memorisation helps
+    members, outsiders = rows[:80], rows[80:]
+    overfit = EASE({"reg_weight": 0.5}).fit(interactions(members))
+    assert dp.membership_auc(overfit, members, outsiders) > 0.9
+    private = EASE({"reg_weight": 0.5, "dp_epsilon": 0.5}).fit(interactions(members))
+    assert dp.membership_auc(private, members, outsiders) < 0.7
+
+
+def test_erasing_a_user_from_a_private_ease_equals_its_private_fit_without_them(
+    data: Interactions,
+) -> None:
+    config = {"dp_epsilon": 1.0, "dp_clip": 5}
+    model = EASE(config).fit(data)
+    model.forget([3])
+    without = EASE(config).fit(data.subset(data.users != 3))  # same users, row 3 empty
+    np.testing.assert_allclose(model.weights, without.weights, rtol=0, atol=1e-6)
+    assert model.fit_info["privacy"]["delta"] == without.fit_info["privacy"]["delta"]
