@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select
-from test_serving_support import DATASET, make_dataset, make_store, train
+from test_serving_support import DATASET, fresh_store, make_dataset, make_store, train
 from typer.testing import CliRunner
 
 from kinrec.cli import app as kinrec_cli
@@ -58,15 +58,6 @@ def world(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("access")
     url = make_store(root)
     return {"url": url, "ease": train(root, url, "ease")}
-
-
-def fresh_store(world: dict, tmp_path: Path) -> str:
-    target = tmp_path / "copy.db"
-    source = sqlite3.connect(world["url"].removeprefix("sqlite:///"))
-    with sqlite3.connect(target) as copy:
-        source.backup(copy)
-    source.close()
-    return f"sqlite:///{target}"
 
 
 class Service:

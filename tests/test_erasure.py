@@ -6,14 +6,13 @@ restart, models that cannot forget exactly list the erasure as pending in ``/v1/
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from test_serving_support import DATASET, make_store, train
+from test_serving_support import DATASET, fresh_store, make_store, train
 from typer.testing import CliRunner
 
 from kinrec.cli import app as cli
@@ -121,15 +120,6 @@ def world(tmp_path_factory) -> dict:
     }
 
 
-def _copy_store(world: dict, tmp_path: Path) -> str:
-    target = tmp_path / "copy.db"
-    source = sqlite3.connect(world["url"].removeprefix("sqlite:///"))
-    with sqlite3.connect(target) as copy:
-        source.backup(copy)
-    source.close()
-    return f"sqlite:///{target}"
-
-
 def _client(model_dir: Path, url: str) -> tuple[Engine, TestClient]:
     engine = Engine.open(ServingConfig(model_dir=model_dir, db=url))
     return engine, TestClient(create_app(engine=engine, keyring=None))
@@ -153,7 +143,7 @@ def _refit_without(model_dir: Path, user: str) -> EASE:
 
 
 def test_delete_updates_the_served_ease_exactly_and_survives_a_restart(world, tmp_path) -> None:
-    url = _copy_store(world, tmp_path)
+    url = fresh_store(world, tmp_path)
     engine, client = _client(world["ease"], url)
     assert client.get("/v1/users/3/recommendations?k=5").status_code == 200  # cached now
     r = client.delete("/v1/users/1")
@@ -182,7 +172,7 @@ def test_delete_updates_the_served_ease_exactly_and_survives_a_restart(world, tm
 
 
 def test_pending_erasures_of_a_gradient_model_and_retrain(world, tmp_path) -> None:
-    url = _copy_store(world, tmp_path)
+    url = fresh_store(world, tmp_path)
     _, client = _client(world["bpr"], url)
     assert client.get("/v1/info").json()["erasure"]["n_pending"] == 0
     r = client.delete("/v1/users/2")

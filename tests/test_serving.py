@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from test_serving_support import (
     DATASET,
     ToyContent,
     admin_key,
+    fresh_store,
     make_dataset,
     make_store,
     train,
@@ -61,16 +61,6 @@ def world(tmp_path_factory) -> dict:
         ),
         "content": train_content(root, url),
     }
-
-
-def fresh_store(world: dict, tmp_path: Path) -> str:
-    """A private copy of the store (tests that write must not disturb each other)."""
-    target = tmp_path / "copy.db"
-    source = sqlite3.connect(world["url"].removeprefix("sqlite:///"))
-    with sqlite3.connect(target) as copy:
-        source.backup(copy)
-    source.close()
-    return f"sqlite:///{target}"
 
 
 def open_engine(world: dict, url: str, kind: str = "ease", **overrides) -> Engine:

@@ -5,6 +5,7 @@ events and add items (what a transfer model with content views does)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import zlib
 from pathlib import Path
 
@@ -76,6 +77,17 @@ def make_store(tmp_path: Path) -> str:
     with Store(url) as store:
         store.ingest(make_dataset())
     return url
+
+
+def fresh_store(world: dict, tmp_path: Path) -> str:
+    """A private copy of ``world["url"]``'s SQLite store (tests that write must not disturb
+    each other)."""
+    target = tmp_path / "copy.db"
+    source = sqlite3.connect(world["url"].removeprefix("sqlite:///"))
+    with sqlite3.connect(target) as copy:
+        source.backup(copy)
+    source.close()
+    return f"sqlite:///{target}"
 
 
 def train(tmp_path: Path, url: str, model: str = "ease", params: dict | None = None) -> Path:
