@@ -45,7 +45,7 @@ import scipy.sparse as sp
 from kinrec.data.dataset import Interactions
 from kinrec.evaluation.metrics import per_user_metrics
 from kinrec.evaluation.protocol import evaluate_scores
-from kinrec.models.base import REFERENCE_ITEMS, Recommender, reference_items
+from kinrec.models.base import REFERENCE_ITEMS, Recommender, neighbour_shares, reference_items
 
 HISTORIES = (1, 2, 3, 5, 10, 20)
 STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -154,7 +154,7 @@ def choose_history_prior(
             prior_totals += ndcg(raw, truth, firsts)
             if spread is None:  # the lift of each b, in units of the fold-in scores' spread
                 spread = float(np.median([np.std(r[np.isfinite(r)]) for r in raw]))
-            graph_lifts = _lifts(model, graph, rows, users)
+            graph_lifts = _lifts(graph, rows, users)
             for g, b in enumerate(grid):
                 lift_totals[g] += ndcg(_lifted(raw, graph_lifts, b * spread), chosen, known)
     finally:
@@ -215,16 +215,9 @@ def profile_graph(
     return graph, info
 
 
-def _lifts(
-    model: Recommender, graph: sp.csr_matrix, rows: sp.csr_matrix, users: np.ndarray
-) -> list[tuple[np.ndarray, np.ndarray]]:
+def _lifts(graph: sp.csr_matrix, rows: sp.csr_matrix, users: np.ndarray) -> list:
     """Each simulated user's graph lift at lift 1 (:meth:`Recommender.graph_lift`)."""
-    keep = model.profile_graph, model.profile_graph_lift
-    model.profile_graph, model.profile_graph_lift = graph, 1.0
-    try:
-        return [model.graph_lift(rows[u].indices, rows[u].data) for u in users]
-    finally:
-        model.profile_graph, model.profile_graph_lift = keep
+    return [neighbour_shares(graph, rows[u].indices, rows[u].data) for u in users]
 
 
 def _lifted(

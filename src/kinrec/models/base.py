@@ -185,6 +185,33 @@ class ModelConfig(BaseModel):
     )
 
 
+def neighbour_shares(
+    graph: sp.csr_matrix, items: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The items of ``weights @ graph`` (sorted; rows of ``graph`` beyond its size: none)
+    and their values relative to the highest (1): what
+    :meth:`Recommender.graph_lift` scales by the model's lift."""
+    items = np.asarray(items, dtype=np.int64)
+    if not len(items):
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    if weights is None:
+        weights = np.ones(len(items))
+    inside = items < graph.shape[0]
+    row = sp.csr_matrix(
+        (
+            np.asarray(weights, dtype=np.float64)[inside],
+            (np.zeros(int(inside.sum()), dtype=np.int64), items[inside]),
+        ),
+        shape=(1, graph.shape[0]),
+    )
+    spread = (row @ graph).tocsr()
+    spread.eliminate_zeros()
+    spread.sort_indices()
+    if not spread.nnz or spread.data.max() <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return spread.indices.astype(np.int64), spread.data / spread.data.max()
+
+
 @dataclass(frozen=True)
 class Scored:
     """One recommended or similar item."""
@@ -458,25 +485,10 @@ class Recommender(ABC):
         arrays) without a graph or lift. Items sorted; items added after fitting have no
         neighbours."""
         graph, lift = self.profile_graph, self.profile_graph_lift
-        items = np.asarray(items, dtype=np.int64)
-        if graph is None or lift <= 0 or not len(items):
+        if graph is None or lift <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        if weights is None:
-            weights = np.ones(len(items))
-        inside = items < graph.shape[0]
-        row = sp.csr_matrix(
-            (
-                np.asarray(weights, dtype=np.float64)[inside],
-                (np.zeros(int(inside.sum()), dtype=np.int64), items[inside]),
-            ),
-            shape=(1, graph.shape[0]),
-        )
-        spread = (row @ graph).tocsr()
-        spread.eliminate_zeros()
-        spread.sort_indices()
-        if not spread.nnz or spread.data.max() <= 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        return spread.indices.astype(np.int64), lift * spread.data / spread.data.max()
+        lifted, share = neighbour_shares(graph, items, weights)
+        return lifted, lift * share
 
     def score_new_user(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Scores over all items for someone the model never trained on, from their history
