@@ -14,10 +14,11 @@ shop often has):
 
 ``--pop-splits`` (default the warm ml-100k and ml-1m splits too) adds kg-knn and pop on
 further splits. ``--merge`` keeps the rows of an earlier run (same results file) that this
-run does not redo. Writes benchmarks/results/kg-gain.{md,json,png}.
+run does not redo; the results are written after each row. Writes
+benchmarks/results/kg-gain.{md,json,png}.
 
     python benchmarks/kg_gain.py [--splits ml-100k-cold,ml-1m-cold] [--texts full,title]
-        [--seeds 3] [--ml1m-seeds 3] [--merge]
+        [--seeds 3] [--ml1m-seeds 3] [--first-seed 2026] [--only-with-kg] [--merge]
 """
 
 from __future__ import annotations
@@ -100,15 +101,17 @@ def choices(records: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def run_rows(args) -> dict[str, list[dict]]:
-    """Records keyed ``split|text|model`` (``text`` is ``-`` for models that read none)."""
+def run_rows(args, done) -> dict[str, list[dict]]:
+    """Records keyed ``split|text|model`` (``text`` is ``-`` for models that read none);
+    ``done(runs)`` is called after each row, so a run stopped midway keeps its finished rows."""
     console = Console(width=160)
     runs: dict[str, list[dict]] = {}
+    variants = {"kinformer": KINFORMER["kinformer"]} if args.only_with_kg else KINFORMER
     for split in args.splits:
         seeds = args.ml1m_seeds if split.startswith("ml-1m") else args.seeds
         for text in args.texts:
             data = {"text_template": TEXTS[text]} if TEXTS[text] else None
-            for name, switch in KINFORMER.items():
+            for name, switch in variants.items():
                 console.rule(f"{split} | {TEXT_NAMES[text]} | {name} ({seeds} seeds)")
                 start = time.perf_counter()
                 runs[f"{split}|{text}|{name}"] = bench(
@@ -120,11 +123,14 @@ def run_rows(args) -> dict[str, list[dict]]:
                     first_seed=args.first_seed,
                 )
                 console.print(f"{time.perf_counter() - start:.0f} s")
+                done(runs)
             runs[f"{split}|{text}|lm-knn"] = bench(split, "lm-knn", 1, data=data)
+            done(runs)
     for split in dict.fromkeys([*args.splits, *args.pop_splits]):
         for name in ("kg-knn", "pop"):
             console.rule(f"{split} | {name}")
             runs[f"{split}|-|{name}"] = bench(split, name, 1)
+            done(runs)
     return runs
 
 
@@ -211,6 +217,11 @@ def main() -> None:
         action="store_true",
         help="keep the last run's rows and seeds that this run does not redo",
     )
+    parser.add_argument(
+        "--only-with-kg",
+        action="store_true",
+        help="kinformer with its graph only (a threshold check such as ml-1m warm's)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument(
         "--no-run", action="store_true", help="write the tables again from the last run's record"
@@ -226,11 +237,20 @@ def main() -> None:
     earlier = json.loads(out.read_text()) if args.merge and out.exists() else {}
     if args.no_run:
         earlier = json.loads(out.read_text())
-        runs, commands = earlier["runs"], earlier["commands"]
-    else:
-        runs = merged(earlier.get("runs", {}), run_rows(args))
-        command = shlex.join(["python", "benchmarks/kg_gain.py", *sys.argv[1:]])
-        commands = [*earlier.get("commands", []), command] if args.merge else [command]
+        write(earlier["runs"], earlier["commands"], args.results)
+        return
+    command = shlex.join(["python", "benchmarks/kg_gain.py", *sys.argv[1:]])
+    commands = [*earlier.get("commands", []), command] if args.merge else [command]
+
+    def done(runs: dict[str, list[dict]]) -> None:
+        write(merged(earlier.get("runs", {}), runs), commands, args.results)
+
+    run_rows(args, done)
+
+
+def write(runs: dict[str, list[dict]], commands: list[str], results: Path) -> None:
+    """The tables, targets and plot of ``runs`` to ``results``/kg-gain.{md,json,png}."""
+    out = results / f"{STEM}.json"
     report = {"runs": runs, "commands": commands}
     splits = list(dict.fromkeys(k.split("|")[0] for k in runs))
     md = ["# What the knowledge graph adds", "",
@@ -257,10 +277,10 @@ def main() -> None:
     md += [link("kg-gain", f"{STEM}.png")]
     text = "\n".join(md) + "\n"
     Console(width=200).print(text)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"{STEM}.md").write_text(text)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{STEM}.md").write_text(text)
     out.write_text(json.dumps(report))
-    plot_kg_gain(report, args.results / f"{STEM}.png")
+    plot_kg_gain(report, results / f"{STEM}.png")
 
 
 if __name__ == "__main__":
