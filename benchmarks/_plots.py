@@ -49,6 +49,8 @@ WHAT = {
     "lm-knn, kg-knn and pop, per split and item text (mean ± sd over seeds)",
     "ann-serving": "per-request latency of exact scoring and the index path, per kind of user "
     "and under load (log scale)",
+    "replicas": "throughput, request latency and event-to-effect delay across replicas "
+    "against the number of replicas",
 }
 """What each kind of picture shows (the text of its Markdown link)."""
 
@@ -1048,3 +1050,54 @@ def plot_ann_serving(report: Mapping[str, Any], path: str | Path) -> Path:
         )
 
     return _save(path, (13, 5), draw)
+
+
+# ------------------------------------------------------------------------ replicas
+def plot_replicas(report: Mapping[str, Any], path: str | Path) -> Path:
+    """benchmarks/replicas.py: closed-loop throughput (bars) and p50/p99 latency (closed
+    loop and at the fixed rate) per number of replicas; the event-to-effect delay across
+    replicas (p50, p99: idle, at the fixed rate, saturated), the 100 ms target marked."""
+    rows = list(report["configs"])
+    counts = [int(r["replicas"]) for r in rows]
+    rate = report.get("rate")
+
+    def draw(fig: Any) -> None:
+        left, mid, right = fig.subplots(1, 3)
+        left.bar(counts, [r["throughput_rps"] for r in rows], color=BAR_COLORS[0], width=0.6)
+        left.set_xticks(counts)
+        left.set_xlabel("replicas")
+        left.set_ylabel("requests/s (closed loop)")
+        left.set_title("Throughput")
+        lines = (
+            (lambda r: r["p50_ms"], "p50, closed loop", BAR_COLORS[0], "-"),
+            (lambda r: r["p99_ms"], "p99, closed loop", BAR_COLORS[2], "-"),
+            (lambda r: r["open_loop"]["p50_ms"], f"p50 at {rate:g} req/s", BAR_COLORS[0], "--"),
+            (lambda r: r["open_loop"]["p99_ms"], f"p99 at {rate:g} req/s", BAR_COLORS[2], "--"),
+        )
+        for get, label, color, style in lines:
+            mid.plot(counts, [get(r) for r in rows], "o", ls=style, color=color, label=label)
+        mid.set_xticks(counts)
+        mid.set_xlabel("replicas")
+        mid.set_ylabel("request latency (ms)")
+        mid.set_title("Latency")
+        mid.legend(fontsize=8)
+        series = (
+            ("effect_idle", "idle", BAR_COLORS[1]),
+            ("effect_rate", f"at {rate:g} req/s", BAR_COLORS[0]),
+            ("effect_saturated", "saturated", BAR_COLORS[2]),
+        )
+        for part, label, color in series:
+            for key, style in (("p50_ms", "--"), ("p99_ms", "-")):
+                points = [(int(r["replicas"]), r[part][key]) for r in rows if r.get(part)]
+                points = [(x, float(y)) for x, y in points if y is not None and math.isfinite(y)]
+                if points:
+                    name = f"{key.split('_')[0]} {label}"
+                    right.plot(*zip(*points, strict=True), "o", ls=style, color=color, label=name)
+        right.axhline(100, color=MUTED, lw=1, ls=":")
+        right.set_xticks(counts)
+        right.set_xlabel("replicas")
+        right.set_ylabel("event on A to reflected on B (ms)")
+        right.set_title("Event to effect across replicas")
+        right.legend(fontsize=7)
+
+    return _save(path, (13, 4.4), draw)

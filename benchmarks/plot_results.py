@@ -83,6 +83,7 @@ PICTURES = [  # the first pattern a name matches decides
     Picture("adapt", "adapt", "adapt.py", _plots.plot_adapt),
     Picture("content", "content", "content.py", _content),
     Picture("ann_serving", "ann-serving", "ann_serving.py", _plots.plot_ann_serving),
+    Picture("replicas", "replicas", "replicas.py", _plots.plot_replicas),
     Picture("scale*", "scale", "scale.py", _scale),
     Picture("privacy", "privacy", "privacy.py", _privacy),
 ]

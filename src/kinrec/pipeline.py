@@ -138,11 +138,21 @@ def train_and_evaluate(
     dataset: Dataset | None,
     out_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    ray_workers: int | None = None,
 ) -> TrainOutcome:
-    """Split, train with early stopping on valid, evaluate on test, save to ``out_dir``."""
+    """Split, train with early stopping on valid, evaluate on test, save to ``out_dir``.
+
+    ``ray_workers``: train on the connected Ray cluster
+    (:func:`kinrec.distributed.train.fit_distributed`) with that many data-parallel workers
+    for models trained in epochs."""
     split = make_split(dataset, config.split)
     model = create_model(config.model.name, config.model.build_config())
-    fit_with_validation(model, split, progress)
+    if ray_workers:
+        from kinrec.distributed.train import fit_distributed
+
+        model = fit_distributed(model, split, ray_workers, progress)
+    else:
+        fit_with_validation(model, split, progress)
     ks = config.evaluation.ks
     valid = None
     if len(split.valid):

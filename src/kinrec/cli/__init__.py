@@ -15,11 +15,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from kinrec.cli import knowledge, privacy
+from kinrec.cli import batch, knowledge, privacy
 from kinrec.cli.common import (
     ConfigOption,
     DbOption,
     EpochProgress,
+    RayOption,
     err,
     fail,
     memory_errors_as_messages,
@@ -27,6 +28,7 @@ from kinrec.cli.common import (
 )
 from kinrec.cli.common import errors_as_messages as _errors_as_messages
 from kinrec.config import DEFAULT_DB_URL, PipelineConfig, model_params_from_toml
+from kinrec.distributed.cluster import connect, resolve_address
 from kinrec.serving.cli import audit, keys_app, serve
 
 app = typer.Typer(
@@ -443,6 +445,14 @@ def train(
             "[default: the model's dp_clip]",
         ),
     ] = None,
+    ray: RayOption = None,
+    ray_workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --ray: data-parallel Ray Train workers for models trained in epochs",
+        ),
+    ] = 2,
 ) -> None:
     """Train a model on the stored dataset (split as configured), evaluate, save the model dir.
 
@@ -451,6 +461,10 @@ def train(
     with the epoch whose state was kept marked. One-pass models (ease, itemknn, pop) get
     none. With --dp-epsilon the model is (epsilon, delta)-differentially private for each
     user's training rows; its accounting goes to the model folder and /v1/info.
+
+    With --ray ADDRESS (auto, HOST:PORT or local; docs/scaling.md) models trained in epochs
+    are trained by --ray-workers data-parallel Ray Train workers, and the sparse linear
+    solver's item blocks run as Ray tasks.
     """
     from kinrec.pipeline import stored_dataset, train_and_evaluate
 
@@ -458,8 +472,13 @@ def train(
         cfg = _pipeline_config(config, model, dataset, db, split_dir)
         cfg = _private_config(cfg, dp_epsilon, dp_delta, dp_clip)
         data = None if cfg.split.method == "predefined" else stored_dataset(cfg)
+        workers = None
+        address = resolve_address(ray)
+        if address is not None:
+            connect(address)
+            workers = ray_workers
         with EpochProgress() as progress:
-            outcome = train_and_evaluate(cfg, data, out_dir, progress)
+            outcome = train_and_evaluate(cfg, data, out_dir, progress, ray_workers=workers)
     _print_trained(outcome.model, out_dir)
     _draw_training_curve(outcome.model, out_dir)
     rows = _segment_rows(outcome.test)
@@ -618,6 +637,15 @@ def _draw_training_curve(model, out_dir: Path) -> None:
 def _print_trained(model, out_dir: Path) -> None:
     """What training chose that a user should know: time, where, the new-user prior."""
     err.print(f"trained {model.name} in {model.fit_info['train_seconds']:.1f} s -> {out_dir}")
+    ray = model.fit_info.get("ray")
+    if ray:
+        how = (
+            f"{ray['training_workers']} data-parallel Ray Train workers on "
+            f"{ray['worker_nodes']} node(s)"
+            if "training_workers" in ray
+            else "the sparse solver's item blocks as Ray tasks (a dense solve runs here)"
+        )
+        err.print(f"on a Ray cluster of {ray['nodes']} node(s): {how}")
     views, reasons = model.fit_info.get("views"), model.fit_info.get("view_reasons") or {}
     if views:
         on = {True: "on", False: "off"}
@@ -706,14 +734,47 @@ def evaluate_cmd(
 
 @app.command()
 def recommend(
-    user: Annotated[str, typer.Option("--user", "-u", help="User id.")],
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="User id.", show_default=False)
+    ] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="Number of items.")] = 10,
     model_dir: Annotated[Path, typer.Option(exists=True, file_okay=False)] = Path("runs/model"),
-    include_seen: Annotated[bool, typer.Option(help="Allow already-seen items.")] = False,
+    include_seen: Annotated[
+        bool,
+        typer.Option(
+            "--include-seen/--exclude-seen",
+            help="Allow the user's training items (default: leave them out).",
+        ),
+    ] = False,
+    all_users: batch.AllUsersOption = False,
+    out_path: batch.OutOption = None,
+    batch_users: batch.BatchUsersOption = 4096,
+    ray: batch.RayOption = None,
+    workers: batch.WorkersOption = None,
 ) -> None:
-    """Top-k recommendations for a user from a saved model."""
+    """Top-k recommendations for a user from a saved model, or with --all-users for every
+    user into a Parquet file or the store (docs/scaling.md, "On a Ray cluster").
+
+    Example: kinrec recommend --model-dir runs/ease --all-users --out runs/ease-top10.parquet
+    """
     from kinrec.models.base import Recommender
 
+    if all_users:
+        batch.recommend_all_users(
+            user=user,
+            out_path=out_path,
+            k=k,
+            model_dir=model_dir,
+            include_seen=include_seen,
+            batch_users=batch_users,
+            ray=ray,
+            workers=workers,
+        )
+        return
+    if user is None:
+        raise fail("give --user ID (or --all-users --out PATH for every user)")
+    if out_path is not None:
+        raise fail("--out writes the recommendations of --all-users; give --all-users")
     with _errors_as_messages():
         model = Recommender.load(model_dir)
         items = model.recommend(user, k=k, exclude_seen=not include_seen)

@@ -18,6 +18,16 @@ DbOption = Annotated[
     str,
     typer.Option("--db", envvar="KINREC_DB", help="SQLAlchemy URL of the store (SQLite default)."),
 ]
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        envvar="KINREC_RAY_ADDRESS",
+        help="Run on a Ray cluster: auto (the cluster this machine joined with `ray start`), "
+        "HOST:PORT of its head, or local (a one-node instance for this command); "
+        "pip install 'kinrec[ray]'. docs/scaling.md",
+    ),
+]
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", exists=True, dir_okay=False, help="Pipeline TOML file."),

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from kinrec.cli.batch import RayOption, WorkersOption
 from kinrec.cli.common import DbOption, EpochProgress, err, errors_as_messages, out
 
 kg_app = typer.Typer(
@@ -69,14 +70,20 @@ def encode(
         Path | None, typer.Option(exists=True, file_okay=False, help="Sentence-transformers dir.")
     ] = None,
     show: Annotated[int, typer.Option(help="Print this many rendered item texts.")] = 3,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Embed every item's text with the language model, cached in the store by text hash.
 
     Unchanged items cost nothing on a second run; a changed item is re-encoded alone.
+    With --ray, the texts not in the cache are encoded by Ray Data actors (one per node, or
+    per GPU), and this process writes their vectors into the cache.
     """
+    from kinrec.distributed.cluster import connect, resolve_address
     from kinrec.knowledge.encoder import EncoderConfig, StoreEmbeddingCache, TextEncoder
     from kinrec.knowledge.text import render_item_texts
 
+    address = resolve_address(ray)
     with errors_as_messages():
         _, ds = _dataset(db, dataset)
         pairs = render_item_texts(ds, template)
@@ -85,7 +92,19 @@ def encode(
             options["model_path"] = model_path
         if adapter is not None:
             options["adapter_path"] = adapter
-        encoder = TextEncoder(EncoderConfig(**options), cache=StoreEmbeddingCache(db))
+        cache = StoreEmbeddingCache(db)
+        if address is None:
+            encoder = TextEncoder(EncoderConfig(**options), cache=cache)
+        else:
+            from kinrec.distributed.encode import RayTextEncoder
+
+            encoder = RayTextEncoder(
+                connect(address),
+                EncoderConfig(**options),
+                cache=cache,
+                workers=workers,
+                explicit_model=model_path is not None,
+            )
         start = time.perf_counter()
         vectors = encoder.encode([t for _, t in pairs])
         seconds = time.perf_counter() - start
@@ -104,6 +123,11 @@ def encode(
                 "items/s (encoded)": round(s.encoded / s.seconds, 1) if s.seconds else "-",
                 "model": encoder.model_id,
                 "adapter": encoder.adapter_id or "-",
+                **(
+                    {"ray workers (nodes used)": f"{encoder.plan.workers} ({len(encoder.nodes)})"}
+                    if address is not None
+                    else {}
+                ),
             },
         )
     )

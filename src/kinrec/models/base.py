@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -734,11 +734,28 @@ class Recommender(ABC):
         """Top-``k`` items for a known user, excluding training items unless told not to."""
         self._require_fitted()
         uidx = self.user_map.index(user_id)
-        scores = self.score(np.array([uidx]))[0].astype(np.float64)
-        if exclude_seen:
-            row = self.seen[uidx]
-            scores[row.indices] = -np.inf
-        return self._top(scores, k)
+        return next(self.recommend_many(np.array([uidx]), k, exclude_seen))[1]
+
+    SCORE_CELLS: ClassVar[int] = 1 << 24
+    """:meth:`recommend_many` scores about this many (user, item) cells at a time."""
+
+    def recommend_many(
+        self, users: np.ndarray, k: int = 10, exclude_seen: bool = True
+    ) -> Iterator[tuple[int, list[Scored]]]:
+        """:meth:`recommend` for each user index of ``users``, in order: ``(index, top-k)``
+        pairs, the users scored in blocks of about :attr:`SCORE_CELLS` cells (batch
+        recommendations for every user, :mod:`kinrec.distributed.batch`)."""
+        self._require_fitted()
+        users = np.asarray(users, dtype=np.int64)
+        step = max(1, self.SCORE_CELLS // max(len(self.item_map), 1))
+        seen = self.seen
+        for start in range(0, len(users), step):
+            chunk = users[start : start + step]
+            block = np.array(self.score(chunk), dtype=np.float64)
+            for scores, uidx in zip(block, chunk.tolist(), strict=True):
+                if exclude_seen:
+                    scores[seen.indices[seen.indptr[uidx] : seen.indptr[uidx + 1]]] = -np.inf
+                yield uidx, self._top(scores, k)
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Scored]:
         """Items most similar to ``item_id`` (cosine over item vectors or co-occurrence)."""

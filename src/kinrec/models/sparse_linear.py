@@ -219,6 +219,36 @@ def _in_threads(work: Callable[[int], int], starts: Sequence[int], workers: int)
         yield from pool.map(work, starts)
 
 
+def _blocks(block: Callable, shared: tuple, starts: Sequence[int], workers: int) -> Iterator:
+    """``block(*shared, start)`` for every start, in order: as tasks on the connected Ray
+    cluster inside :func:`kinrec.distributed.blocks.on_ray`, else in up to ``workers``
+    threads. ``block`` is a module-level function (it travels to Ray workers by name)."""
+    from kinrec.distributed import blocks
+
+    if blocks.active() and len(starts) > 1:
+        yield from blocks.map_blocks(block, shared, starts)
+        return
+    yield from _in_threads(lambda start: block(*shared, start), starts, workers)
+
+
+def _top_block(gram: GramParts, scale: np.ndarray, k: int, size: int, start: int):
+    """Items ``start : start + size``'s ``k`` nearest: (row, column, rank) triples."""
+    stop = min(start + size, gram.n_items)
+    return _top_sparse_rows(gram.columns(start, stop), start, scale, k)
+
+
+def _solve_block(gram: Gram, nb: np.ndarray, l2s: list[float], size: int, start: int):
+    """Items ``start : start + size``'s weights on their neighbours, one float32 ``(size,
+    k)`` array per L2 weight (a padded neighbour: the L2 on its diagonal, 0 on its
+    right-hand side)."""
+    stop = min(start + size, nb.shape[0])
+    a, b = _systems(gram, np.arange(start, stop), nb[start:stop])
+    eye = np.eye(nb.shape[1])
+    return [
+        np.linalg.solve(a + reg * eye, b[:, :, None])[:, :, 0].astype(np.float32) for reg in l2s
+    ]
+
+
 def top_neighbours(gram: Gram, k: int, block: int = 4096, workers: int = 1) -> np.ndarray:
     """Each item's ``k`` most cosine-similar items by the Gram matrix (``G_ij / sqrt(G_ii
     G_jj)``, positive entries only): an ``(n, k)`` index array, ``-1`` where an item has
@@ -234,15 +264,11 @@ def top_neighbours(gram: Gram, k: int, block: int = 4096, workers: int = 1) -> n
         return idx
     if isinstance(gram, GramParts):
         scale = _inverse_root(gram.diagonal())
-
-        def rows_of(start: int) -> int:
-            stop = min(start + block, n)
-            r, c, rank = _top_sparse_rows(gram.columns(start, stop), start, scale, k)
+        starts = range(0, n, block)
+        for start, (r, c, rank) in zip(
+            starts, _blocks(_top_block, (gram, scale, k, block), starts, workers), strict=True
+        ):
             idx[start + r, rank] = c
-            return stop
-
-        for _ in _in_threads(rows_of, range(0, n, block), workers):
-            pass
         return idx
     scale = _inverse_root(np.diag(gram))
     for start in range(0, n, 2048):
@@ -297,22 +323,18 @@ def neighbourhood_weights(
         batch = max(1, (64 << 20) // (8 * max(k, 1) ** 2))
         if isinstance(gram, GramParts):
             batch = min(batch, max(1, 2000 // (k + 1)))
-    eye = np.eye(k)
     weights = [np.zeros((n, k), dtype=np.float32) for _ in l2s]
-
-    def solve(start: int) -> int:
+    starts = range(0, n, batch) if k else range(0)
+    done = 0
+    for start, solved in zip(
+        starts, _blocks(_solve_block, (gram, nb, l2s, batch), starts, workers), strict=True
+    ):
         stop = min(start + batch, n)
-        a, b = _systems(gram, np.arange(start, stop), nb[start:stop])
-        for reg, out in zip(l2s, weights, strict=True):
-            # a padded neighbour: the L2 on its diagonal, 0 on its right-hand side
-            out[start:stop] = np.linalg.solve(a + reg * eye, b[:, :, None])[:, :, 0]
-        return stop
-
-    start = 0
-    for stop in _in_threads(solve, range(0, n, batch) if k else (), workers):
-        if progress is not None and (stop == n or stop * 100 // n > start * 100 // n):
+        for out, part in zip(weights, solved, strict=True):
+            out[start:stop] = part
+        if progress is not None and (stop == n or stop * 100 // n > done * 100 // n):
             progress(stop, n)  # about once per percent
-        start = stop
+        done = stop
     cols = np.repeat(np.arange(n), valid.sum(axis=1))
     heads = []
     for out in weights:

@@ -30,6 +30,8 @@ from kinrec.serving.errors import ConflictError, InvalidError, NotFoundError
 from kinrec.serving.keys import KeyRing
 from kinrec.serving.metrics import Metrics
 from kinrec.serving.pseudonyms import PseudonymMiddleware, app_pseudonymiser
+from kinrec.serving.reload import ModelWatcher, Reloader
+from kinrec.serving.replication import Replicator
 from kinrec.serving.routes import ops, router
 
 log = logging.getLogger("kinrec.serving")
@@ -132,6 +134,28 @@ def _install_errors(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error (logged)")
+
+
+def _replicator(
+    app: FastAPI, config: ServingConfig | None, engine: Engine | None, wanted: bool | None
+) -> Replicator | None:
+    """The replication listener the service runs, if any (see :func:`create_app`)."""
+    if wanted is None:
+        wanted = config is not None and config.replication == "auto"
+    if not wanted:
+        return None
+    url = config.db if config is not None else str(engine.store.engine.url.render_as_string(False))
+
+    def reload_keys() -> None:
+        if app.state.keyring is not None:
+            app.state.keyring.reload()
+
+    return Replicator(
+        url,
+        poll_seconds=config.replication_poll_seconds if config is not None else 0.25,
+        reconnect_seconds=config.replication_reconnect_seconds if config is not None else 1.0,
+        on_keys=reload_keys,
+    )
 
 
 def _too_large(limit: int) -> StarletteHTTPException:
@@ -249,6 +273,7 @@ def create_app(
     metrics: Metrics | None = None,
     max_body_bytes: int | None = None,
     pseudonymiser: Pseudonymiser | None = None,
+    replication: bool | None = None,
 ) -> FastAPI:
     """The service. Give a ready ``engine`` (tests), or an ``engine_factory`` (or a
     ``config``) to load one in the background after start-up: ``/healthz`` answers at once,
@@ -256,36 +281,70 @@ def create_app(
     ``max_body_bytes`` (default: the config's, else ``DEFAULT_MAX_BODY_BYTES``) get 413
     before they are read. Over a pseudonymised store, incoming user ids are replaced by their
     pseudonyms (``pseudonymiser``, else the key the config or the environment names;
-    :mod:`kinrec.serving.pseudonyms`)."""
+    :mod:`kinrec.serving.pseudonyms`). ``replication``: apply other replicas' changes to
+    this service's engine (:mod:`kinrec.serving.replication`; default: the config's
+    ``replication``, off for a given ``engine`` without a config). ``POST /v1/admin/reload``
+    loads a new engine with ``engine_factory`` (or from the config) and swaps it in
+    (:mod:`kinrec.serving.reload`)."""
     if config is None and engine is None:
         raise ValueError("create_app needs a config or an engine")
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
-    if engine is None and engine_factory is None:
+    if engine_factory is None and config is not None:
         engine_factory = lambda: Engine.open(config)  # noqa: E731
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         task = None
+        replicator = app.state.replicator = _replicator(app, config, engine, replication)
+        reloader = app.state.reloader = Reloader(
+            app,
+            engine_factory,
+            replicator=replicator,
+            grace_seconds=config.reload_grace_seconds if config is not None else 10.0,
+            model_dir=config.model_dir if config is not None else None,
+        )
+        if replicator is not None:
+            replicator.on_reload = reloader.start
+        watcher = None
+        if config is not None and config.watch_model:
+            watcher = ModelWatcher(config.model_dir, reloader, config.watch_seconds)
         if app.state.engine is None:
 
             async def load() -> None:
                 try:
+                    # before the state is read: what commits meanwhile is applied after
+                    cursor = await asyncio.to_thread(replicator.snapshot) if replicator else None
                     loaded = await asyncio.to_thread(engine_factory)
                     loaded.metrics = metrics
                     loaded._update_gauges()
                     freeze_heap()
+                    if replicator is not None:
+                        await asyncio.to_thread(replicator.attach, loaded, cursor)
                     app.state.engine = loaded
+                    if replicator is not None:
+                        replicator.start()
+                    if watcher is not None:
+                        watcher.start()
                 except Exception as exc:  # reported by /readyz; the process stays up
                     app.state.load_error = str(exc)
                     log.exception("could not load the engine")
 
             task = asyncio.create_task(load())
         else:
+            if replicator is not None:
+                replicator.attach(app.state.engine, replicator.snapshot())
+                replicator.start()
+            if watcher is not None:
+                watcher.start()
             freeze_heap()
         yield
         if task is not None and not task.done():
             task.cancel()
-        if app.state.engine is not None and engine is None:
+        if watcher is not None and watcher._thread.is_alive():
+            watcher.stop()
+        if replicator is not None:
+            replicator.stop()
+        if app.state.engine is not None and app.state.engine is not engine:
             app.state.engine.close()
         if app.state.keyring is not None:
             app.state.keyring.flush()  # the keys' latest uses

@@ -70,6 +70,26 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    replication: Annotated[
+        str,
+        typer.Option(
+            help="auto: apply what other replicas serving the same store commit (events, "
+            "items, erasures, keys, reloads), notified on PostgreSQL (LISTEN/NOTIFY), polled "
+            "every 0.25 s on SQLite; off: this process alone serves the store."
+        ),
+    ] = "auto",
+    watch_model: Annotated[
+        bool,
+        typer.Option(
+            "--watch-model",
+            help="Reload the model without downtime when the files of --model-dir change "
+            "(checked every --watch-seconds; loaded once they stop changing). POST "
+            "/v1/admin/reload (admin key) does the same on demand, on every replica.",
+        ),
+    ] = False,
+    watch_seconds: Annotated[
+        float, typer.Option(min=0.1, help="How often --watch-model checks the model folder.")
+    ] = 2.0,
 ) -> None:
     """Serve a trained model over HTTP: recommendations, live events, new items, console at /."""
     import uvicorn
@@ -78,6 +98,9 @@ def serve(
     from kinrec.serving.config import ServingConfig
 
     configure_logging(getattr(logging, log_level.upper(), logging.INFO))
+    if replication not in ("auto", "off"):
+        typer.echo(f"error: --replication is auto or off, not {replication!r}", err=True)
+        raise typer.Exit(2)
     config = ServingConfig(
         model_dir=model_dir,
         db=db,
@@ -89,6 +112,9 @@ def serve(
         max_body_bytes=max_body_bytes,
         log_requests=access_log,
         pseudonym_key_file=pseudonym_key_file,
+        replication=replication,
+        watch_model=watch_model,
+        watch_seconds=watch_seconds,
     )
     if insecure_no_auth:
         logging.getLogger("kinrec.serving").warning("serving WITHOUT authentication")

@@ -98,6 +98,28 @@ class ServingConfig(BaseModel):
         description="request bodies larger than this get 413 before they are read",
     )
     log_requests: bool = True
+    replication: Literal["auto", "off"] = Field(
+        "auto",
+        description=(
+            "auto: apply what other service replicas on the same store commit (events, "
+            "items, erasures, keys, reloads): notified on PostgreSQL, polled on SQLite; "
+            "off: this process alone serves the store"
+        ),
+    )
+    replication_poll_seconds: float = Field(
+        0.25, gt=0.0, description="on SQLite: how often the replication log is read"
+    )
+    replication_reconnect_seconds: float = Field(
+        1.0, gt=0.0, description="on PostgreSQL: wait before listening again after a drop"
+    )
+    watch_model: bool = Field(
+        False,
+        description="reload the model when the files of model_dir change (then hold still)",
+    )
+    watch_seconds: float = Field(2.0, gt=0.0, description="how often model_dir is checked")
+    reload_grace_seconds: float = Field(
+        10.0, ge=0.0, description="the replaced engine is closed this long after a reload"
+    )
     pseudonym_key_file: Path | None = Field(
         None,
         description=(

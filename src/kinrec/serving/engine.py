@@ -40,6 +40,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ class Engine(Neighbours, Recommending, Explaining, UsersAndEvents, Items):
         metrics: Metrics | None = None,
     ) -> None:
         started = time.perf_counter()
+        self.origin = uuid.uuid4().hex[:16]  # this engine's name in the replication log
         self.config = config
         self.store = store
         # An embedded SQLite store commits an event in well under a millisecond (the WAL is

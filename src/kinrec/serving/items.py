@@ -10,6 +10,7 @@ from typing import Any
 from kinrec.data.errors import DataError
 from kinrec.serving import persist
 from kinrec.serving.errors import ConflictError, InvalidError, NotFoundError
+from kinrec.store import changes
 
 log = logging.getLogger("kinrec.serving")
 
@@ -23,6 +24,7 @@ class Items:
 
     n_trained_items: int
     retired_stored: set[str]
+    origin: str  # this engine's name in the replication log
 
     # ------------------------------------------------------------------ lookups
     def _item_index(self, item_id: str) -> int | None:
@@ -151,6 +153,7 @@ class Items:
                 entity_id,
                 links,
                 create=create,
+                origin=self.origin,
             )
         except KeyError as exc:
             raise ConflictError(str(exc.args[0])) from None
@@ -195,8 +198,14 @@ class Items:
         with self.lock:
             if self._item_index(item_id) is None and item_id not in self.catalog.info:
                 raise NotFoundError(f"unknown item {item_id!r}")
+        change = changes.Pending(self.dataset, "retire", self.origin, {"item_id": item_id})
         persist.put_artifact(
-            self.store, persist.retired_namespace(self.dataset), item_id, b"{}", "application/json"
+            self.store,
+            persist.retired_namespace(self.dataset),
+            item_id,
+            b"{}",
+            "application/json",
+            change,
         )
 
     def apply_retire(self, item_id: str) -> None:

@@ -33,7 +33,7 @@ from typing import Literal
 from sqlalchemy import delete, insert, select
 
 from kinrec.serving import audit, persist
-from kinrec.store import Store
+from kinrec.store import Store, changes
 from kinrec.store import schema as s
 from kinrec.store.engine import write_transaction
 
@@ -263,6 +263,8 @@ def _save(
             )
         )
         audit.record(conn, actor, action, "key", record.id, detail)
+        # every service replica re-reads its keys at once (kinrec.serving.replication)
+        changes.record(conn, changes.Pending(None, "keys", actor, {"action": action}))
 
 
 def last_uses(store: Store) -> dict[str, float]:

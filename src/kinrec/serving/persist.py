@@ -18,7 +18,7 @@ import pandas as pd
 from sqlalchemy import Connection, delete, func, insert, select
 
 from kinrec.data.dataset import Dataset, empty_frame
-from kinrec.store import Event, Store, UnknownDatasetError, read
+from kinrec.store import Event, Store, UnknownDatasetError, changes, read
 from kinrec.store import schema as s
 from kinrec.store.engine import write_transaction
 
@@ -73,9 +73,19 @@ def _put(conn: Connection, namespace: str, key: str, data: bytes, media_type: st
     )
 
 
-def put_artifact(store: Store, namespace: str, key: str, data: bytes, media_type: str) -> None:
+def put_artifact(
+    store: Store,
+    namespace: str,
+    key: str,
+    data: bytes,
+    media_type: str,
+    change: changes.Pending | None = None,
+) -> None:
+    """Write one artifact (and ``change`` to the replication log, in the same transaction)."""
     with write_transaction(store.engine) as conn:
         _put(conn, namespace, key, data, media_type)
+        if change is not None:
+            changes.record(conn, change)
 
 
 # ------------------------------------------------------------------------------ events
@@ -104,9 +114,12 @@ def event_ids_present(store: Store, ids: Sequence[int]) -> set[int]:
     return found
 
 
-def erase_user(store: Store, dataset: str, user_id: str) -> dict[str, int]:
+def erase_user(
+    store: Store, dataset: str, user_id: str, origin: str | None = None
+) -> dict[str, int]:
     """Delete the user's events, interactions, attributes and row, and record the erasure
-    (by hash), all in one transaction. Rows deleted per table."""
+    (by hash), all in one transaction (with, given the writing replica's ``origin``, its
+    entry in the replication log). Rows deleted per table."""
     deleted: dict[str, int] = {}
     with write_transaction(store.engine) as conn:
         did = _dataset_id(conn, dataset)
@@ -116,6 +129,9 @@ def erase_user(store: Store, dataset: str, user_id: str) -> dict[str, int]:
             )
             deleted[table.name] = int(result.rowcount)
         _put(conn, erased_namespace(dataset), user_hash(user_id), b"{}", "application/json")
+        if origin is not None:
+            digest = {"digest": user_hash(user_id)}
+            changes.record(conn, changes.Pending(dataset, "erase", origin, digest))
     return deleted
 
 
@@ -200,9 +216,11 @@ def write_item(
     triples: Iterable[tuple[str, str]] = (),
     *,
     create: bool,
+    origin: str | None = None,
 ) -> None:
     """Insert (``create``) or update an item: its row, the given text and attribute fields
     (replacing those fields), and its knowledge-graph entity and ``(relation, tail)`` triples.
+    Given the writing replica's ``origin``, the write goes to the replication log too.
 
     Raises ``KeyError`` when creating an existing item or updating a missing one.
     """
@@ -242,6 +260,16 @@ def write_item(
                 )
         if entity_id is not None:
             _write_links(conn, did, item_id, entity_id, triples)
+        if origin is not None:
+            data = {
+                "item_id": item_id,
+                "texts": dict(texts),
+                "attributes": {k: list(v) for k, v in attributes.items()},
+                "entity_id": entity_id,
+                "links": [list(t) for t in triples],
+                "create": create,
+            }
+            changes.record(conn, changes.Pending(dataset, "item", origin, data))
 
 
 def _write_links(

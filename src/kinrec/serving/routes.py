@@ -315,3 +315,51 @@ async def similar(
 ) -> Response:
     """Items like this one: collaborative (``cf``), text, knowledge graph, or a blend."""
     return _json(await run_in_threadpool(engine.similar, item_id, k, by))
+
+
+# ---------------------------------------------------------------------------- admin
+def _reloader(request: Request):
+    reloader = getattr(request.app.state, "reloader", None)
+    if reloader is None or reloader.factory is None:
+        raise HTTPException(409, "this service was not started from a model directory to reload")
+    return reloader
+
+
+@router.post("/v1/admin/reload", status_code=202, tags=["admin"])
+async def reload_model(
+    engine: Admin,
+    request: Request,
+    scope: Annotated[
+        Literal["all", "this"],
+        Query(description="all: every replica on the store reloads; this: this one only"),
+    ] = "all",
+) -> JSONResponse:
+    """Load the model directory again in the background and swap it in when loaded; the
+    current model answers until then (:mod:`kinrec.serving.reload`). 202 at once;
+    ``GET /v1/admin/reload`` says when it is done."""
+    from kinrec.serving.reload import publish_reload
+
+    reloader = _reloader(request)
+    if scope == "all":
+        await run_in_threadpool(publish_reload, engine, request.state.actor)
+    reloader.start("request")
+    return JSONResponse({**reloader.status(), "scope": scope}, status_code=202)
+
+
+@router.get("/v1/admin/reload", tags=["admin"])
+async def reload_status(engine: Admin, request: Request) -> dict:
+    """The last reload: ``state`` (idle, loading, failed), ``generation`` (reloads done),
+    ``last_error``, ``seconds``."""
+    return _reloader(request).status()
+
+
+@router.get("/v1/admin/replication", tags=["admin"])
+async def replication_status(engine: Admin, request: Request) -> dict:
+    """This replica's view of the replication log (:mod:`kinrec.serving.replication`):
+    ``mode`` (notify on PostgreSQL, poll on SQLite, off), whether its listener is connected,
+    changes applied, resyncs."""
+    replicator = getattr(request.app.state, "replicator", None)
+    out = {"origin": engine.origin}
+    if replicator is None:
+        return {**out, "mode": "off"}
+    return {**out, **replicator.status()}

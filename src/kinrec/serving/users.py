@@ -57,6 +57,7 @@ class UsersAndEvents:
 
     users: dict[str, OnlineUser]
     erased: set[str]
+    origin: str  # this engine's name in the replication log
 
     # ------------------------------------------------------------------ lookups
     def _trained_user(self, user_id: str) -> int | None:
@@ -152,7 +153,7 @@ class UsersAndEvents:
 
     def store_events(self, rows: Sequence[Mapping[str, Any]]) -> list[Event]:
         """Commit events to the store (blocking); returns them as stored."""
-        ids = self.store.add_events(self.dataset, rows)
+        ids = self.store.add_events(self.dataset, rows, origin=self.origin)
         now = time.time()
         return [
             Event(
@@ -186,7 +187,7 @@ class UsersAndEvents:
 
     # ------------------------------------------------------------------ erasure
     def store_erasure(self, user_id: str) -> dict[str, int]:
-        return persist.erase_user(self.store, self.dataset, user_id)
+        return persist.erase_user(self.store, self.dataset, user_id, self.origin)
 
     def apply_erasure(self, user_id: str) -> None:
         with self.lock:

@@ -194,11 +194,15 @@ class Store:
             conn.execute(delete(s.datasets).where(s.datasets.c.id == did))
 
     # ------------------------------------------------------------------------- events
-    def add_events(self, dataset: str, rows: Iterable[Mapping[str, Any]]) -> list[int]:
+    def add_events(
+        self, dataset: str, rows: Iterable[Mapping[str, Any]], *, origin: str | None = None
+    ) -> list[int]:
         """Append events; returns their ids, in order. Committed before returning.
 
         Each row: ``user_id``, ``item_id``, ``type`` (one of :data:`schema.EVENT_TYPES`),
         optional ``value`` (float) and ``timestamp`` (epoch seconds; default: now).
+        ``origin`` (a service replica): the batch also goes to the replication log
+        (:mod:`kinrec.store.changes`) in the same transaction.
         """
         now = time.time()
         records = [_event_record(i, row, now) for i, row in enumerate(rows)]
@@ -209,7 +213,12 @@ class Store:
             for r in records:
                 r["dataset_id"] = did
             stmt = insert(s.events).returning(s.events.c.id, sort_by_parameter_order=True)
-            return [int(i) for i in conn.execute(stmt, records).scalars()]
+            ids = [int(i) for i in conn.execute(stmt, records).scalars()]
+            if origin is not None:
+                from kinrec.store import changes
+
+                changes.record(conn, changes.Pending(dataset, "events", origin, {"ids": ids}))
+            return ids
 
     def events_for_user(
         self,

@@ -25,6 +25,10 @@ stored is not written again. ``position`` columns keep the input's row order for
   items added, changed or retired, users erased): when, who (an API key id, or ``cli``), what
   and on what. Not per dataset. Written by :func:`kinrec.serving.audit.record`; a table of its
   own, so that stores made before it gain it on first use.
+* ``changes``: the replication log (autoincrement id) of what service replicas sharing the
+  store must apply to their memory: event batches (by event id), item writes, retirements,
+  erasures (by digest), key changes, model reloads (:mod:`kinrec.store.changes`). Pruned
+  after an hour; a table of its own, so that stores made before it gain it on first use.
 """
 
 from __future__ import annotations
@@ -283,6 +287,18 @@ audit_log = Table(
     Index(None, "at"),
 )
 
+changes = Table(
+    "changes",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),  # epoch seconds, UTC
+    Column("dataset", String(200), nullable=True),  # None: every dataset (keys, ...)
+    Column("kind", String(16), nullable=False),  # events, item, retire, erase, keys, reload
+    Column("origin", String(64), nullable=False),  # the writing replica (or "cli")
+    Column("data", Text, nullable=False),  # a JSON object; never a user id or a secret
+    Index(None, "at"),
+)
+
 # Dataset tables in dependency order (parents first): the order of ingestion and the reverse
 # order of deletion.
 DATASET_TABLES = (
@@ -307,6 +323,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "artifacts",
     "audit_log",
+    "changes",
     "dataset_settings",
     "datasets",
     "embeddings",

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from kinrec.distributed import data_parallel
 from kinrec.models.base import ModelConfig, ProgressCallback
 
 VALID_KEY = "valid_ndcg@10"
@@ -163,6 +164,7 @@ def train_epochs(
     if (snapshot is None) != (restore is None):
         raise ValueError("give both snapshot and restore, or neither")
     start = time.perf_counter()
+    dp = data_parallel.current()
     result = TrainingResult()
     stopper = EarlyStopping(patience)
     best_state: Any = None
@@ -179,9 +181,14 @@ def train_epochs(
             and epoch < max_epochs
             and elapsed * (epoch + 1) > max_seconds * epoch
         )
+        if dp is not None and max_seconds is not None:  # one clock decides for all workers
+            out_of_time = dp.agree(float(out_of_time)) > 0
         due = epoch % eval_every == 0 or epoch == max_epochs or out_of_time
         if validate is not None and due:
-            score = float(validate())
+            # in a data-parallel job the leader validates and the others take its score
+            score = float(validate()) if dp is None or dp.leader else math.nan
+            if dp is not None:
+                score = dp.agree(score)
             values[VALID_KEY] = score
             if stopper.update(score, epoch) and snapshot is not None:
                 best_state = snapshot()
@@ -194,6 +201,8 @@ def train_epochs(
         if out_of_time:
             result.stopped_by_budget = True
             break
+    if dp is not None:
+        dp.finish_epochs()  # the leader goes on; the other workers stop here
     if validate is not None and stopper.best_epoch:
         result.best_epoch, result.best_score = stopper.best_epoch, stopper.best_score
         if restore is not None and best_state is not None and stopper.best_epoch != epoch:
@@ -248,16 +257,28 @@ def optimize_epoch(
     loss_fn: Callable[[Any], torch.Tensor],
     optimizer: torch.optim.Optimizer,
 ) -> float:
-    """One pass of gradient steps; returns the mean loss weighted by batch length."""
+    """One pass of gradient steps; returns the mean loss weighted by batch length.
+
+    In a data-parallel job (:mod:`kinrec.distributed.data_parallel`) each worker takes its
+    share of every batch and the gradients are combined before the step."""
+    dp = data_parallel.current()
     total, count = 0.0, 0
     for batch in batches:
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(batch)
-        loss.backward()
-        optimizer.step()
         n = len(batch)
-        total += float(loss.detach()) * n
-        count += n
+        part = batch if dp is None else dp.shard(batch)
+        local = len(part)
+        if local:
+            loss = loss_fn(part)
+            loss.backward()
+            total += float(loss.detach()) * local
+        if dp is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            dp.reduce_gradients(params, local, n)
+        optimizer.step()
+        count += local
+    if dp is not None:
+        total, count = dp.sum(total, count)
     return total / max(count, 1)
 
 

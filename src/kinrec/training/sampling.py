@@ -22,6 +22,10 @@ class TripletBatch:
     def __len__(self) -> int:
         return len(self.users)
 
+    def select(self, index: torch.Tensor) -> TripletBatch:
+        """The batch's rows at ``index``."""
+        return TripletBatch(self.users[index], self.pos_items[index], self.neg_items[index])
+
 
 class UniformNegativeSampler:
     """Every distinct training pair once per epoch, each with one uniformly drawn negative.

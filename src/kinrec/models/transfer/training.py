@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kinrec.distributed import data_parallel
 from kinrec.models.transfer.config import TransferConfig
 from kinrec.models.transfer.network import VIEWS, FusionNetwork, info_nce
 from kinrec.models.transfer.propagation import (
@@ -66,6 +67,41 @@ class TransferTraining:
         self.fit_info["propagation"] = prop.name
         use_align = cfg.align_weight > 0 and cfg.use_id and (cfg.use_text or cfg.use_kg)
 
+        dp = data_parallel.current()
+        params = [p for group in opt.param_groups for p in group["params"]]
+
+        def step_loss(idx, negs, available, content_only) -> torch.Tensor:
+            """The loss of the pairs ``idx`` against the shared negatives ``negs``."""
+            bu, bi = pairs_u[idx], pairs_i[idx]
+            batch = prop.step(bu, np.union1d(bi, negs), available, content_only)
+            cos = cfg.similarity == "cosine"
+            # 1/temperature is folded into the user side, so the (batch x negatives)
+            # logits are never rescaled; the loss is softmax cross-entropy with the
+            # positive in front, written without materialising the concatenation.
+            users = batch.users
+            pi = batch.items[batch.positions(bi)]
+            ni = batch.items[batch.positions(negs)]
+            u = F.normalize(users, dim=-1) / cfg.temperature if cos else users
+            pi = F.normalize(pi, dim=-1) if cos else pi
+            ni = F.normalize(ni, dim=-1) if cos else ni
+            pos = (u * pi).sum(-1)
+            negative = torch.logsumexp(u @ ni.T, dim=1)
+            loss = (torch.logaddexp(pos, negative) - pos).mean()
+            if use_align:
+                at = batch.positions(np.unique(bi)[: min(1024, len(idx))])
+                content_view = batch.views["text"][at] + batch.views["kg"][at]
+                loss = loss + cfg.align_weight * info_nce(
+                    batch.views["id"][at], content_view, cfg.temperature
+                )
+            if cfg.cl_weight > 0:
+                ub = np.unique(bu, return_index=True)[1]
+                ib = batch.positions(np.unique(bi))
+                loss = loss + cfg.cl_weight * (
+                    info_nce(users[ub], batch.layer1[ub], cfg.cl_temperature)
+                    + info_nce(batch.items[ib], batch.x[ib], cfg.cl_temperature)
+                )
+            return loss
+
         def run_epoch(epoch: int) -> float:
             net.train()
             perm = rng.permutation(n_pairs)
@@ -80,43 +116,24 @@ class TransferTraining:
                     drop &= available[:, 1:].any(axis=1)
                     available[drop, 0] = False
                     content_only = content_only | drop
-                bu, bi = pairs_u[idx], pairs_i[idx]
                 # Negatives come from items that have interactions: an item nobody could have
                 # interacted with yet (not in the training data) is not evidence of dislike.
                 negs = warm[rng.integers(0, len(warm), cfg.n_negatives)]
-                batch = prop.step(bu, np.union1d(bi, negs), available, content_only)
-                cos = cfg.similarity == "cosine"
-                # 1/temperature is folded into the user side, so the (batch x negatives)
-                # logits are never rescaled; the loss is softmax cross-entropy with the
-                # positive in front, written without materialising the concatenation.
-                users = batch.users
-                pi = batch.items[batch.positions(bi)]
-                ni = batch.items[batch.positions(negs)]
-                u = F.normalize(users, dim=-1) / cfg.temperature if cos else users
-                pi = F.normalize(pi, dim=-1) if cos else pi
-                ni = F.normalize(ni, dim=-1) if cos else ni
-                pos = (u * pi).sum(-1)
-                negative = torch.logsumexp(u @ ni.T, dim=1)
-                loss = (torch.logaddexp(pos, negative) - pos).mean()
-                if use_align:
-                    at = batch.positions(np.unique(bi)[: min(1024, len(idx))])
-                    content_view = batch.views["text"][at] + batch.views["kg"][at]
-                    loss = loss + cfg.align_weight * info_nce(
-                        batch.views["id"][at], content_view, cfg.temperature
-                    )
-                if cfg.cl_weight > 0:
-                    ub = np.unique(bu, return_index=True)[1]
-                    ib = batch.positions(np.unique(bi))
-                    loss = loss + cfg.cl_weight * (
-                        info_nce(users[ub], batch.layer1[ub], cfg.cl_temperature)
-                        + info_nce(batch.items[ib], batch.x[ib], cfg.cl_temperature)
-                    )
+                if dp is not None:  # this worker's share of the batch (same negatives)
+                    idx = dp.shard(idx)
                 opt.zero_grad()
-                loss.backward()
+                if len(idx):  # a worker's share of a last, tiny batch can be empty
+                    loss = step_loss(idx, negs, available, content_only)
+                    loss.backward()
+                    total += loss.item()
+                    steps += 1
+                if dp is not None:
+                    n_batch = min(batch_size, n_pairs - start)
+                    dp.reduce_gradients(params, len(idx), n_batch)
                 opt.step()
                 prop.after_step()
-                total += loss.item()
-                steps += 1
+            if dp is not None:
+                total, steps = dp.sum(total, steps)  # the mean over every worker's steps
             self._refresh(prop, base_available)
             return total / max(steps, 1)
 

@@ -1,0 +1,120 @@
+"""Training on a local Ray cluster against the single-process fit, on a shared split.
+
+For each model, ``--seeds`` single-process fits (``kinrec benchmark --json``, seeds from
+2026) give the seed-to-seed spread; one fit of the first seed on a real local Ray cluster
+(a head without CPUs and ``--workers`` worker nodes of one CPU each, 127.0.0.1 only;
+data-parallel Ray Train workers for models trained in epochs, the sparse solver's item
+blocks as Ray tasks otherwise) is evaluated the same way (test, full ranking, train+valid
+masked). Target: the Ray fit within one sd of the single-process mean.
+
+``--reuse KEY=PATH`` takes a model's single-process records from an earlier results file
+(a ``kinrec benchmark --json`` line per seed, or kg_gain.py's JSON with ``runs[KEY]``)
+instead of fitting them again (kinformer on ml-1m: 12 minutes a fit here).
+
+Prints a table and writes benchmarks/results/ray-train.{md,json}.
+
+    python benchmarks/ray_train.py --split ml-1m --models bpr,multvae,kinformer --seeds 3 \\
+        --reuse "kinformer=benchmarks/results/kg-gain.json#ml-1m|full|kinformer"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from transfer import RESULTS, SHARED, bench, table
+
+STEM = "ray-train"
+
+
+def ray_record(split_name: str, model: str, seed: int, workers: int) -> dict:
+    """One fit on a local cluster of ``workers`` worker nodes, evaluated as run_one does."""
+    from kinrec.distributed.cluster import local_cluster
+    from kinrec.distributed.train import fit_distributed
+    from kinrec.evaluation.protocol import evaluate
+    from kinrec.models.registry import create_model
+    from kinrec.pipeline import load_split_folder
+
+    split = load_split_folder(SHARED / "benchmarks" / split_name)
+    with local_cluster(workers=workers):
+        start = time.perf_counter()
+        fitted = fit_distributed(create_model(model, {"seed": seed}), split, workers=workers)
+        wall = time.perf_counter() - start
+    result = evaluate(fitted, split.test, exclude=[split.train, split.valid], ks=(10, 20))
+    return {
+        "model": model,
+        "seed": seed,
+        **{k: round(v, 6) for k, v in result.metrics.items()},
+        "train_seconds": round(wall, 1),
+        "fit_info": {k: v for k, v in fitted.fit_info.items() if k in ("ray", "epochs_run")},
+    }
+
+
+def reused(spec: str) -> tuple[str, list[dict]]:
+    """``MODEL=PATH`` or ``MODEL=PATH#KEY`` -> (model, records)."""
+    model, _, where = spec.partition("=")
+    path, _, key = where.partition("#")
+    text = Path(path).read_text()
+    if key:
+        return model, json.loads(text)["runs"][key]
+    return model, [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", default="ml-1m")
+    parser.add_argument("--models", default="bpr,multvae,kinformer")
+    parser.add_argument("--seeds", type=int, default=3, help="single-process seeds (spread)")
+    parser.add_argument("--workers", type=int, default=2, help="Ray worker nodes and workers")
+    parser.add_argument("--reuse", action="append", default=[], metavar="MODEL=PATH[#KEY]")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    console = Console(width=160)
+    reuse = dict(reused(spec) for spec in args.reuse)
+    report: dict = {"split": args.split, "workers": args.workers, "models": {}}
+    rows = []
+    for model in [m for m in args.models.split(",") if m]:
+        console.rule(f"{args.split} | {model}")
+        single = reuse.get(model) or bench(args.split, model, args.seeds)
+        on_ray = ray_record(args.split, model, single[0]["seed"], args.workers)
+        report["models"][model] = {"single": single, "ray": on_ray}
+        for key in ("ndcg@10", "recall@20"):
+            vals = [r[key] for r in single]
+            mean = statistics.mean(vals)
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            verdict = "met" if abs(on_ray[key] - mean) <= sd else "missed"
+            if len(vals) < 2:
+                verdict = "one seed: no spread"
+            rows.append([model, key, f"{mean:.4f} ± {sd:.4f} ({len(vals)} seeds)",
+                         f"{on_ray[key]:.4f}", f"{on_ray[key] - mean:+.4f}", verdict,
+                         f"{statistics.median(r['train_seconds'] for r in single):.0f}",
+                         f"{on_ray['train_seconds']:.0f}"])  # fmt: skip
+        console.print(rows[-1])
+    command = shlex.join(["python", "benchmarks/ray_train.py", *sys.argv[1:]])
+    md = ["# Training on a Ray cluster", "", f"Command: `{command}`.", "",
+          f"Split `{args.split}` (test, full ranking, train+valid masked). Single process: "
+          "`kinrec benchmark` fits, mean ± sd over seeds from 2026. Ray: one fit of the first "
+          f"seed on a local cluster (a head and {args.workers} worker nodes of one CPU each, "
+          "127.0.0.1 only): data-parallel Ray Train workers for models trained in epochs. "
+          "Target: within one sd of the single-process mean. Times: median single-process "
+          "fit and the Ray fit's wall time (cluster start excluded), on the same 2-core "
+          "machine, so the Ray workers share its cores.", ""]  # fmt: skip
+    md += table(["model", "metric", "single process", "Ray", "difference", "within 1 sd",
+                 "single s", "Ray s"], rows)  # fmt: skip
+    text = "\n".join(md) + "\n"
+    console.print(text)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{STEM}.md").write_text(text)
+    (args.results / f"{STEM}.json").write_text(json.dumps({**report, "command": command}))
+
+
+if __name__ == "__main__":
+    main()
