@@ -11,7 +11,8 @@ masked). Target: the Ray fit within one sd of the single-process mean.
 (a ``kinrec benchmark --json`` line per seed, or kg_gain.py's JSON with ``runs[KEY]``)
 instead of fitting them again (kinformer on ml-1m: 12 minutes a fit here).
 
-Prints a table and writes benchmarks/results/ray-train.{md,json}.
+Prints a table and writes benchmarks/results/ray-train.{md,json} after each model
+(``--merge`` keeps the earlier run's other models).
 
     python benchmarks/ray_train.py --split ml-1m --models bpr,multvae,kinformer --seeds 3 \\
         --reuse "kinformer=benchmarks/results/kg-gain.json#ml-1m|full|kinformer"
@@ -75,17 +76,35 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="single-process seeds (spread)")
     parser.add_argument("--workers", type=int, default=2, help="Ray worker nodes and workers")
     parser.add_argument("--reuse", action="append", default=[], metavar="MODEL=PATH[#KEY]")
+    parser.add_argument("--merge", action="store_true", help="keep the last run's other models")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     console = Console(width=160)
     reuse = dict(reused(spec) for spec in args.reuse)
-    report: dict = {"split": args.split, "workers": args.workers, "models": {}}
-    rows = []
+    out = args.results / f"{STEM}.json"
+    earlier = json.loads(out.read_text()) if args.merge and out.exists() else {}
+    if earlier and earlier["split"] != args.split:
+        parser.error(f"--merge: {out} holds {earlier['split']}, not {args.split}")
+    command = shlex.join(["python", "benchmarks/ray_train.py", *sys.argv[1:]])
+    report: dict = {
+        "split": args.split,
+        "workers": args.workers,
+        "models": earlier.get("models", {}),
+        "commands": [*earlier.get("commands", []), command],
+    }
     for model in [m for m in args.models.split(",") if m]:
         console.rule(f"{args.split} | {model}")
         single = reuse.get(model) or bench(args.split, model, args.seeds)
         on_ray = ray_record(args.split, model, single[0]["seed"], args.workers)
         report["models"][model] = {"single": single, "ray": on_ray}
+        write(report, args.results, console)
+
+
+def write(report: dict, results: Path, console: Console) -> None:
+    """The table of ``report`` to ``results``/ray-train.{md,json}."""
+    rows = []
+    for model, runs in report["models"].items():
+        single, on_ray = runs["single"], runs["ray"]
         for key in ("ndcg@10", "recall@20"):
             vals = [r[key] for r in single]
             mean = statistics.mean(vals)
@@ -97,12 +116,12 @@ def main() -> None:
                          f"{on_ray[key]:.4f}", f"{on_ray[key] - mean:+.4f}", verdict,
                          f"{statistics.median(r['train_seconds'] for r in single):.0f}",
                          f"{on_ray['train_seconds']:.0f}"])  # fmt: skip
-        console.print(rows[-1])
-    command = shlex.join(["python", "benchmarks/ray_train.py", *sys.argv[1:]])
-    md = ["# Training on a Ray cluster", "", f"Command: `{command}`.", "",
-          f"Split `{args.split}` (test, full ranking, train+valid masked). Single process: "
+    commands = "; ".join(f"`{c}`" for c in report["commands"])
+    workers = report["workers"]
+    md = ["# Training on a Ray cluster", "", f"Command(s): {commands}.", "",
+          f"Split `{report['split']}` (test, full ranking, train+valid masked). Single process: "
           "`kinrec benchmark` fits, mean ± sd over seeds from 2026. Ray: one fit of the first "
-          f"seed on a local cluster (a head and {args.workers} worker nodes of one CPU each, "
+          f"seed on a local cluster (a head and {workers} worker nodes of one CPU each, "
           "127.0.0.1 only): data-parallel Ray Train workers for models trained in epochs. "
           "Target: within one sd of the single-process mean. Times: median single-process "
           "fit and the Ray fit's wall time (cluster start excluded), on the same 2-core "
@@ -111,9 +130,9 @@ def main() -> None:
                  "single s", "Ray s"], rows)  # fmt: skip
     text = "\n".join(md) + "\n"
     console.print(text)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"{STEM}.md").write_text(text)
-    (args.results / f"{STEM}.json").write_text(json.dumps({**report, "command": command}))
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{STEM}.md").write_text(text)
+    (results / f"{STEM}.json").write_text(json.dumps(report))
 
 
 if __name__ == "__main__":

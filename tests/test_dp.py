@@ -225,12 +225,37 @@ def test_private_ease_skips_choices_on_validation_saves_and_serves(tmp_path: Pat
     plain_dir = train(tmp_path / "plain", url, "ease")
     assert "history_prior" in json.loads((plain_dir / "manifest.json").read_text())["fit_info"]
 
+    exact = np.asarray(loaded.seen.sum(axis=0), dtype=np.float64).ravel()
     for model_dir, expected in ((private_dir, info), (plain_dir, None)):
         engine = Engine.open(ServingConfig(model_dir=model_dir, db=url), model_cls=Recommender)
         client = TestClient(create_app(engine=engine))
         response = client.get("/v1/info")
         assert response.status_code == 200, response.text
         assert response.json()["privacy"] == expected
+        # the service's popular items read the counts the model releases: the noisy ones
+        popularity = engine.scorer.popularity
+        if expected is None:
+            np.testing.assert_array_equal(popularity, exact.astype(np.float32))
+        else:
+            assert not np.allclose(popularity, exact, atol=0.5)
+            np.testing.assert_allclose(popularity, loaded.item_counts(), rtol=1e-6)
+
+
+def test_private_models_release_noisy_counts_only(data: Interactions, tmp_path: Path) -> None:
+    """What new users' popularity and the service's popular items read (item_counts) is the
+    private model's noisy counts, never below 0, kept across save and load; the diagonal of
+    EASE's released Gram matrix."""
+    exact = np.asarray(data.matrix().sum(axis=0), dtype=np.float64).ravel()
+    for model in (
+        EASE({"dp_epsilon": 1.0, "dp_clip": 5}).fit(data),
+        Popularity({"dp_epsilon": 1.0, "dp_clip": 5}).fit(data),
+    ):
+        counts = model.item_counts()
+        assert counts.shape == exact.shape and (counts >= 0).all()
+        assert not np.allclose(counts, exact, atol=0.5)
+        reloaded = Recommender.load(model.save(tmp_path / model.name))
+        np.testing.assert_array_equal(reloaded.item_counts(), counts)
+    np.testing.assert_array_equal(EASE().fit(data).item_counts(), exact)
 
 
 def test_cli_trains_privately_and_refuses_models_that_cannot(tmp_path: Path) -> None:

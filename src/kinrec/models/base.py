@@ -538,12 +538,18 @@ class Recommender(ABC):
             out[uncounted] = _rank_map(scores[counted], out[counted], scores[uncounted])
         return out
 
+    def item_counts(self) -> np.ndarray:
+        """Each item's training interaction count as the model may release it (float64):
+        exact here; a differentially private model's own noisy counts, never below 0 (what
+        new users' popularity and the service's popular items read)."""
+        return np.asarray(self.seen.sum(axis=0), dtype=np.float64).ravel()
+
     def _popularity_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Standardised ``log(1 + train count)`` of every item, and which items have a train
         count at all (cached per seen matrix)."""
         key = (self.seen.shape[1], self.seen.nnz)
         if self._popularity is None or self._popularity[0] != key:
-            counts = np.asarray(self.seen.sum(axis=0), dtype=np.float64).ravel()
+            counts = self.item_counts()
             logs = np.log1p(counts)
             z = (logs - logs.mean()) / (logs.std() + 1e-12)
             self._popularity = (key, z, counts > 0)

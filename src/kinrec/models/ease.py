@@ -377,6 +377,7 @@ class EASE(Recommender):
     def __init__(self, config: EASEConfig | dict | None = None) -> None:
         super().__init__(config)
         self.weights: np.ndarray | None = None
+        self.private_counts: np.ndarray | None = None  # with dp_epsilon: the noisy counts
 
     def _fit(
         self,
@@ -412,7 +413,10 @@ class EASE(Recommender):
         if self.config.dp_epsilon is not None:  # user-level DP: noisy Gram (privacy/dp.py)
             from kinrec.privacy.dp import private_ease_weights
 
-            weights, self.fit_info["privacy"] = private_ease_weights(seen, self.config, solver)
+            weights, counts, self.fit_info["privacy"] = private_ease_weights(
+                seen, self.config, solver
+            )
+            self.private_counts = counts
             return weights
         n = seen.shape[1]
         if solver == "dense":
@@ -470,11 +474,21 @@ class EASE(Recommender):
         sims[iidx] = -np.inf
         return self._top(sims, k)
 
+    def item_counts(self) -> np.ndarray:
+        """A private model's noisy counts (the released Gram matrix's diagonal)."""
+        if self.private_counts is not None:
+            return self.private_counts.astype(np.float64)
+        return super().item_counts()
+
     def _state(self) -> dict[str, np.ndarray]:
-        return item_item.state(self.weights, "weights")
+        state = item_item.state(self.weights, "weights")
+        if self.private_counts is not None:
+            state["private_counts"] = self.private_counts.astype(np.float64)
+        return state
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.weights = item_item.from_state(arrays, len(self.item_map), "weights")
+        self.private_counts = arrays.get("private_counts")
 
 
 def sparse_weights(

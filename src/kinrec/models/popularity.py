@@ -61,6 +61,12 @@ class Popularity(Recommender):
         """Popularity ignores the history: the same scores for everyone."""
         return self.counts.copy()
 
+    def item_counts(self) -> np.ndarray:
+        """The noisy counts when private (never below 0), else the exact ones."""
+        if self.config.dp_epsilon is not None:
+            return np.maximum(self.counts.astype(np.float64), 0.0)
+        return super().item_counts()
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"counts": self.counts}
 

@@ -436,8 +436,8 @@ def private_ease_weights(
     seen: sp.spmatrix, config: Any, solver: str
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """EASE weights (float32) from the noisy Gram matrix of the clipped rows of ``seen``,
-    and the privacy record. ``config`` is an EASE config with the DP fields
-    (:class:`DPConfig`) and ``dp_noise_l2``.
+    the noisy item counts (its diagonal, never below 0) and the privacy record. ``config``
+    is an EASE config with the DP fields (:class:`DPConfig`) and ``dp_noise_l2``.
 
     The L2 is ``reg_weight`` plus :func:`noise_l2`. Should the noisy Gram matrix plus the
     L2 still not be positive definite, the noisy matrix's negative eigenvalues are set to
@@ -465,8 +465,10 @@ def private_ease_weights(
         memory.Dense("the weights kept", (n, n), np.float32),
     )
     raised = 0
+    gram = noisy_gram(rows, release, noise_rng(config.seed))
+    counts = np.maximum(np.diag(gram), 0.0)  # the released diagonal: the noisy item counts
     try:
-        weights = ease_weights(noisy_gram(rows, release, noise_rng(config.seed)), l2, True)
+        weights = ease_weights(gram, l2, True)
     except NotPositiveDefiniteError:
         gram, raised = positive_definite(noisy_gram(rows, release, noise_rng(config.seed)), 0.0)
         weights = ease_weights(gram, l2, overwrite=True)
@@ -480,7 +482,7 @@ def private_ease_weights(
         l2={"reg_weight": config.reg_weight, "for_noise": l2 - config.reg_weight, "total": l2},
         eigenvalues_raised=raised,
     )
-    return weights.astype(np.float32), info
+    return weights.astype(np.float32), counts, info
 
 
 def private_counts(seen: sp.spmatrix, config: DPConfig) -> tuple[np.ndarray, dict[str, Any]]:

@@ -142,7 +142,7 @@ class ModelScorer:
         self.ridge = self.l2
         if self.item_vectors is not None and len(self.item_vectors):
             self.ridge = self.l2 * max(float((self.item_vectors**2).sum(axis=1).mean()), 1e-12)
-        counts = np.asarray(self.model.seen.sum(axis=0)).ravel().astype(np.float32)
+        counts = self.model.item_counts().astype(np.float32)
         self.popularity = np.zeros(self.n_items, dtype=np.float32)  # new items: 0
         self.popularity[: min(len(counts), self.n_items)] = counts[: self.n_items]
         self.log_popularity_std = float(np.log1p(self.popularity).std()) if self.n_items else 0.0
