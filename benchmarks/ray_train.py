@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer import RESULTS, SHARED, bench, table
 
 STEM = "ray-train"
+FIRST_SEED = 2026
 
 
 def ray_record(split_name: str, model: str, seed: int, workers: int) -> dict:
@@ -77,10 +78,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Ray worker nodes and workers")
     parser.add_argument("--reuse", action="append", default=[], metavar="MODEL=PATH[#KEY]")
     parser.add_argument("--merge", action="store_true", help="keep the last run's other models")
+    parser.add_argument("--no-run", action="store_true", help="write the table of the last run")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     console = Console(width=160)
-    reuse = dict(reused(spec) for spec in args.reuse)
+    reuse = {spec.partition("=")[0]: spec for spec in args.reuse}
     out = args.results / f"{STEM}.json"
     earlier = json.loads(out.read_text()) if args.merge and out.exists() else {}
     if earlier and earlier["split"] != args.split:
@@ -92,10 +94,14 @@ def main() -> None:
         "models": earlier.get("models", {}),
         "commands": [*earlier.get("commands", []), command],
     }
+    if args.no_run:
+        write(json.loads(out.read_text()), args.results, console)
+        return
     for model in [m for m in args.models.split(",") if m]:
         console.rule(f"{args.split} | {model}")
-        single = reuse.get(model) or bench(args.split, model, args.seeds)
-        on_ray = ray_record(args.split, model, single[0]["seed"], args.workers)
+        on_ray = ray_record(args.split, model, FIRST_SEED, args.workers)
+        # read after the Ray fit: a reused file may gain seeds meanwhile
+        single = reused(reuse[model])[1] if model in reuse else bench(args.split, model, args.seeds)
         report["models"][model] = {"single": single, "ray": on_ray}
         write(report, args.results, console)
 

@@ -340,7 +340,7 @@ def test_the_extraction_finds_the_commands() -> None:
     # the checks themselves catch what they should
     bad = [
         Command(README, 1, "x", True, ["kinrec", "train", "--no-such-option"]),
-        Command(README, 1, "x", True, ["kinrec", "recommend", "--model-dir", "runs/x"]),
+        Command(README, 1, "x", True, ["kinrec", "similar", "--model-dir", "runs/x"]),
         Command(README, 1, "x", True, ["kinrec", "nosuch"]),
         Command(README, 1, "x", True, ["python", "benchmarks/transfer.py", "--no-such"]),
         Command(README, 1, "x", True, ["curl", "localhost:8000/v1/nosuch"]),
