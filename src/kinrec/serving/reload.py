@@ -201,6 +201,9 @@ class ModelWatcher:
         self.every = every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kinrec-watch", daemon=True)
+        # taken now, before the engine is loaded: a model published while it loads (or
+        # before the thread first runs) is a change, reloaded once it holds still
+        self._loaded = fingerprint(self.model_dir)
 
     def start(self) -> None:
         self._thread.start()
@@ -210,8 +213,7 @@ class ModelWatcher:
         self._thread.join(5)
 
     def _run(self) -> None:
-        loaded = fingerprint(self.model_dir)
-        seen = loaded
+        loaded = seen = self._loaded
         while not self._stop.wait(self.every):
             now = fingerprint(self.model_dir)
             if now != loaded and now == seen:
