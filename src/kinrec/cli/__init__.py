@@ -749,7 +749,7 @@ def recommend(
     all_users: batch.AllUsersOption = False,
     out_path: batch.OutOption = None,
     batch_users: batch.BatchUsersOption = 4096,
-    ray: batch.RayOption = None,
+    ray: RayOption = None,
     workers: batch.WorkersOption = None,
 ) -> None:
     """Top-k recommendations for a user from a saved model, or with --all-users for every

@@ -13,17 +13,6 @@ import typer
 
 from kinrec.cli.common import err, errors_as_messages, fail, out
 
-RayOption = Annotated[
-    str | None,
-    typer.Option(
-        "--ray",
-        metavar="ADDRESS",
-        help="Run on a Ray cluster: auto (the cluster this machine joined with `ray start`), "
-        "HOST:PORT (its head), local (a one-node instance in this process). Default: "
-        "$KINREC_RAY_ADDRESS, else no Ray. Needs pip install 'kinrec\\[ray]'.",
-        show_default=False,
-    ),
-]
 AllUsersOption = Annotated[
     bool,
     typer.Option(

@@ -22,10 +22,11 @@ RayOption = Annotated[
     str | None,
     typer.Option(
         "--ray",
-        envvar="KINREC_RAY_ADDRESS",
+        metavar="ADDRESS",
         help="Run on a Ray cluster: auto (the cluster this machine joined with `ray start`), "
-        "HOST:PORT of its head, or local (a one-node instance for this command); "
-        "pip install 'kinrec[ray]'. docs/scaling.md",
+        "HOST:PORT (its head), local (a one-node instance in this process). Default: "
+        "$KINREC_RAY_ADDRESS, else no Ray. Needs pip install 'kinrec\\[ray]'.",
+        show_default=False,
     ),
 ]
 ConfigOption = Annotated[

@@ -17,8 +17,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kinrec.cli.batch import RayOption, WorkersOption
-from kinrec.cli.common import DbOption, EpochProgress, err, errors_as_messages, out
+from kinrec.cli.batch import WorkersOption
+from kinrec.cli.common import DbOption, EpochProgress, RayOption, err, errors_as_messages, out
 
 kg_app = typer.Typer(
     help="Knowledge graph: build it from item attributes + imported triples, query, embed.",
