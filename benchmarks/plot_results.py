@@ -98,6 +98,8 @@ NO_PICTURE = {
     "large-catalogue*": "one or two runs whose outcome is a sentence (fitted, or the refusal's "
     "message) rather than a number",
     "propagation": "two rows (full, cached): their ratio is the result, a column of the table",
+    "ray-train": "per model one Ray fit beside the single-process mean ± sd and the same seed's "
+    "fit: a difference column of the table says it",
     "sparse-head": "two dense/sparse pairs: their ratios are the result, a column of the table",
 }
 """Records without a picture, and why."""
