@@ -228,23 +228,35 @@ def record(
     clip: int,
     seed: int,
     hyperparameters: str = "fixed in advance",
+    sgd: Any = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The accounting record a private model keeps (``fit_info["privacy"]``): mechanisms,
     composition, the target and the reached ε, δ, clipping, public inputs, how its
-    hyper-parameters were chosen and what is not covered; ``extra`` adds model-specific
-    fields (e.g. the L2 the noise asked for)."""
-    mu = composed_mu(releases)
+    hyper-parameters were chosen and what is not covered; ``sgd``: the DP-SGD steps
+    (:class:`kinrec.privacy.dpsgd.SGDPlan`) composed with the releases by Opacus' PRV
+    accountant; ``extra`` adds model-specific fields (e.g. the L2 the noise asked for)."""
+    mu = composed_mu(releases) if releases else 0.0
+    mechanisms = [{"mechanism": "gaussian", **asdict(r), "mu": r.mu} for r in releases]
+    if sgd is None:
+        spent, accountant = epsilon_of(mu, delta), ACCOUNTANT
+        composition = COMPOSITION if len(releases) > 1 else "one release (no composition)"
+    else:
+        from kinrec.privacy import dpsgd
+
+        spent, accountant = dpsgd.epsilon_spent(releases, sgd, delta), dpsgd.ACCOUNTANT
+        composition = "PRV accountant over every release and DP-SGD step (see accountant)"
+        mechanisms.append(sgd.describe())
     return {
         "unit": "user (add or remove all of one user's rows)",
         "epsilon": float(epsilon),
         "delta": float(delta),
-        "epsilon_spent": round(epsilon_of(mu, delta), 6),
+        "epsilon_spent": round(spent, 6),
         "mu": mu,
         "sigma": releases[0].sigma if len(releases) == 1 else {r.name: r.sigma for r in releases},
-        "mechanisms": [{"mechanism": "gaussian", **asdict(r), "mu": r.mu} for r in releases],
-        "accountant": ACCOUNTANT,
-        "composition": COMPOSITION if len(releases) > 1 else "one release (no composition)",
+        "mechanisms": mechanisms,
+        "accountant": accountant,
+        "composition": composition,
         "clip": {
             "items_per_user": int(clip),
             "how": f"each user keeps at most {clip} training items, sampled uniformly without "
@@ -432,6 +444,33 @@ def noise_l2(sigma: float, n_items: int, scale: float) -> float:
     return scale * 2.0 * sigma * math.sqrt(n_items)
 
 
+def solve_noisy_gram(
+    rows: sp.csr_matrix, release: Release, l2: float, seed: int, what: str
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """EASE weights (float32) solved from the noisy Gram matrix of the clipped binary
+    ``rows`` with ``l2``, the noisy item counts (its diagonal, never below 0) and how many
+    negative eigenvalues were raised: should the noisy matrix plus the L2 not be positive
+    definite, its negative eigenvalues are set to 0 (post-processing) and it is solved again."""
+    from kinrec.models import memory
+    from kinrec.models.ease import NotPositiveDefiniteError, ease_weights
+
+    n = rows.shape[1]
+    memory.require(
+        f"{what} with differential privacy (fit on {n:,} items)",
+        memory.Dense("the noisy Gram matrix, inverted in place", (n, n), np.float64),
+        memory.Dense("the weights kept", (n, n), np.float32),
+    )
+    raised = 0
+    gram = noisy_gram(rows, release, noise_rng(seed))
+    counts = np.maximum(np.diag(gram), 0.0)  # the released diagonal: the noisy item counts
+    try:
+        weights = ease_weights(gram, l2, True)
+    except NotPositiveDefiniteError:
+        gram, raised = positive_definite(noisy_gram(rows, release, noise_rng(seed)), 0.0)
+        weights = ease_weights(gram, l2, overwrite=True)
+    return weights.astype(np.float32), counts, raised
+
+
 def private_ease_weights(
     seen: sp.spmatrix, config: Any, solver: str
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -444,9 +483,6 @@ def private_ease_weights(
     0 (a projection onto the positive semi-definite matrices, as the true Gram matrix is:
     post-processing, no privacy cost) and the solve is repeated; the record says how many.
     Only the dense solver: the sparse one picks neighbours from exact co-occurrences."""
-    from kinrec.models import memory
-    from kinrec.models.ease import NotPositiveDefiniteError, ease_weights
-
     if solver != "dense":
         raise ValueError(
             "ease with dp_epsilon needs the dense solver (the sparse one chooses each item's "
@@ -457,21 +493,10 @@ def private_ease_weights(
     epsilon, delta = target(config, n_users)
     clip = config.dp_clip
     (release,) = plan(epsilon, delta, {"gram": (gram_sensitivity(clip), GRAM_NORM, 1.0)})
-    rows = clip_rows(seen, clip, config.seed)
     l2 = config.reg_weight + noise_l2(release.sigma, n, config.dp_noise_l2)
-    memory.require(
-        f"ease with differential privacy (fit on {n:,} items)",
-        memory.Dense("the noisy Gram matrix, inverted in place", (n, n), np.float64),
-        memory.Dense("the weights kept", (n, n), np.float32),
+    weights, counts, raised = solve_noisy_gram(
+        clip_rows(seen, clip, config.seed), release, l2, config.seed, "ease"
     )
-    raised = 0
-    gram = noisy_gram(rows, release, noise_rng(config.seed))
-    counts = np.maximum(np.diag(gram), 0.0)  # the released diagonal: the noisy item counts
-    try:
-        weights = ease_weights(gram, l2, True)
-    except NotPositiveDefiniteError:
-        gram, raised = positive_definite(noisy_gram(rows, release, noise_rng(config.seed)), 0.0)
-        weights = ease_weights(gram, l2, overwrite=True)
     info = record(
         [release],
         epsilon,
@@ -482,7 +507,7 @@ def private_ease_weights(
         l2={"reg_weight": config.reg_weight, "for_noise": l2 - config.reg_weight, "total": l2},
         eigenvalues_raised=raised,
     )
-    return weights.astype(np.float32), counts, info
+    return weights, counts, info
 
 
 def private_counts(seen: sp.spmatrix, config: DPConfig) -> tuple[np.ndarray, dict[str, Any]]:

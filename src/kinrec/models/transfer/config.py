@@ -7,11 +7,15 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from kinrec.models.memory import available_cpus
+from kinrec.privacy.dp import DPConfig
 from kinrec.training.loop import IterativeConfig
 
 
-class TransferConfig(IterativeConfig):
-    """Settings of the transfer model; every component can be switched off for ablations."""
+class TransferConfig(IterativeConfig, DPConfig):
+    """Settings of the transfer model; every component can be switched off for ablations.
+
+    With ``dp_epsilon`` set the model trains privately (:mod:`kinrec.models.transfer.private`)
+    from the ``dp_*`` settings below, all fixed in advance: none is chosen on validation."""
 
     dim: int = Field(64, ge=4, description="embedding size of every view")
     use_id: bool = Field(True, description="collaborative ID view")
@@ -238,6 +242,44 @@ class TransferConfig(IterativeConfig):
             "share of warm items (>= 5 interactions) made pseudo-new on validation to choose "
             "the score offset of new items: declared in the side data or added later (0: none)"
         ),
+    )
+
+    dp_tower_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="with dp_epsilon: the tower's (DP-SGD) share of the privacy budget "
+        "(of mu^2); the linear head's noisy Gram matrix gets the rest (1: no head)",
+    )
+    dp_epochs: float = Field(
+        10.0,
+        gt=0,
+        description="with dp_epsilon: expected passes over the users (steps = epochs / "
+        "sample rate), fixed in advance: no early stopping on validation",
+    )
+    dp_users_per_step: int = Field(
+        512, ge=1, description="with dp_epsilon: expected users in a DP-SGD step (Poisson)"
+    )
+    dp_grad_clip: float = Field(
+        1.0, gt=0, description="with dp_epsilon: L2 bound of one user's gradient per step"
+    )
+    dp_learning_rate: float = Field(
+        0.01, gt=0, description="with dp_epsilon: Adam's step size in DP-SGD"
+    )
+    dp_negatives: int = Field(
+        256, ge=1, description="with dp_epsilon: uniform negatives of a DP-SGD step"
+    )
+    dp_noise_l2: float = Field(
+        0.5,
+        ge=0.0,
+        description="with dp_epsilon: the head's L2 for the Gram matrix's noise, in units of "
+        "its spectral norm (2 sigma sqrt(items)), as EASE's",
+    )
+    dp_head_weight: float = Field(
+        1.0,
+        gt=0,
+        description="with dp_epsilon: the head's score spread relative to the tower's (the "
+        "weight is set from synthetic histories drawn from the released counts)",
     )
 
     @model_validator(mode="before")

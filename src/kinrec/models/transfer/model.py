@@ -15,7 +15,8 @@ The rest is one mixin class per seam, each in its own module:
   weighted head), for trained users and folded-in histories;
 * :mod:`~kinrec.models.transfer.retrieval`: candidate retrieval for the service (the tower
   as an inner-product index, the head's candidates, exact scores of a few candidates);
-* :mod:`~kinrec.models.transfer.state`: training snapshots and the saved state.
+* :mod:`~kinrec.models.transfer.state`: training snapshots and the saved state;
+* :mod:`~kinrec.models.transfer.private`: the fit with user-level differential privacy.
 
 Mixins rather than collaborator objects: the parts share one state (the vectors, the head,
 the offsets) that training sets and scoring reads, and call across each other (the head's
@@ -53,6 +54,7 @@ from kinrec.models.prior import PopularityPrior, choose_prior_weight, feature_co
 from kinrec.models.transfer.cold import ColdItems
 from kinrec.models.transfer.config import TransferConfig
 from kinrec.models.transfer.head import LinearHead
+from kinrec.models.transfer.private import PrivateTraining
 from kinrec.models.transfer.retrieval import TransferRetrieval
 from kinrec.models.transfer.scoring import TransferScoring
 from kinrec.models.transfer.state import TransferState
@@ -66,6 +68,7 @@ KG_SOURCES = ("attributes", "knowledge_graph")
 
 
 class TransferRecommender(
+    PrivateTraining,
     TransferTraining,
     LinearHead,
     ColdItems,
@@ -113,6 +116,7 @@ class TransferRecommender(
         self.linear_weight = 0.0
         self.rating_strength: RatingStrength | None = None  # weights of the head's input rows
         self.head_rows: sp.csr_matrix | None = None  # ``seen`` weighted by strength; None: seen
+        self.private_counts: np.ndarray | None = None  # with dp_epsilon: the noisy counts
         self._progress: ProgressCallback | None = None  # while fitting
 
     # ----------------------------------------------------------------- training
@@ -134,6 +138,9 @@ class TransferRecommender(
         self.content = build_item_content(self.side, self.item_map, self._item_text_embedder())
         self._check_content_views()
         cfg: TransferConfig = self.config
+        if cfg.dp_epsilon is not None:  # user-level DP: its own fit (private.py)
+            self._fit_private(train, progress)
+            return
         self.is_new = np.zeros(train.n_items, dtype=bool)  # set once training is done
         self.neighbour_graph_share = cfg.neighbour_graph_share  # chosen with the cold offset
         threads = cfg.fit_threads()
@@ -141,13 +148,7 @@ class TransferRecommender(
         with torch_threads(threads), seeded(cfg.seed) as rng:
             self._train(train, validator, progress, rng)
         self.linear = None
-        counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
-        self.popularity = None  # the features follow the views, not an earlier fit
-        features = self._prior_features(self.content)
-        self.popularity, self.prior = PopularityPrior.fit(features, counts)
-        if feature_count(features) == 0:  # no content: the prior is the items' own popularity
-            logs = np.log1p(counts)
-            self.prior = ((logs - logs.mean()) / (logs.std() + 1e-12)).astype(np.float32)
+        self._fit_prior(np.bincount(train.items, minlength=train.n_items).astype(np.float64))
         self._impute_new_items(np.flatnonzero(self.is_untrained))
         self._declare_new_items(train.n_items)
         self.linear_weight = 0.0
@@ -161,6 +162,16 @@ class TransferRecommender(
         if cfg.cold_calibration > 0 and valid is not None and len(valid):
             self._calibrate_cold(train, valid)
             self._impute_new_items(np.flatnonzero(self.is_untrained))
+
+    def _fit_prior(self, counts: np.ndarray) -> None:
+        """The popularity prior from item ``counts``: predicted from the items' content
+        where there is some, else the items' own standardised log counts."""
+        self.popularity = None  # the features follow the views, not an earlier fit
+        features = self._prior_features(self.content)
+        self.popularity, self.prior = PopularityPrior.fit(features, counts)
+        if feature_count(features) == 0:  # no content: the prior is the items' own popularity
+            logs = np.log1p(counts)
+            self.prior = ((logs - logs.mean()) / (logs.std() + 1e-12)).astype(np.float32)
 
     # ------------------------------------------------------------- views
     def requirements(self) -> tuple[Requirement, ...]:

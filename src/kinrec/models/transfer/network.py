@@ -4,9 +4,11 @@ operators and contrastive loss its training uses."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.linalg  # noqa: F401  (sp.linalg.svds)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,11 +88,21 @@ class FusionNetwork(nn.Module):
             "text": self.text_view(text) if self.text_on else zeros,
             "kg": entities @ self.entity_emb.weight if self.kg_on else zeros,
         }
-        stacked = torch.stack([views[v] for v in VIEWS], dim=1)  # (n, 3, d)
-        logits = self.gate(torch.cat([views[v] for v in VIEWS], dim=1))
-        logits = logits.masked_fill(~available, -1e9)
-        weights = torch.softmax(logits, dim=-1) * available.any(dim=1, keepdim=True)
-        return (weights[..., None] * stacked).sum(dim=1), views
+        return fuse(self.gate, views, available), views
+
+
+def fuse(
+    gate: Callable[[torch.Tensor], torch.Tensor],
+    views: dict[str, torch.Tensor],
+    available: torch.Tensor,
+) -> torch.Tensor:
+    """The gated sum of an item's views: ``gate`` maps the concatenated views ``(n, 3 d)``
+    to a logit per view; views not ``available`` get none; rows with no view are zero."""
+    stacked = torch.stack([views[v] for v in VIEWS], dim=1)  # (n, 3, d)
+    logits = gate(torch.cat([views[v] for v in VIEWS], dim=1))
+    logits = logits.masked_fill(~available, -1e9)
+    weights = torch.softmax(logits, dim=-1) * available.any(dim=1, keepdim=True)
+    return (weights[..., None] * stacked).sum(dim=1)
 
 
 def pca_projection(text: torch.Tensor, d: int) -> torch.Tensor:
@@ -101,6 +113,24 @@ def pca_projection(text: torch.Tensor, d: int) -> torch.Tensor:
     proj = torch.zeros(text.shape[1], d)
     proj[:, :k] = v[:k].T
     return proj
+
+
+def graph_projection(entities: sp.spmatrix, d: int) -> torch.Tensor:
+    """A fixed (untrained) ``(n_entities, d)`` entity table: the top-``d`` right singular
+    vectors of the items' entity rows, so that ``entities @ table`` projects each item's row
+    onto the graph's principal axes (the graph's :func:`pca_projection`, uncentred to keep
+    the matrix sparse)."""
+    m = sp.csr_matrix(entities, dtype=np.float64)
+    k = min(d, min(m.shape) - 1)
+    table = np.zeros((m.shape[1], d), dtype=np.float32)
+    if k >= 1 and m.nnz:
+        if min(m.shape) <= 2 * d:
+            _, _, vt = np.linalg.svd(m.toarray(), full_matrices=False)
+            k = min(d, vt.shape[0])
+        else:
+            _, _, vt = sp.linalg.svds(m, k=k, random_state=0)
+        table[:, :k] = vt[:k].T
+    return torch.from_numpy(table)
 
 
 def _csr(matrix: sp.spmatrix) -> torch.Tensor:

@@ -73,6 +73,8 @@ class TransferState:
         )
         if self.linear is not None:
             state.update(heads.state(self.linear))
+        if self.private_counts is not None:
+            state["private_counts"] = self.private_counts.astype(np.float64)
         if self.rating_strength is not None:
             r = self.rating_strength
             state["rating_strength"] = np.array([r.low, r.high, r.spread])
@@ -101,6 +103,7 @@ class TransferState:
             self.rating_strength = RatingStrength(*map(float, arrays["rating_strength"]))
             self.head_rows = self._strength_rows(arrays["head_rows"])
         self.item_content = arrays["item_content"]
+        self.private_counts = arrays.get("private_counts")
         self.popularity = PopularityPrior.from_state(arrays)
         n_items = self.item_final.shape[0]
         entities = sp.csr_matrix(

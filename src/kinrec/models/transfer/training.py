@@ -170,22 +170,28 @@ class TransferTraining:
     @torch.no_grad()
     def _refresh(self, prop: Propagation, available: np.ndarray) -> None:
         """Recompute the inference matrices from the current parameters (no noise, no dropout)."""
-        net = self._net
-        net.eval()
-        avail_t = torch.from_numpy(available)
+        self._net.eval()
         x, views, users, items, item_layers = prop.full(available)
         items = torch.where(torch.from_numpy(self.is_untrained)[:, None], x, items)
-        logits = net.gate(torch.cat([views[v] for v in VIEWS], dim=1)).masked_fill(~avail_t, -1e9)
-        # items without any usable view have no gate (their weights are 0, not uniform)
-        has_view = avail_t.any(dim=1, keepdim=True)
-        self.gate_weights = (torch.softmax(logits, dim=-1) * has_view).numpy()
         # Layers 0..L-1 of items are what a folded-in user's layers 1..L are summed from.
         self.item_layers = torch.stack(item_layers[: self.config.n_layers]).numpy().copy()
         self.item_final = self._finish(items.numpy())
         self.user_final = self._finish(users.numpy())
+        self._set_view_arrays(views, available, prop.text, prop.entities)
+
+    @torch.no_grad()
+    def _set_view_arrays(self, views, available: np.ndarray, text, entities) -> None:
+        """The fusion gate's weights per item and view, and the content-only item vectors,
+        from the network's current parameters (``views``: its views of every item)."""
+        net = self._net
+        avail_t = torch.from_numpy(available)
+        logits = net.gate(torch.cat([views[v] for v in VIEWS], dim=1)).masked_fill(~avail_t, -1e9)
+        # items without any usable view have no gate (their weights are 0, not uniform)
+        has_view = avail_t.any(dim=1, keepdim=True)
+        self.gate_weights = (torch.softmax(logits, dim=-1) * has_view).numpy()
         content_only = avail_t.clone()
         content_only[:, 0] = False
-        self.item_content = self._finish(net(prop.text, prop.entities, content_only)[0].numpy())
+        self.item_content = self._finish(net(text, entities, content_only)[0].numpy())
 
     def _finish(self, vectors: np.ndarray) -> np.ndarray:
         if self.config.similarity == "cosine":

@@ -1,0 +1,275 @@
+"""kinformer with user-level differential privacy (``dp_epsilon``): :class:`PrivateTraining`.
+
+The privacy unit is a user (:mod:`kinrec.privacy.dp`); item text and the knowledge graph are
+public. Every user first keeps at most ``dp_clip`` training items (the same seeded sample for
+every part, :func:`~kinrec.privacy.dp.clip_rows`). Then, each part private on its own and
+all of them accounted together:
+
+* **the tower** (the fusion network's ID, text and graph views): trained by DP-SGD with
+  users as the unit (:mod:`kinrec.privacy.dpsgd`), for ``dp_epochs`` expected passes fixed
+  in advance. A user's loss must read only that user's rows, so the private tower has no
+  propagation over the user-item graph (LightGCN mixes every user's edges into every item's
+  vector): a user is the normalised sum of their items' fused vectors (one layer, the same
+  fold-in as a new user's), scored against their own items and uniform negatives from the
+  whole catalogue. Every item has its ID view (which items have interactions is not
+  public); the text adapter is the fixed PCA projection (no parameters to noise) and there
+  is no user table. Each user's gradient (per-user gradients by :func:`torch.func.vmap`)
+  is clipped to ``dp_grad_clip``, Gaussian noise is added to every coordinate.
+* **the linear head**: EASE weights solved from the noisy Gram matrix of the clipped rows
+  (:func:`~kinrec.privacy.dp.solve_noisy_gram`), with the head's share of the budget; its
+  diagonal is the noisy item counts the model releases (:meth:`item_counts`). The head is
+  left out (the tower takes the whole budget) with ``linear_head = false``,
+  ``dp_tower_share = 1`` or a catalogue above ``dense_linear_items``.
+* **what follows from releases** (post-processing, no further cost): the popularity prior
+  fitted on the noisy counts (its weight stays 0: nothing is chosen on validation), and the
+  head's weight, set so that the head's scores spread ``dp_head_weight`` times as wide as
+  the tower's over synthetic histories drawn from the noisy counts.
+
+Nothing is chosen on validation: no early stopping, no head search, no popularity weight,
+no cold calibration or dormant offset. Trained users' vectors are folded in from their own
+full histories (their own data, served to them only: outside the guarantee, as
+:data:`~kinrec.privacy.dp.NOT_COVERED` says).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch.func import grad, vmap
+
+from kinrec.models import item_item as heads
+from kinrec.models.ease import EASEConfig
+from kinrec.models.transfer.network import (
+    FusionNetwork,
+    SparseOperator,
+    fuse,
+    graph_projection,
+)
+from kinrec.privacy import dp, dpsgd
+from kinrec.training.loop import seeded, torch_threads
+
+CHUNK_USERS = 128
+"""Users whose per-user gradients are held at once (memory: users x rows x dim)."""
+
+SYNTHETIC_USERS = 256
+"""Synthetic histories the head's weight is set on."""
+
+
+class PrivateTraining:
+    """The private fit, mixed into :class:`~kinrec.models.transfer.model.TransferRecommender`.
+
+    ``private_counts``: the noisy item counts the model releases (None: not private)."""
+
+    private_counts: np.ndarray | None = None
+
+    def _fit_private(self, train, progress) -> None:
+        cfg = self.config.model_copy(update={"text_adapter": "frozen", "user_embeddings": False})
+        self.config = cfg  # as trained: a saved model reloads the same network
+        n_users, n_items = self.seen.shape
+        epsilon, delta = dp.target(cfg, n_users)
+        rows = dp.clip_rows(self.seen, cfg.dp_clip, cfg.seed)
+        with_head = cfg.linear_head and cfg.dp_tower_share < 1
+        why_no_head = None
+        if with_head and n_items > cfg.dense_linear_items:
+            with_head = False
+            why_no_head = (
+                f"{n_items:,} items > dense_linear_items ({cfg.dense_linear_items:,}): the "
+                "noisy Gram matrix is solved densely only"
+            )
+        share = cfg.dp_tower_share if with_head else 1.0
+        releases = []
+        if with_head:
+            mu = dp.gaussian_mu(epsilon, delta) * math.sqrt(1.0 - share)
+            sensitivity = dp.gram_sensitivity(cfg.dp_clip)
+            releases = [dp.Release("gram", sensitivity, sensitivity / mu, dp.GRAM_NORM)]
+        q = min(1.0, cfg.dp_users_per_step / n_users)
+        sgd = dpsgd.calibrate(
+            epsilon, delta, releases, q, max(1, math.ceil(cfg.dp_epochs / q)), cfg.dp_grad_clip
+        )
+        threads = cfg.fit_threads()
+        self.fit_info["threads"] = threads
+        with torch_threads(threads), seeded(cfg.seed) as rng:
+            self._train_private(rows, sgd, rng, progress)
+        self.is_new = np.zeros(n_items, dtype=bool)
+        self.cold_boost = self.dormant_offset = self.prior_weight = 0.0
+        self.rating_strength = self.head_rows = None
+        self.linear, self.linear_weight = None, 0.0
+        extra = {}
+        if with_head:
+            l2 = (cfg.linear_l2 or EASEConfig().reg_weight) + dp.noise_l2(
+                releases[0].sigma, n_items, cfg.dp_noise_l2
+            )
+            self.linear, counts, raised = dp.solve_noisy_gram(
+                rows, releases[0], l2, cfg.seed, "kinformer's head"
+            )
+            extra = {"l2": l2, "eigenvalues_raised": raised}
+        else:
+            counts = np.zeros(n_items)  # nothing released: no popularity is known
+        self.private_counts = counts
+        self._fit_prior(counts)
+        if with_head:
+            self.linear_weight = self._head_weight(counts, np.random.default_rng(cfg.seed))
+        statistics = "DP-SGD gradients of the tower"
+        if with_head:
+            statistics += "; Gram matrix of the clipped binary rows (its diagonal: the counts)"
+        self.fit_info["privacy"] = dp.record(
+            releases,
+            epsilon,
+            delta,
+            cfg.dp_clip,
+            cfg.seed,
+            hyperparameters="fixed in advance (dp_* settings); nothing chosen on validation",
+            sgd=sgd,
+            statistics=statistics,
+            tower="no propagation over the user-item graph; a user is the sum of their items",
+            tower_share=share,
+            **({"head": f"left out: {why_no_head}"} if why_no_head else {}),
+            **extra,
+        )
+        self.fit_info["linear_weight"] = self.linear_weight
+
+    # ----------------------------------------------------------------- the tower
+    def _train_private(self, rows: sp.csr_matrix, sgd, rng: np.random.Generator, progress):
+        cfg, content = self.config, self.content
+        n_users, n_items = rows.shape
+        net = FusionNetwork(cfg, n_items, content.text, content.entities.shape[1], 0)
+        self._net = net
+        text = torch.from_numpy(np.ascontiguousarray(content.text, dtype=np.float32))
+        entities = SparseOperator(content.entities)
+        has_entity = np.diff(content.entities.indptr) > 0
+        available = np.stack([np.ones(n_items, bool), content.has_text, has_entity], axis=1)
+        available &= np.array([cfg.use_id, cfg.use_text, cfg.use_kg])[None, :]
+        avail_t = torch.from_numpy(available)
+        with torch.no_grad():  # the content views are fixed projections: computed once
+            if net.kg_on:
+                net.entity_emb.weight.copy_(graph_projection(content.entities, cfg.dim))
+            _, views = net(text, entities, avail_t)
+        net.entity_emb.weight.requires_grad_(False)
+        text_view, kg_view = views["text"], views["kg"]
+        table = net.id_emb.weight  # trained where use_id; else a one-row stand-in
+        gate = {"weight": net.gate.weight, "bias": net.gate.bias}
+        trained = [table, *gate.values()] if cfg.use_id else list(gate.values())
+        opt = torch.optim.Adam(trained, lr=cfg.dp_learning_rate)
+        cos = cfg.similarity == "cosine"
+
+        def user_loss(gate_params, ids, rows_, hist_mask, neg_mask):
+            """One user's loss: their items (``hist_mask``) against the step's negatives."""
+            x = fuse(
+                lambda z: F.linear(z, gate_params["weight"], gate_params["bias"]),
+                {"id": ids, "text": text_view[rows_], "kg": kg_view[rows_]},
+                avail_t[rows_],
+            )
+            length = hist_mask.shape[0]
+            m = hist_mask.to(x.dtype)
+            own, negatives = x[:length], x[length:]
+            user = (m[:, None] * own).sum(0) / m.sum().clamp(min=1.0).sqrt()
+            if cos:
+                user = F.normalize(user, dim=-1) / cfg.temperature
+                own, negatives = F.normalize(own, dim=-1), F.normalize(negatives, dim=-1)
+            pos = own @ user
+            neg = torch.logsumexp((negatives @ user).masked_fill(~neg_mask, -1e9), dim=0)
+            return ((torch.logaddexp(pos, neg) - pos) * m).sum() / m.sum().clamp(min=1.0)
+
+        per_user = vmap(grad(user_loss, argnums=(0, 1)), in_dims=(None, 0, 0, 0, 0))
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        expected = sgd.sample_rate * n_users
+        n_neg = min(cfg.dp_negatives, n_items)
+        start = time.perf_counter()
+        for step in range(sgd.steps):
+            users = dpsgd.poisson_users(n_users, sgd.sample_rate, rng)
+            negs = torch.from_numpy(rng.choice(n_items, n_neg, replace=False))
+            grads = [torch.zeros_like(p) for p in trained]
+            params = {k: p.detach() for k, p in gate.items()}
+            for at in range(0, len(users), CHUNK_USERS):
+                chunk = users[at : at + CHUNK_USERS]
+                hist, mask = _padded_histories(rows, chunk)
+                rows_ = torch.cat([hist, negs.expand(len(chunk), -1)], dim=1)
+                # a negative the user has is no negative of theirs (its gradient row: 0)
+                neg_mask = ~((negs[None, :, None] == hist[:, None, :]) & mask[:, None, :]).any(-1)
+                ids = table.detach()[rows_] if cfg.use_id else torch.zeros(*rows_.shape, cfg.dim)
+                g_gate, g_ids = per_user(params, ids, rows_, mask, neg_mask)
+                per_user_grads = [*g_gate.values()] + ([g_ids] if cfg.use_id else [])
+                factors = dpsgd.clip_factors(per_user_grads, sgd.clip)
+                for total, g in zip(grads[-2:], g_gate.values(), strict=True):
+                    total += torch.tensordot(factors, g, dims=1)
+                if cfg.use_id:
+                    scaled = (g_ids * factors[:, None, None]).reshape(-1, cfg.dim)
+                    grads[0].index_add_(0, rows_.reshape(-1), scaled)
+            dpsgd.add_noise(grads, sgd.noise_std, generator)
+            for p, g in zip(trained, grads, strict=True):
+                p.grad = g / expected
+            opt.step()
+            if progress is not None:
+                progress(
+                    f"{self.name} (DP-SGD)",
+                    step + 1,
+                    sgd.steps,
+                    {"users": float(len(users)), "seconds": time.perf_counter() - start},
+                )
+        self.fit_info["dp_sgd_steps"] = sgd.steps
+        self._set_private_arrays(text, available)
+
+    @torch.no_grad()
+    def _set_private_arrays(self, text: torch.Tensor, available: np.ndarray) -> None:
+        """The inference arrays of the private tower: one layer, items' fused vectors, users
+        folded in from their own histories as any new user is (degrees all 1: the true
+        ones are not released)."""
+        net = self._net
+        net.eval()
+        entities = SparseOperator(self.content.entities)
+        x, views = net(text, entities, torch.from_numpy(available))
+        x = x.numpy()
+        n_items = x.shape[0]
+        self.item_degree = np.ones(n_items)
+        self.item_layers = x[None].copy()
+        self.item_final = self._finish(x)
+        seen = sp.csr_matrix(self.seen, dtype=np.float64)
+        lengths = np.maximum(np.diff(seen.indptr), 1)
+        scaled = sp.diags(1.0 / np.sqrt(lengths)) @ seen
+        self.user_final = self._finish(np.asarray(scaled @ x, dtype=np.float64) / 2.0)
+        self._set_view_arrays(views, available, text, entities)
+
+    # ----------------------------------------------------------------- the head's weight
+    def _head_weight(self, counts: np.ndarray, rng: np.random.Generator) -> float:
+        """``dp_head_weight`` times the ratio of the tower's to the head's score spread (the
+        median over synthetic users of each row's standard deviation); each synthetic
+        history holds ``dp_clip`` items drawn without replacement by the released counts."""
+        n = len(counts)
+        p = np.maximum(counts, 0.0) + 1e-9 * max(float(counts.max(initial=0.0)), 1.0)
+        p /= p.sum()
+        size = max(1, min(self.config.dp_clip, n - 1))
+        tower, head = [], []
+        ones = np.ones(size)
+        for _ in range(SYNTHETIC_USERS):
+            items = rng.choice(n, size, replace=False, p=p)
+            tower.append(self._tower(self._fold_in(items, ones), self.item_final).std())
+            head.append(heads.history_scores(self.linear, items, ones).std())
+        spread = float(np.median(head))
+        if spread <= 0:
+            return 0.0
+        return float(self.config.dp_head_weight * np.median(tower) / spread)
+
+    def item_counts(self) -> np.ndarray:
+        """A private model's noisy counts (the head's released Gram diagonal; zeros when
+        nothing was released), else the exact ones."""
+        if self.private_counts is not None:
+            return self.private_counts.astype(np.float64)
+        return super().item_counts()
+
+
+def _padded_histories(rows: sp.csr_matrix, users: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """The users' items as ``(users, longest)`` indices (padding: item 0) and a mask."""
+    lengths = np.diff(rows.indptr)[users]
+    width = max(int(lengths.max(initial=0)), 1)
+    hist = np.zeros((len(users), width), dtype=np.int64)
+    mask = np.zeros((len(users), width), dtype=bool)
+    for j, u in enumerate(users):
+        items = rows.indices[rows.indptr[u] : rows.indptr[u + 1]]
+        hist[j, : len(items)] = items
+        mask[j, : len(items)] = True
+    return torch.from_numpy(hist), torch.from_numpy(mask)
