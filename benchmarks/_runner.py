@@ -162,3 +162,13 @@ def encode_split_texts(folder: Path, db: str) -> dict:
         "texts_per_second": round(len(texts) / max(done - loaded, 1e-9), 1),
         "model": encoder.model_id,
     }
+
+
+def reused(spec: str) -> tuple[str, list[dict]]:
+    """``MODEL=PATH`` or ``MODEL=PATH#KEY`` -> (model, records)."""
+    model, _, where = spec.partition("=")
+    path, _, key = where.partition("#")
+    text = Path(path).read_text()
+    if key:
+        return model, json.loads(text)["runs"][key]
+    return model, [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,9 +1,11 @@
 """User-level differential privacy on ml-1m: NDCG@10 against epsilon, and a membership audit.
 
-For each model (EASE, popularity), epsilon (0.5, 1, 2, 4, 8 and inf: not private) and seed,
-trains on the shared split's train file as `kinrec benchmark` does (``run_one``, with the
-new-user prior off: nothing is chosen on validation) and evaluates on test (full ranking,
-train+valid masked).
+For each model (kinformer, EASE, popularity), epsilon (0.5, 1, 2, 4, 8 and inf: not
+private) and seed, trains on the shared split's train file as `kinrec benchmark` does
+(``run_one``, with the new-user prior off: nothing is chosen on validation) and evaluates on
+test (full ranking, train+valid masked). ``--reuse MODEL=PATH#KEY`` takes a model's
+non-private test records from an earlier results file (kinformer's ml-1m fit takes ~20
+minutes); its audit then runs for the ``--seeds`` given only.
 
 The audit: half of the training users (seeded) are members, the other half outsiders; a
 model of the same settings is trained on the members' rows only, and a score-threshold
@@ -13,8 +15,10 @@ user's items from their history) tells members from outsiders; its AUC is report
 
 Prints a table and writes benchmarks/results/privacy.{md,json,png}.
 
-    python benchmarks/privacy.py                      # ml-1m, ease and pop, 3 seeds
+    python benchmarks/privacy.py                      # ml-1m, every model, 3 seeds
     python benchmarks/privacy.py --split ml-100k --seeds 1
+    python benchmarks/privacy.py --models kinformer --epsilons inf --seeds 1 \
+        --reuse "kinformer=benchmarks/results/kg-gain.json#ml-1m|full|kinformer"
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -31,11 +36,18 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runner import reused
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED = Path(os.environ.get("KINREC_SHARED", ROOT.parent / "shared"))
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
-MODELS = ("ease", "pop")
+MODELS = ("kinformer", "ease", "pop")
+TARGETS = (
+    "at epsilon 8 kinformer keeps >= 90% of its non-private NDCG@10; at epsilon 1 it stays "
+    "above pop; the membership AUC <= 0.55 at epsilon 1"
+)
 WHAT = (
     "NDCG@10 on test and the membership-inference AUC against epsilon (mean ± sd over "
     "seeds, each seed a dot; not private at the right)"
@@ -78,8 +90,16 @@ def audit(model_name: str, split: Any, epsilon: float, seed: int) -> dict[str, A
     }
 
 
-def run(split_dir: Path, models: list[str], epsilons: list[float], seeds: list[int]) -> dict:
-    """Every (model, epsilon, seed): test metrics, the privacy record and the audit."""
+def run(
+    split_dir: Path,
+    models: list[str],
+    epsilons: list[float],
+    seeds: list[int],
+    reuse: dict[str, list[dict]] | None = None,
+) -> dict:
+    """Every (model, epsilon, seed): test metrics, the privacy record and the audit; a
+    model in ``reuse`` takes its non-private test records from there (audited for
+    ``seeds`` only)."""
     from kinrec.evaluation.benchmark import run_one
     from kinrec.pipeline import load_split_folder
 
@@ -87,11 +107,15 @@ def run(split_dir: Path, models: list[str], epsilons: list[float], seeds: list[i
     out: dict[str, Any] = {"split": split_dir.name, "seeds": seeds, "runs": []}
     for model in models:
         for epsilon in epsilons:
-            for seed in seeds:
+            reused_records = (reuse or {}).get(model) if math.isinf(epsilon) else None
+            records = reused_records or [None] * len(seeds)
+            run_seeds = [r["seed"] for r in reused_records] if reused_records else seeds
+            for seed, record in zip(run_seeds, records, strict=True):
                 start = time.perf_counter()
-                record = run_one(model, split, seed, params(epsilon), ks=(10, 20))
-                attack = audit(model, split, epsilon, seed)
-                privacy = record["fit_info"].get("privacy") or {}
+                if record is None:
+                    record = run_one(model, split, seed, params(epsilon), ks=(10, 20))
+                attack = audit(model, split, epsilon, seed) if seed in seeds else None
+                privacy = record.get("fit_info", {}).get("privacy") or {}
                 out["runs"].append(
                     {
                         "model": model,
@@ -105,19 +129,40 @@ def run(split_dir: Path, models: list[str], epsilons: list[float], seeds: list[i
                         "clip": (privacy.get("clip") or {}).get("items_per_user"),
                         "l2": privacy.get("l2"),
                         "eigenvalues_raised": privacy.get("eigenvalues_raised"),
-                        "membership_auc": attack["auc"],
-                        "audit_users": [attack["members"], attack["outsiders"]],
+                        "epsilon_spent": privacy.get("epsilon_spent"),
+                        "noise_multiplier": noise_multiplier(privacy),
+                        "membership_auc": attack and attack["auc"],
+                        "audit_users": attack and [attack["members"], attack["outsiders"]],
+                        "reused": reused_records is not None,
                         "seconds": round(time.perf_counter() - start, 1),
                     }
                 )
                 r = out["runs"][-1]
+                auc = "-" if r["membership_auc"] is None else f"{r['membership_auc']:.4f}"
                 print(
-                    f"{model:5} eps={r['epsilon']!s:4} seed={seed} ndcg@10={r['ndcg@10']:.4f} "
-                    f"auc={r['membership_auc']:.4f} ({r['seconds']} s)",
+                    f"{model:9} eps={r['epsilon']!s:4} seed={seed} ndcg@10={r['ndcg@10']:.4f} "
+                    f"auc={auc} ({r['seconds']} s)",
                     file=sys.stderr,
                     flush=True,
                 )
     return out
+
+
+def noise_multiplier(privacy: dict[str, Any]) -> float | None:
+    """The DP-SGD noise multiplier of a privacy record (None: no DP-SGD)."""
+    for mechanism in privacy.get("mechanisms", []):
+        if "noise_multiplier" in mechanism:
+            return mechanism["noise_multiplier"]
+    return None
+
+
+def commands_of(part: dict) -> list[str]:
+    """The commands that made a ``--part`` record (records written before they were kept:
+    one process per seed of EASE and pop)."""
+    if "commands" in part:
+        return part["commands"]
+    seeds = ", ".join(map(str, part["seeds"]))
+    return [f"python benchmarks/privacy.py --seeds 1 --first-seed S --part S.json (S in {seeds})"]
 
 
 def _key(epsilon: Any) -> float:
@@ -133,10 +178,12 @@ def summary(report: dict) -> list[dict[str, Any]]:
     for (model, epsilon), runs in groups.items():
         row: dict[str, Any] = {"model": model, "epsilon": epsilon, "seeds": len(runs)}
         for key in ("ndcg@10", "recall@20", "membership_auc"):
-            values = [r[key] for r in runs]
-            row[key] = statistics.mean(values)
+            values = [r[key] for r in runs if r.get(key) is not None]
+            row[key] = statistics.mean(values) if values else None
             row[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[f"{key}_n"] = len(values)
         row["sigma"] = runs[0]["sigma"]
+        row["noise_multiplier"] = runs[0].get("noise_multiplier")
         row["delta"] = runs[0]["delta"]
         rows.append(row)
     rows.sort(key=lambda r: (r["model"], _key(r["epsilon"])))
@@ -152,7 +199,9 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
         delta = "-" if r["delta"] is None else f"{r['delta']:.2g}"
-        sigma = "-" if r["sigma"] is None else f"{r['sigma']:.4g}"
+        sigma = _sigma(r["sigma"])
+        if r["model"] == "kinformer" and r.get("noise_multiplier"):
+            sigma += f"; DP-SGD z {r['noise_multiplier']:.3g}"
         cells = [
             r["model"],
             "inf (not private)" if r["epsilon"] == "inf" else f"{r['epsilon']:g}",
@@ -161,10 +210,59 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             f"{r['ndcg@10']:.4f} ± {r['ndcg@10_sd']:.4f}",
             "-" if r["kept"] is None else f"{100 * r['kept']:.1f}%",
             f"{r['recall@20']:.4f} ± {r['recall@20_sd']:.4f}",
-            f"{r['membership_auc']:.4f} ± {r['membership_auc_sd']:.4f}",
+            _auc(r),
         ]
         md.append("| " + " | ".join(cells) + " |")
     return md
+
+
+def _auc(row: dict[str, Any]) -> str:
+    if row["membership_auc"] is None:
+        return "-"
+    text = f"{row['membership_auc']:.4f} ± {row['membership_auc_sd']:.4f}"
+    if row["membership_auc_n"] < row["seeds"]:
+        text += f" ({row['membership_auc_n']} seed)"
+    return text
+
+
+def _sigma(value: Any) -> str:
+    """One noise sd, or kinformer's several releases' (name: sd)."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:.4g}" for k, v in value.items())
+    return f"{value:.4g}"
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, met or missed, from the summary rows."""
+    at = {(r["model"], r["epsilon"]): r for r in rows}
+    out = []
+    k8, kinf = at.get(("kinformer", 8.0)), at.get(("kinformer", "inf"))
+    if k8 and kinf:
+        kept = k8["ndcg@10"] / kinf["ndcg@10"]
+        out.append(
+            f"- kinformer at epsilon 8 keeps {100 * kept:.1f}% of its non-private NDCG@10 "
+            f"({k8['ndcg@10']:.4f} vs {kinf['ndcg@10']:.4f}): target >= 90%, "
+            f"{'met' if kept >= 0.9 else 'missed'}."
+        )
+    k1, p1 = at.get(("kinformer", 1.0)), at.get(("pop", 1.0))
+    if k1 and p1:
+        above = k1["ndcg@10"] > p1["ndcg@10"]
+        out.append(
+            f"- kinformer at epsilon 1: NDCG@10 {k1['ndcg@10']:.4f} vs pop's "
+            f"{p1['ndcg@10']:.4f} at epsilon 1: target above pop, "
+            f"{'met' if above else 'missed'}."
+        )
+    for model in ("kinformer", "ease", "pop"):
+        r = at.get((model, 1.0))
+        if r and r["membership_auc"] is not None:
+            ok = r["membership_auc"] <= 0.55
+            out.append(
+                f"- {model}: membership AUC at epsilon 1 {r['membership_auc']:.4f}: target "
+                f"<= 0.55, {'met' if ok else 'missed'}."
+            )
+    return out
 
 
 def plot_privacy(report: dict, path: Path) -> Path:
@@ -185,9 +283,11 @@ def plot_privacy(report: dict, path: Path) -> Path:
             for i, model in enumerate(sorted({r["model"] for r in report["runs"]})):
                 runs = [r for r in report["runs"] if r["model"] == model]
                 color = BAR_COLORS[i % len(BAR_COLORS)]
+                runs = [r for r in runs if r.get(key) is not None]
                 ax.scatter([x(r["epsilon"]) for r in runs], [r[key] for r in runs],
                            s=10, color=color, alpha=0.5)  # fmt: skip
-                rows = [r for r in summary(report) if r["model"] == model]
+                rows = [r for r in summary(report)
+                        if r["model"] == model and r[key] is not None]  # fmt: skip
                 ax.errorbar([x(r["epsilon"]) for r in rows], [r[key] for r in rows],
                             yerr=[r[f"{key}_sd"] for r in rows], color=color, marker="o",
                             capsize=3, label=model)  # fmt: skip
@@ -213,6 +313,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-seed", type=int, default=2026)
     parser.add_argument("--name", default="privacy", help="results file name")
     parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="MODEL=PATH#KEY",
+        help="the model's non-private test records from an earlier results file",
+    )
+    parser.add_argument(
         "--part",
         type=Path,
         default=None,
@@ -234,16 +341,20 @@ def main(argv: list[str] | None = None) -> None:
         parts = [json.loads(p.read_text()) for p in args.merge]
         report = {
             "split": parts[0]["split"],
-            "seeds": sorted(s for p in parts for s in p["seeds"]),
+            "seeds": sorted({s for p in parts for s in p["seeds"]}),
             "runs": [r for p in parts for r in p["runs"]],
-            "seconds": max(p["seconds"] for p in parts),
+            "seconds": sum(p["seconds"] for p in parts),
             "processes": len(parts),
+            "commands": list(dict.fromkeys(c for p in parts for c in commands_of(p))),
         }
         seeds = report["seeds"]
     else:
         start = time.perf_counter()
-        report = run(split_dir, args.models.split(","), epsilons, seeds)
+        reuse = dict(reused(spec) for spec in args.reuse)
+        report = run(split_dir, args.models.split(","), epsilons, seeds, reuse)
         report["seconds"] = round(time.perf_counter() - start, 1)
+        given = argv if argv is not None else sys.argv[1:]
+        report["commands"] = ["python benchmarks/privacy.py " + shlex.join(given)]
         if args.part is not None:
             args.part.write_text(json.dumps(report, indent=1, default=str))
             return
@@ -251,37 +362,41 @@ def main(argv: list[str] | None = None) -> None:
     report["summary"] = rows
     picture = RESULTS / f"{args.name}.png"
     plot_privacy(report, picture)
-    cmd = "python benchmarks/privacy.py" + (
-        "" if args.merge else " " + " ".join(argv if argv is not None else sys.argv[1:])
-    )
-    if args.merge:  # one process per seed, as --part, then merged
-        cmd = (
-            "python benchmarks/privacy.py --seeds 1 --first-seed S --part S.json` for S in "
-            f"{', '.join(map(str, seeds))} (in parallel), then `python benchmarks/privacy.py "
-            "--merge *.json"
-        )
+    merged = ["python benchmarks/privacy.py --merge PARTS.json"] if args.merge else []
     text = "\n".join(
         [
             f"# User-level differential privacy on {args.split}",
             "",
-            f"Command: `KINREC_SHARED=/work/shared {cmd}` ({report['seconds'] / 60:.0f} min on "
-            "2 shared CPU cores). Mean ± sd over seeds "
+            "Commands (with `KINREC_SHARED=/work/shared`; runs of other seeds or models in "
+            "other processes as `--part`, then merged):",
+            "",
+            *[f"- `{c}`" for c in [*report["commands"], *merged]],
+            "",
+            f"{report['seconds'] / 60:.0f} min of process time in all on 2 shared CPU cores. "
+            "Mean ± sd over seeds "
             f"{', '.join(map(str, seeds))}; test part of the shared split, full ranking, "
             "train+valid items masked. delta = 1 / training users; each user contributes "
-            "at most `dp_clip` items (EASE 50, pop 100: defaults fixed in advance); EASE's "
-            "L2 is 250 + 0.5 x 2 sigma sqrt(items) (fixed in advance; 250 at inf). Nothing "
-            "is chosen on validation in any row: the new-user prior, which does not change "
-            "a trained user's test scores, is off. sigma: the noise sd per entry of the Gram "
-            "matrix (EASE) or of the counts (pop).",
+            "at most `dp_clip` items (kinformer and EASE 50, pop 100: defaults fixed in "
+            "advance); EASE's L2 is 250 + 0.5 x 2 sigma sqrt(items) (fixed in advance; 250 at "
+            "inf). Nothing is chosen on validation in any private row: the new-user prior, "
+            "which does not change a trained user's test scores, is off. sigma: the noise sd "
+            "per entry of the Gram matrix (EASE) or of the counts (pop); for kinformer the "
+            "Gram matrix of its linear head (half the budget, same L2 rule) and the DP-SGD "
+            "noise multiplier of its tower (sd / clip; `dp_*` defaults of "
+            "`kinrec.models.transfer.config`, chosen on ml-100k before any ml-1m run: docs/"
+            "privacy.md). kinformer's non-private row is the default model (text, graph, "
+            "propagation, every choice on validation); rows marked `reused` in the JSON come "
+            "from the results file named in its command.",
             "",
             "Membership AUC: a score-threshold attack (`kinrec.privacy.dp.membership_auc`) "
             "against a model of the same settings trained on a seeded half of the training "
             "users (delta = 1 / members), telling them from the other half: each user's "
             "statistic is how high the model ranks their own items when it folds their "
-            "history in. 0.5 is a coin toss; the target is <= 0.55 at epsilon 1.",
+            "history in. 0.5 is a coin toss.",
             "",
-            "kinformer is not in this table: its gradient-trained part needs DP-SGD, which "
-            "is not built yet (docs/privacy.md).",
+            f"Targets: {TARGETS}.",
+            "",
+            *verdicts(rows),
             "",
             *table(rows),
             "",

@@ -31,6 +31,7 @@ from pathlib import Path
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runner import reused
 from transfer import RESULTS, SHARED, bench, table
 
 STEM = "ray-train"
@@ -58,16 +59,6 @@ def ray_record(split_name: str, model: str, seed: int, workers: int) -> dict:
         "train_seconds": round(wall, 1),
         "fit_info": {k: v for k, v in fitted.fit_info.items() if k in ("ray", "epochs_run")},
     }
-
-
-def reused(spec: str) -> tuple[str, list[dict]]:
-    """``MODEL=PATH`` or ``MODEL=PATH#KEY`` -> (model, records)."""
-    model, _, where = spec.partition("=")
-    path, _, key = where.partition("#")
-    text = Path(path).read_text()
-    if key:
-        return model, json.loads(text)["runs"][key]
-    return model, [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def main() -> None:

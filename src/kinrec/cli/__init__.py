@@ -427,8 +427,8 @@ def train(
         float | None,
         typer.Option(
             help="Train with user-level differential privacy: the epsilon of the whole "
-            "trained model (ease, pop; docs/privacy.md). Hyper-parameters are then fixed "
-            "in advance, none is chosen on validation.",
+            "trained model (kinformer, ease, pop; docs/privacy.md). Hyper-parameters are "
+            "then fixed in advance, none is chosen on validation.",
         ),
     ] = None,
     dp_delta: Annotated[

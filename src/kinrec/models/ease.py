@@ -13,7 +13,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
 
-from kinrec.data.dataset import Interactions
+from kinrec.data.dataset import INTERACTION_COLUMNS, Dataset, IdMap, Interactions, empty_frame
 from kinrec.models import item_item, memory
 from kinrec.models.base import ProgressCallback, Recommender, Scored, Validator
 from kinrec.privacy.dp import DPConfig
@@ -402,14 +402,51 @@ class EASE(Recommender):
         self.weights = self._solve(self.seen, solver, progress)
         validate_one_pass(self, validator, start)
 
+    @classmethod
+    def from_gram(
+        cls,
+        gram: np.ndarray | sp.spmatrix,
+        seen: sp.csr_matrix,
+        user_map: IdMap,
+        item_map: IdMap,
+        config: EASEConfig | dict | None = None,
+    ) -> EASE:
+        """The model :meth:`fit` builds from the training rows ``seen`` (binary, users x
+        items, indexed by ``user_map`` and ``item_map``), solved from ``gram`` = ``seen.T @
+        seen`` computed elsewhere: e.g. summed over partitions of the interactions on a Ray
+        cluster (:mod:`kinrec.distributed.partitions`), so that no process builds it from the
+        events. The dense solver only (the sparse one reads the rows themselves); not with
+        ``dp_epsilon`` (the private fit adds its noise to a Gram matrix it computes)."""
+        model = cls(config)
+        if model.config.dp_epsilon is not None:
+            raise ValueError("ease: a private fit (dp_epsilon) computes its own Gram matrix")
+        if model.config.solver == "sparse":
+            raise ValueError("ease: a precomputed Gram matrix is solved densely (solver 'dense')")
+        n = len(item_map)
+        if seen.shape != (len(user_map), n) or gram.shape != (n, n):
+            raise ValueError(
+                f"ease: rows {seen.shape} and Gram matrix {gram.shape} do not match "
+                f"{len(user_map)} users and {n} items"
+            )
+        start = time.perf_counter()
+        model.data_holds = model.check_data(None, None)
+        model.side = Dataset(name="", interactions=empty_frame(INTERACTION_COLUMNS))
+        model.user_map, model.item_map, model.seen = user_map.copy(), item_map.copy(), seen
+        model.fit_info["solver"] = "dense"
+        model.weights = model._solve(seen, "dense", gram=gram)
+        validate_one_pass(model, None, start)
+        return model
+
     def _solve(
         self,
         seen: sp.csr_matrix,
         solver: str,
         progress: ProgressCallback | None = None,
+        gram: np.ndarray | sp.spmatrix | None = None,
     ) -> np.ndarray | sp.csr_matrix:
         """The weights of the training rows ``seen`` by ``solver`` (``dense`` or
-        ``sparse``), refused before allocating what does not fit in the memory left."""
+        ``sparse``), refused before allocating what does not fit in the memory left;
+        ``gram``: ``seen.T @ seen`` already computed (dense solver)."""
         if self.config.dp_epsilon is not None:  # user-level DP: noisy Gram (privacy/dp.py)
             from kinrec.privacy.dp import private_ease_weights
 
@@ -426,7 +463,10 @@ class EASE(Recommender):
                 memory.Dense("the weights kept", (n, n), np.float32),
                 hint=NO_DENSE_HINT,
             )
-            gram = dense_gram(seen)
+            if gram is None:
+                gram = dense_gram(seen)
+            elif sp.issparse(gram):
+                gram = gram.toarray(order="F").astype(np.float64, order="F", copy=False)
             weights = ease_weights(gram, self.config.reg_weight, overwrite=True)
             del gram
             return weights.astype(np.float32)

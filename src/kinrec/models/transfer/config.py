@@ -252,7 +252,7 @@ class TransferConfig(IterativeConfig, DPConfig):
         "(of mu^2); the linear head's noisy Gram matrix gets the rest (1: no head)",
     )
     dp_epochs: float = Field(
-        10.0,
+        30.0,
         gt=0,
         description="with dp_epsilon: expected passes over the users (steps = epochs / "
         "sample rate), fixed in advance: no early stopping on validation",
@@ -280,6 +280,12 @@ class TransferConfig(IterativeConfig, DPConfig):
         gt=0,
         description="with dp_epsilon: the head's score spread relative to the tower's (the "
         "weight is set from synthetic histories drawn from the released counts)",
+    )
+    dp_prior_weight: float = Field(
+        1.0,
+        ge=0,
+        description="with dp_epsilon: the popularity prior's score spread relative to the "
+        "tower's (the prior is fitted on the released noisy counts; 0: off)",
     )
 
     @model_validator(mode="before")

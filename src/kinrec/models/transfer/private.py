@@ -20,10 +20,11 @@ all of them accounted together:
   diagonal is the noisy item counts the model releases (:meth:`item_counts`). The head is
   left out (the tower takes the whole budget) with ``linear_head = false``,
   ``dp_tower_share = 1`` or a catalogue above ``dense_linear_items``.
-* **what follows from releases** (post-processing, no further cost): the popularity prior
-  fitted on the noisy counts (its weight stays 0: nothing is chosen on validation), and the
-  head's weight, set so that the head's scores spread ``dp_head_weight`` times as wide as
-  the tower's over synthetic histories drawn from the noisy counts.
+* **what follows from releases** (post-processing, no further cost): the popularity prior,
+  the standardised log of the noisy counts (items added later: predicted from their content
+  by a regression fitted on them), and the weights of the head and the prior, set so that their
+  scores spread ``dp_head_weight`` and ``dp_prior_weight`` times as wide as the tower's over
+  synthetic histories drawn from the noisy counts.
 
 Nothing is chosen on validation: no early stopping, no head search, no popularity weight,
 no cold calibration or dormant offset. Trained users' vectors are folded in from their own
@@ -44,6 +45,7 @@ from torch.func import grad, vmap
 
 from kinrec.models import item_item as heads
 from kinrec.models.ease import EASEConfig
+from kinrec.models.prior import PopularityPrior, feature_count
 from kinrec.models.transfer.network import (
     FusionNetwork,
     SparseOperator,
@@ -111,9 +113,15 @@ class PrivateTraining:
         else:
             counts = np.zeros(n_items)  # nothing released: no popularity is known
         self.private_counts = counts
-        self._fit_prior(counts)
-        if with_head:
-            self.linear_weight = self._head_weight(counts, np.random.default_rng(cfg.seed))
+        if counts.any():
+            self._fit_prior(counts)  # for items added later: predicted from their content
+            logs = np.log1p(np.maximum(counts, 0.0))  # trained items: their own noisy counts
+            self.prior = ((logs - logs.mean()) / (logs.std() + 1e-12)).astype(np.float32)
+        else:  # nothing released: no popularity is known
+            features = self._prior_features(self.content)
+            self.popularity = PopularityPrior(np.zeros(feature_count(features) + 1))
+            self.prior = np.zeros(n_items, dtype=np.float32)
+        self._set_private_weights(counts, np.random.default_rng(cfg.seed))
         statistics = "DP-SGD gradients of the tower"
         if with_head:
             statistics += "; Gram matrix of the clipped binary rows (its diagonal: the counts)"
@@ -132,6 +140,7 @@ class PrivateTraining:
             **extra,
         )
         self.fit_info["linear_weight"] = self.linear_weight
+        self.fit_info["prior_weight"] = self.prior_weight
 
     # ----------------------------------------------------------------- the tower
     def _train_private(self, rows: sp.csr_matrix, sgd, rng: np.random.Generator, progress):
@@ -150,32 +159,8 @@ class PrivateTraining:
                 net.entity_emb.weight.copy_(graph_projection(content.entities, cfg.dim))
             _, views = net(text, entities, avail_t)
         net.entity_emb.weight.requires_grad_(False)
-        text_view, kg_view = views["text"], views["kg"]
-        table = net.id_emb.weight  # trained where use_id; else a one-row stand-in
-        gate = {"weight": net.gate.weight, "bias": net.gate.bias}
-        trained = [table, *gate.values()] if cfg.use_id else list(gate.values())
-        opt = torch.optim.Adam(trained, lr=cfg.dp_learning_rate)
-        cos = cfg.similarity == "cosine"
-
-        def user_loss(gate_params, ids, rows_, hist_mask, neg_mask):
-            """One user's loss: their items (``hist_mask``) against the step's negatives."""
-            x = fuse(
-                lambda z: F.linear(z, gate_params["weight"], gate_params["bias"]),
-                {"id": ids, "text": text_view[rows_], "kg": kg_view[rows_]},
-                avail_t[rows_],
-            )
-            length = hist_mask.shape[0]
-            m = hist_mask.to(x.dtype)
-            own, negatives = x[:length], x[length:]
-            user = (m[:, None] * own).sum(0) / m.sum().clamp(min=1.0).sqrt()
-            if cos:
-                user = F.normalize(user, dim=-1) / cfg.temperature
-                own, negatives = F.normalize(own, dim=-1), F.normalize(negatives, dim=-1)
-            pos = own @ user
-            neg = torch.logsumexp((negatives @ user).masked_fill(~neg_mask, -1e9), dim=0)
-            return ((torch.logaddexp(pos, neg) - pos) * m).sum() / m.sum().clamp(min=1.0)
-
-        per_user = vmap(grad(user_loss, argnums=(0, 1)), in_dims=(None, 0, 0, 0, 0))
+        tower = PrivateTower(cfg, net, views["text"], views["kg"], avail_t)
+        opt = torch.optim.Adam(tower.trained, lr=cfg.dp_learning_rate)
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
         expected = sgd.sample_rate * n_users
         n_neg = min(cfg.dp_negatives, n_items)
@@ -183,25 +168,9 @@ class PrivateTraining:
         for step in range(sgd.steps):
             users = dpsgd.poisson_users(n_users, sgd.sample_rate, rng)
             negs = torch.from_numpy(rng.choice(n_items, n_neg, replace=False))
-            grads = [torch.zeros_like(p) for p in trained]
-            params = {k: p.detach() for k, p in gate.items()}
-            for at in range(0, len(users), CHUNK_USERS):
-                chunk = users[at : at + CHUNK_USERS]
-                hist, mask = _padded_histories(rows, chunk)
-                rows_ = torch.cat([hist, negs.expand(len(chunk), -1)], dim=1)
-                # a negative the user has is no negative of theirs (its gradient row: 0)
-                neg_mask = ~((negs[None, :, None] == hist[:, None, :]) & mask[:, None, :]).any(-1)
-                ids = table.detach()[rows_] if cfg.use_id else torch.zeros(*rows_.shape, cfg.dim)
-                g_gate, g_ids = per_user(params, ids, rows_, mask, neg_mask)
-                per_user_grads = [*g_gate.values()] + ([g_ids] if cfg.use_id else [])
-                factors = dpsgd.clip_factors(per_user_grads, sgd.clip)
-                for total, g in zip(grads[-2:], g_gate.values(), strict=True):
-                    total += torch.tensordot(factors, g, dims=1)
-                if cfg.use_id:
-                    scaled = (g_ids * factors[:, None, None]).reshape(-1, cfg.dim)
-                    grads[0].index_add_(0, rows_.reshape(-1), scaled)
+            grads = tower.clipped_sum(rows, users, negs, sgd.clip)
             dpsgd.add_noise(grads, sgd.noise_std, generator)
-            for p, g in zip(trained, grads, strict=True):
+            for p, g in zip(tower.trained, grads, strict=True):
                 p.grad = g / expected
             opt.step()
             if progress is not None:
@@ -235,24 +204,30 @@ class PrivateTraining:
         self._set_view_arrays(views, available, text, entities)
 
     # ----------------------------------------------------------------- the head's weight
-    def _head_weight(self, counts: np.ndarray, rng: np.random.Generator) -> float:
-        """``dp_head_weight`` times the ratio of the tower's to the head's score spread (the
-        median over synthetic users of each row's standard deviation); each synthetic
-        history holds ``dp_clip`` items drawn without replacement by the released counts."""
+    def _set_private_weights(self, counts: np.ndarray, rng: np.random.Generator) -> None:
+        """The head's and the popularity prior's weights, from score spreads (the median
+        over synthetic users of each row's standard deviation; each synthetic history holds
+        ``dp_clip`` items drawn without replacement by the released counts): the head spreads
+        ``dp_head_weight`` times as wide as the tower, the prior (standardised)
+        ``dp_prior_weight`` times."""
+        cfg = self.config
         n = len(counts)
         p = np.maximum(counts, 0.0) + 1e-9 * max(float(counts.max(initial=0.0)), 1.0)
         p /= p.sum()
-        size = max(1, min(self.config.dp_clip, n - 1))
+        size = max(1, min(cfg.dp_clip, n - 1))
         tower, head = [], []
         ones = np.ones(size)
         for _ in range(SYNTHETIC_USERS):
             items = rng.choice(n, size, replace=False, p=p)
             tower.append(self._tower(self._fold_in(items, ones), self.item_final).std())
-            head.append(heads.history_scores(self.linear, items, ones).std())
-        spread = float(np.median(head))
-        if spread <= 0:
-            return 0.0
-        return float(self.config.dp_head_weight * np.median(tower) / spread)
+            if self.linear is not None:
+                head.append(heads.history_scores(self.linear, items, ones).std())
+        spread = float(np.median(tower))
+        if head and np.median(head) > 0:
+            self.linear_weight = float(cfg.dp_head_weight * spread / np.median(head))
+        prior_spread = float(self.prior.std())
+        if prior_spread > 0:
+            self.prior_weight = float(cfg.dp_prior_weight * spread / prior_spread)
 
     def item_counts(self) -> np.ndarray:
         """A private model's noisy counts (the head's released Gram diagonal; zeros when
@@ -260,6 +235,80 @@ class PrivateTraining:
         if self.private_counts is not None:
             return self.private_counts.astype(np.float64)
         return super().item_counts()
+
+
+class PrivateTower:
+    """One DP-SGD step's gradients of the private tower: each user's gradient of their own
+    loss (:meth:`loss`, per user by :func:`torch.func.vmap`), clipped, summed.
+
+    ``trained``: the parameters DP-SGD updates, in the order :meth:`clipped_sum` returns
+    their gradients: the ID table (where ``use_id``) and the fusion gate. The text and graph
+    views are fixed projections (``text_view``, ``kg_view``: every item's)."""
+
+    def __init__(self, cfg, net: FusionNetwork, text_view, kg_view, available) -> None:
+        self.cfg, self.net = cfg, net
+        self.text_view, self.kg_view, self.available = text_view, kg_view, available
+        self.gate = {"weight": net.gate.weight, "bias": net.gate.bias}
+        self.trained = ([net.id_emb.weight] if cfg.use_id else []) + list(self.gate.values())
+        self._per_user = vmap(grad(self.loss, argnums=(0, 1)), in_dims=(None, 0, 0, 0, 0))
+
+    def loss(self, gate, ids, rows, hist_mask, neg_mask) -> torch.Tensor:
+        """One user's loss: sampled softmax of each of their items (``rows`` where
+        ``hist_mask``) against the step's negatives (the other ``rows``, where ``neg_mask``),
+        the user being the normalised sum of their items' fused vectors; ``ids``: the rows'
+        ID vectors, ``gate``: the gate's weight and bias."""
+        cfg = self.cfg
+        x = fuse(
+            lambda z: F.linear(z, gate["weight"], gate["bias"]),
+            {"id": ids, "text": self.text_view[rows], "kg": self.kg_view[rows]},
+            self.available[rows],
+        )
+        length = hist_mask.shape[0]
+        m = hist_mask.to(x.dtype)
+        own, negatives = x[:length], x[length:]
+        user = (m[:, None] * own).sum(0) / m.sum().clamp(min=1.0).sqrt()
+        if cfg.similarity == "cosine":
+            user = F.normalize(user, dim=-1) / cfg.temperature
+            own, negatives = F.normalize(own, dim=-1), F.normalize(negatives, dim=-1)
+        pos = own @ user
+        neg = torch.logsumexp((negatives @ user).masked_fill(~neg_mask, -1e9), dim=0)
+        return ((torch.logaddexp(pos, neg) - pos) * m).sum() / m.sum().clamp(min=1.0)
+
+    def inputs(self, rows: sp.csr_matrix, users: np.ndarray, negs: torch.Tensor):
+        """The :meth:`loss` inputs of ``users`` (batched along the first dimension)."""
+        hist, mask = _padded_histories(rows, users)
+        at = torch.cat([hist, negs.expand(len(users), -1)], dim=1)
+        # a negative the user has is no negative of theirs (its gradient row: 0)
+        neg_mask = ~((negs[None, :, None] == hist[:, None, :]) & mask[:, None, :]).any(-1)
+        if self.cfg.use_id:
+            ids = self.net.id_emb.weight.detach()[at]
+        else:
+            ids = torch.zeros(*at.shape, self.cfg.dim)
+        return ids, at, mask, neg_mask
+
+    def user_gradients(self, rows, users, negs) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-user gradients, each tensor's first dimension the user: the ID rows' (of the
+        rows :meth:`inputs` gives; zeros where ``use_id`` is off) and then the gate's."""
+        ids, at, mask, neg_mask = self.inputs(rows, users, negs)
+        params = {k: p.detach() for k, p in self.gate.items()}
+        g_gate, g_ids = self._per_user(params, ids, at, mask, neg_mask)
+        return [g_ids, *g_gate.values()], at
+
+    def clipped_sum(self, rows, users, negs, clip: float) -> list[torch.Tensor]:
+        """The sum over ``users`` of their gradients, each clipped to L2 norm ``clip``: one
+        tensor per :attr:`trained` parameter."""
+        out = [torch.zeros_like(p) for p in self.trained]
+        for start in range(0, len(users), CHUNK_USERS):
+            grads, at = self.user_gradients(rows, users[start : start + CHUNK_USERS], negs)
+            if not self.cfg.use_id:
+                grads = grads[1:]  # the ID view is off: its rows carry no gradient
+            factors = dpsgd.clip_factors(grads, clip)
+            if self.cfg.use_id:
+                scaled = (grads[0] * factors[:, None, None]).reshape(-1, self.cfg.dim)
+                out[0].index_add_(0, at.reshape(-1), scaled)
+            for total, g in zip(out[-2:], grads[-2:], strict=True):
+                total += torch.tensordot(factors, g, dims=1)
+        return out
 
 
 def _padded_histories(rows: sp.csr_matrix, users: np.ndarray) -> tuple[torch.Tensor, ...]:
