@@ -144,7 +144,8 @@ def test_one_user_moves_a_steps_clipped_sum_by_at_most_the_clip(
     gaps = []
     for drop in range(0, len(users), 7):
         without = tower.clipped_sum(rows, np.delete(users, drop), negs, clip)
-        gaps.append(math.sqrt(sum(float((a - b).pow(2).sum()) for a, b in zip(full, without))))
+        pairs = zip(full, without, strict=True)
+        gaps.append(math.sqrt(sum(float((a - b).pow(2).sum()) for a, b in pairs)))
     assert max(gaps) <= clip * (1 + 1e-4)
     assert max(gaps) >= clip * 0.99
 
