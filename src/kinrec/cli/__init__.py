@@ -663,10 +663,16 @@ def _print_trained(model, out_dir: Path) -> None:
     if private:
         sigma = private["sigma"]
         sigma = f"{sigma:.4g}" if isinstance(sigma, float | int) else json.dumps(sigma)
+        noise = [] if sigma == "{}" else [f"noise sigma {sigma}"]
+        noise += [
+            f"DP-SGD noise multiplier {m['noise_multiplier']:.3g} over {m['steps']} steps"
+            for m in private["mechanisms"]
+            if "noise_multiplier" in m
+        ]
         err.print(
             f"differential privacy (per user): epsilon {private['epsilon']:g}, delta "
             f"{private['delta']:.3g}, at most {private['clip']['items_per_user']} items per "
-            f"user, noise sigma {sigma} (manifest.json fit_info.privacy)"
+            f"user, {', '.join(noise)} (manifest.json fit_info.privacy)"
         )
     graph = model.fit_info.get("profile_graph")
     if graph:

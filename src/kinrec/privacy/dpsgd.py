@@ -84,8 +84,11 @@ def epsilon_spent(releases: Sequence[Release], sgd: SGDPlan | None, delta: float
         return 0.0
     accountant = PRVAccountant()
     accountant.history = history
-    with warnings.catch_warnings():  # sample rate 1: log(1 - q) = -inf inside, harmless
+    with warnings.catch_warnings():
+        # sample rate 1: log(1 - q) = -inf inside, harmless; the RDP bound PRV uses only to
+        # size its grid may ask for larger orders ("Optimal order is the largest alpha")
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         return float(accountant.get_epsilon(delta=delta))
 
 
