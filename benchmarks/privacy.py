@@ -96,15 +96,20 @@ def run(
     epsilons: list[float],
     seeds: list[int],
     reuse: dict[str, list[dict]] | None = None,
+    part: Path | None = None,
+    command: str | None = None,
 ) -> dict:
     """Every (model, epsilon, seed): test metrics, the privacy record and the audit; a
     model in ``reuse`` takes its non-private test records from there (audited for
-    ``seeds`` only)."""
+    ``seeds`` only). ``part``: the record so far is written there after every run (a run
+    stopped midway keeps what finished)."""
     from kinrec.evaluation.benchmark import run_one
     from kinrec.pipeline import load_split_folder
 
     split = load_split_folder(split_dir)
     out: dict[str, Any] = {"split": split_dir.name, "seeds": seeds, "runs": []}
+    if command:
+        out["commands"] = [command]
     for model in models:
         for epsilon in epsilons:
             reused_records = (reuse or {}).get(model) if math.isinf(epsilon) else None
@@ -138,6 +143,9 @@ def run(
                     }
                 )
                 r = out["runs"][-1]
+                if part is not None:
+                    out["seconds"] = round(sum(x["seconds"] for x in out["runs"]), 1)
+                    part.write_text(json.dumps(out, indent=1, default=str))
                 auc = "-" if r["membership_auc"] is None else f"{r['membership_auc']:.4f}"
                 print(
                     f"{model:9} eps={r['epsilon']!s:4} seed={seed} ndcg@10={r['ndcg@10']:.4f} "
@@ -351,10 +359,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         start = time.perf_counter()
         reuse = dict(reused(spec) for spec in args.reuse)
-        report = run(split_dir, args.models.split(","), epsilons, seeds, reuse)
-        report["seconds"] = round(time.perf_counter() - start, 1)
         given = argv if argv is not None else sys.argv[1:]
-        report["commands"] = ["python benchmarks/privacy.py " + shlex.join(given)]
+        command = "python benchmarks/privacy.py " + shlex.join(given)
+        report = run(split_dir, args.models.split(","), epsilons, seeds, reuse, args.part, command)
+        report["seconds"] = round(time.perf_counter() - start, 1)
         if args.part is not None:
             args.part.write_text(json.dumps(report, indent=1, default=str))
             return

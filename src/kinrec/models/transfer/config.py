@@ -267,7 +267,7 @@ class TransferConfig(IterativeConfig, DPConfig):
         0.01, gt=0, description="with dp_epsilon: Adam's step size in DP-SGD"
     )
     dp_negatives: int = Field(
-        256, ge=1, description="with dp_epsilon: uniform negatives of a DP-SGD step"
+        128, ge=1, description="with dp_epsilon: uniform negatives of a DP-SGD step"
     )
     dp_noise_l2: float = Field(
         0.5,
