@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=2026)
     parser.add_argument("--name", default="privacy", help="results file name")
+    parser.add_argument("--note", default="", help="a line written under the targets")
     parser.add_argument(
         "--reuse",
         action="append",
@@ -405,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
             f"Targets: {TARGETS}.",
             "",
             *verdicts(rows),
-            "",
+            *([args.note, ""] if args.note else [""]),
             *table(rows),
             "",
             link("privacy", picture),
