@@ -244,6 +244,33 @@ def _ranks(top: np.ndarray, sample: np.ndarray, total: int) -> tuple[np.ndarray,
     return np.concatenate([top, sample]), np.concatenate([np.arange(len(top)), below])
 
 
+def _catalogue_moments(
+    scores: np.ndarray,
+    finite: np.ndarray,
+    sample: np.ndarray,
+    whole: np.ndarray | None,
+    catalogue: int,
+) -> tuple[float, float]:
+    """Mean and standard deviation over a catalogue of ``catalogue`` items of the finite
+    ``scores``, estimated from the entries in ``sample`` (a uniform sample of it) and, where
+    ``whole`` marks entries that are the whole of their part of the catalogue, from those
+    exactly: the sample then stands for the other items only, in proportion to their number
+    (a stratified estimate)."""
+    if whole is None or not (whole := np.asarray(whole, dtype=bool) & finite).any():
+        own = scores[sample]
+        return float(own.mean()), float(own.std())
+    rest = sample & ~whole
+    known = scores[whole]
+    others = max(catalogue - len(known), 0)
+    if not rest.any() or others == 0:
+        return float(known.mean()), float(known.std())
+    sampled = scores[rest]
+    n = len(known) + others
+    mean = (known.sum() + others * sampled.mean()) / n
+    second = ((known**2).sum() + others * (sampled**2).mean()) / n
+    return float(mean), float(np.sqrt(max(second - mean**2, 0.0)))
+
+
 def _rank_map_top(
     source: tuple[np.ndarray, np.ndarray],
     target: tuple[np.ndarray, np.ndarray],
@@ -670,6 +697,7 @@ class Recommender(ABC):
         n_events: int,
         reference: np.ndarray,
         ceiling: Ceiling | None = None,
+        whole: np.ndarray | None = None,
     ) -> np.ndarray:
         """:meth:`blend_history_prior` for the fold-in scores of some items only.
 
@@ -689,6 +717,12 @@ class Recommender(ABC):
         at least ``ceiling.score``, and every one whose blended score is at least that of
         those two bounds together, is among ``items``, and the rank correspondence takes
         them as they are, one rank each, the sample standing only for the rest.
+
+        ``whole`` (a boolean mask over ``items``) marks a part of the catalogue given whole:
+        a new user's graph-lifted items, all of them candidates, whose lift puts them far
+        above the rest. Their share of the mean and spread is then taken as it is and the
+        sample stands for the other items only (a sample of a few hundred items holds a
+        handful of lifted ones or none, and they decide the spread).
         """
         c = self.history_prior_strength
         if c <= 0:
@@ -708,10 +742,10 @@ class Recommender(ABC):
         counted = np.zeros(len(scores), dtype=bool)
         counted[known] = has_count[items[known]]
         counted &= finite
-        own = scores[ref]
+        mean, std = _catalogue_moments(scores, finite, ref, whole, len(self.item_map))
         share = c / (c + max(n_events, 0))
         out = np.full(len(scores), -np.inf)
-        z = (scores[finite] - own.mean()) / (own.std() + 1e-12)
+        z = (scores[finite] - mean) / (std + 1e-12)
         out[finite] = (1 - share) * z + share * pop[finite]
         uncounted = finite & ~counted
         ranked = counted & ref if (counted & ref).any() else counted
@@ -724,7 +758,7 @@ class Recommender(ABC):
             top_score = top_blend = -np.inf
         else:
             top_score = ceiling.score
-            z = (top_score - own.mean()) / (own.std() + 1e-12)
+            z = (top_score - mean) / (std + 1e-12)
             top_blend = (1 - share) * z + share * popularity[ceiling.popular]
         top = counted & (scores >= top_score)
         best = counted & (out >= top_blend)

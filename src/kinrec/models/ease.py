@@ -153,7 +153,7 @@ def neighbour_graph(vectors: np.ndarray, k: int, block: int = 2048) -> sp.csr_ma
             sims = unit[start : start + block] @ unit.T
             local = np.arange(len(sims))
             sims[local, start + local] = -np.inf  # no self-edges
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            top = top_k_rows(sims, k)
             rows.append(np.repeat(start + local, k))
             cols.append(top.ravel())
             vals.append(np.maximum(np.take_along_axis(sims, top, axis=1), 0.0).ravel())
@@ -213,6 +213,22 @@ def scaled_graph(graph: sp.spmatrix, gram: np.ndarray | float) -> sp.csr_matrix 
     return (graph * (mean_count / mass)).tocsr()
 
 
+def top_k_rows(sims: np.ndarray, k: int) -> np.ndarray:
+    """Columns of each row's ``k`` largest values (``0 < k <= columns``, in no order), of
+    the values tied with the row's k-th largest the first columns: the same graph on every
+    CPU (``argpartition`` alone breaks ties by its SIMD kernel, and knowledge-graph
+    similarities tie often: items sharing only a genre have the same cosine)."""
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(sims, top, axis=1)
+    kth = values.min(axis=1)
+    taken = (values == kth[:, None]).sum(axis=1)
+    tied = (sims == kth[:, None]).sum(axis=1)
+    for r in np.flatnonzero(tied > taken):  # more ties than places: keep the first ones
+        above = np.flatnonzero(sims[r] > kth[r])
+        top[r] = np.concatenate([above, np.flatnonzero(sims[r] == kth[r])[: k - len(above)]])
+    return top
+
+
 def sparse_neighbour_graph(rows: sp.spmatrix, k: int, cells: int = 1 << 25) -> sp.csr_matrix:
     """:func:`neighbour_graph` of sparse, row-normalised vectors (e.g. items' IDF-weighted
     knowledge-graph entities, whose dot product is their shared-entity cosine): each row's
@@ -230,7 +246,7 @@ def sparse_neighbour_graph(rows: sp.spmatrix, k: int, cells: int = 1 << 25) -> s
         sims = (rows[start : start + block] @ transposed).toarray()
         local = np.arange(len(sims))
         sims[local, start + local] = 0.0  # no self-edges
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top = top_k_rows(sims, k)
         values = np.take_along_axis(sims, top, axis=1)
         keep = values > 0
         out_rows.append(np.repeat(start + local, k)[keep.ravel()])

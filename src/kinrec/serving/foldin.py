@@ -445,8 +445,9 @@ class ModelScorer:
         scores = np.concatenate([request.reference_scores, raw])
         items, first = np.unique(items, return_index=True)
         reference = first < len(request.reference)
+        whole = None if request.lifted is None else np.isin(items, request.lifted[0])
         blended = model.blend_history_prior_subset(
-            scores[first], items, request.blend_events, reference, ceiling
+            scores[first], items, request.blend_events, reference, ceiling, whole
         )
         return np.asarray(blended, dtype=np.float32)[np.searchsorted(items, candidates)]
 
