@@ -128,12 +128,10 @@ def check_source(source, ref: Interactions, *, store: bool, dataset: str | None 
     got = np.concatenate([np.stack([b["user"], b["item"]]) for b in parts], axis=1)
     want = np.stack([ref.users, ref.items])
     assert sorted(map(tuple, got.T.tolist())) == sorted(map(tuple, want.T.tolist()))
-    # the contract the statistics rely on: in the order the blocks come, each user's rows
-    # are one run (of one block, or of consecutive ones where Ray cut a partition's output)
-    stream = np.concatenate([b["user"] for b in parts])
-    runs = stream[np.r_[True, stream[1:] != stream[:-1]]]
-    assert len(runs) == len(set(runs.tolist())), "a user's rows are not one run"
+    # the contract the statistics rely on: each row carries its user's number of rows
+    totals = np.bincount(ref.users, minlength=ref.n_users)
     for b in parts:
+        np.testing.assert_array_equal(b["user_rows"], totals[b["user"]])
         if store:  # one query per partition: one block each, one residue each
             assert len(set((b["user"] % PARTITIONS).tolist())) == 1
         assert (b["weight"] == 1.0).all()
@@ -148,9 +146,15 @@ def check_source(source, ref: Interactions, *, store: bool, dataset: str | None 
         assert gram.dtype == np.float64 and gram.shape == want_gram.shape
         assert (gram != want_gram).nnz == 0
         assert np.array_equal(counts, np.diff(x.tocsc().indptr))
-        if store and not ratings:  # users cut across small blocks: the same sums
-            sliced = item_statistics(rows.repartition(target_num_rows_per_block=5), vocab.n_items)
-            assert (sliced[0] != want_gram).nnz == 0 and np.array_equal(sliced[1], counts)
+        if not ratings:  # users cut across small blocks, and blocks in any order: the same
+            for cut in (
+                rows.repartition(target_num_rows_per_block=5),
+                rows.random_shuffle(seed=0).repartition(7),  # every user spread out
+            ):
+                sliced = item_statistics(cut, vocab.n_items)
+                assert (sliced[0] != want_gram).nnz == 0 and np.array_equal(sliced[1], counts)
+                cut_rows = partition_rows(cut, vocab.n_users, vocab.n_items)
+                assert (cut_rows != x.astype(np.float32)).nnz == 0
         seen = partition_rows(rows, vocab.n_users, vocab.n_items)
         assert seen.dtype == np.float32 and (seen != x.astype(np.float32)).nnz == 0
         assert seen.has_sorted_indices

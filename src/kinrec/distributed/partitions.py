@@ -21,16 +21,17 @@ its contribution ``x_u^T x_u`` to the Gram matrix) are complete inside it.
   workers' object stores, spilled to disk where it does not fit; never through the driver).
 
 Rows of the dataset: ``user`` and ``item`` (int64 indices), ``weight`` (float64: 1.0, or
-the rating with ``ratings=True``, 1.0 where a row has none). Within a partition the rows
-come ordered by user, so each user's rows are one run. The matrix ``X`` they describe has
-one entry per (user, item) pair: a pair seen several times counts once, with its largest
-weight (as :meth:`Interactions.matrix` and EASE's rating strengths do).
+the rating with ``ratings=True``, 1.0 where a row has none) and ``user_rows`` (int64: how
+many rows the user has in all). Within a partition the rows come ordered by user. The
+matrix ``X`` they describe has one entry per (user, item) pair: a pair seen several times
+counts once, with its largest weight (as :meth:`Interactions.matrix` and EASE's rating
+strengths do).
 
-:func:`item_statistics` and :func:`partition_rows` rely only on that: every user's rows are
-one run of one Ray Data block or of consecutive ones (Ray may cut a large partition into
-several blocks). Each block's interior users are complete and summed on the worker; the
-users at a block's two ends may continue in a neighbouring block, so their rows (at most two
-users a block) go to the driver, which merges them by user.
+:func:`item_statistics` and :func:`partition_rows` rely only on ``user_rows``, not on how
+Ray cuts, orders or bundles blocks: a block that holds as many rows of a user as
+``user_rows`` says holds that user whole, and the user's rows and ``x_u^T x_u`` are summed
+on the worker; the rows of the users a block holds in part (where Ray cut a partition's
+output: a user at each cut) go to the driver, which merges them by user.
 
 Every function here works on the connected cluster (:mod:`kinrec.distributed.cluster`).
 """
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 STORE_PREFIXES = ("sqlite:", "postgresql:", "postgresql+")
 FETCH_ROWS = 100_000
 """Rows a partition query fetches from the database at a time."""
-COLUMNS = ("user", "item", "weight")
+COLUMNS = ("user", "item", "weight", "user_rows")
 
 
 class PartitionSourceError(ValueError):
@@ -244,11 +245,19 @@ def _columns(users: list, items: list, weights: list) -> dict[str, np.ndarray]:
     def joined(parts: list, dtype: type) -> np.ndarray:
         return np.concatenate(parts) if parts else np.empty(0, dtype)
 
+    user = joined(users, np.int64)
     return {
-        "user": joined(users, np.int64),
+        "user": user,
         "item": joined(items, np.int64),
         "weight": joined(weights, np.float64),
+        "user_rows": _user_rows(user),
     }
+
+
+def _user_rows(users: np.ndarray) -> np.ndarray:
+    """Each row's user's number of rows among ``users`` (all of the user's rows)."""
+    _, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
+    return counts[inverse].astype(np.int64)
 
 
 def _store_vocabulary(plan: StorePlan) -> Vocabulary:
@@ -318,7 +327,7 @@ def _parquet_vocabulary(source: str | os.PathLike[str] | list) -> Vocabulary:
     driver)."""
     ray = _require_ray()
     _parquet_columns(source, ratings=False)
-    ids = ray.data.read_parquet(_paths(source), columns=["user_id", "item_id"]).map_batches(
+    ids = ray.data.read_parquet(_paths(source)).select_columns(["user_id", "item_id"]).map_batches(
         _as_strings, batch_format="pyarrow"
     )
     users = sorted(str(u) for u in ids.unique("user_id"))
@@ -368,10 +377,12 @@ def _indexed(batch: Any, refs: IdMapRefs, partitions: int, ratings: bool) -> dic
 
 
 def _by_user(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One partition's rows, ordered by user (a stable sort: each user's rows stay in their
-    input order)."""
+    """One partition's rows (all of its users' rows), ordered by user (a stable sort: each
+    user's rows stay in their input order), with each user's count of rows."""
     order = np.argsort(group["user"], kind="stable")
-    return {name: group[name][order] for name in COLUMNS}
+    out = {name: group[name][order] for name in ("user", "item", "weight")}
+    out["user_rows"] = _user_rows(out["user"])
+    return out
 
 
 def _read_parquet(
@@ -383,7 +394,7 @@ def _read_parquet(
         ray.put(np.array(vocabulary.user_ids, dtype=object)),
         ray.put(np.array(vocabulary.item_ids, dtype=object)),
     )
-    rows = ray.data.read_parquet(_paths(source), columns=columns).map_batches(
+    rows = ray.data.read_parquet(_paths(source)).select_columns(columns).map_batches(
         _indexed,
         batch_format="pyarrow",
         fn_kwargs={"refs": refs, "partitions": partitions, "ratings": ratings},
@@ -413,7 +424,8 @@ def read_partitions(
 ) -> ray.data.Dataset:
     """The interactions of ``source`` (a store URL and its ``dataset``, or Parquet files) as
     a Ray Data dataset of ``partitions`` partitions by user, read on the workers: columns
-    ``user``, ``item`` (int64 indices), ``weight`` (1.0, or the rating with ``ratings``).
+    ``user``, ``item`` (int64 indices), ``weight`` (1.0, or the rating with ``ratings``),
+    ``user_rows`` (the user's number of rows).
     Lazy: nothing is read until the dataset is consumed. ``vocabulary`` (Parquet only):
     the id maps already read by :func:`read_vocabulary`, so that the ids are not collected
     twice. See the module's docstring for what runs where."""
@@ -450,15 +462,13 @@ def _rows(users: np.ndarray, items: np.ndarray, weights: np.ndarray, n_items: in
 
 
 def _split_block(batch: dict[str, np.ndarray]) -> tuple[tuple, tuple]:
-    """A block's interior pairs (users complete here) and its edge rows (the users at its
-    two ends, who may continue in a neighbouring block)."""
+    """A block's pairs of the users it holds whole, and the rows of the users it holds in
+    part (who continue in other blocks), by each row's ``user_rows``."""
     users = np.asarray(batch["user"], dtype=np.int64)
     items = np.asarray(batch["item"], dtype=np.int64)
     weights = np.asarray(batch["weight"], dtype=np.float64)
-    edge = np.zeros(len(users), dtype=bool)
-    if len(users):
-        edge = (users == users[0]) | (users == users[-1])
-    inner = ~edge
+    inner = _user_rows(users) == np.asarray(batch["user_rows"], dtype=np.int64)
+    edge = ~inner
     return (
         _pairs(users[inner], items[inner], weights[inner]),
         _pairs(users[edge], items[edge], weights[edge]),
