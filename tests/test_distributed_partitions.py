@@ -219,3 +219,46 @@ def test_reading_needs_a_connected_cluster(sqlite_url, monkeypatch) -> None:
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     with pytest.raises(RuntimeError, match="not connected"):
         read_partitions(sqlite_url, dataset=NAME, partitions=2)
+
+
+# ------------------------------------------------------------------------------ the CLI
+def test_cli_fits_ease_from_partitions(cluster, sqlite_url, parquet_dir, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from kinrec.cli import app
+    from kinrec.models.base import Recommender
+
+    runner = CliRunner()
+    common = ["train", "-m", "ease", "--ray", cluster, "--partitions", "3"]
+    for source, ref, extra in (
+        ("store", store_reference(sqlite_url), ["--db", sqlite_url, "--dataset", NAME]),
+        ("parquet", parquet_reference(parquet_dir), ["--parquet", str(parquet_dir)]),
+    ):
+        out = tmp_path / source
+        result = runner.invoke(app, [*common, *extra, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "no split, no evaluation" in result.output
+        model = Recommender.load(out)
+        single = EASE().fit(ref)  # the configuration's defaults, as the CLI's
+        assert model.item_map.ids() == single.item_map.ids()
+        np.testing.assert_allclose(model.weights, single.weights, atol=1e-6)
+        assert model.fit_info["ray"] == {"partitions": 3, "source": source}
+        record = (out / "split.json").read_text()
+        assert (f'"dataset": "{NAME}"' in record) == (source == "store")
+    # refusals: a model that is not a sum over users, no cluster, --parquet alone
+    for args, message in (
+        (["train", "-m", "bpr", "--ray", cluster, "--partitions", "3", "--db", sqlite_url],
+         "fits ease"),
+        (["train", "-m", "ease", "--partitions", "3", "--db", sqlite_url], "give --ray"),
+        (["train", "-m", "ease", "--parquet", str(parquet_dir)], "with --partitions"),
+        (["retrain", "--model-dir", str(tmp_path / "store")], "train --partitions"),
+    ):  # fmt: skip
+        result = runner.invoke(app, args, env={"KINREC_RAY_ADDRESS": ""})
+        assert result.exit_code != 0 and message in result.output, result.output
+
+
+def test_a_catalogue_too_large_for_the_dense_solve_is_refused_first(cluster, sqlite_url) -> None:
+    with pytest.raises(ValueError, match=r"25 items is more than max_dense_items \(10\)"):
+        fit_ease_partitioned(
+            sqlite_url, dataset=NAME, partitions=2, config={"max_dense_items": 10}
+        )

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from kinrec.cli import batch, knowledge, privacy
+from kinrec.cli import batch, knowledge, partitioned, privacy
 from kinrec.cli.common import (
     ConfigOption,
     DbOption,
@@ -453,6 +453,8 @@ def train(
             help="With --ray: data-parallel Ray Train workers for models trained in epochs",
         ),
     ] = 2,
+    partitions: partitioned.PartitionsOption = None,
+    parquet: partitioned.ParquetOption = None,
 ) -> None:
     """Train a model on the stored dataset (split as configured), evaluate, save the model dir.
 
@@ -465,11 +467,38 @@ def train(
     With --ray ADDRESS (auto, HOST:PORT or local; docs/scaling.md) models trained in epochs
     are trained by --ray-workers data-parallel Ray Train workers, and the sparse linear
     solver's item blocks run as Ray tasks.
-    """
-    from kinrec.pipeline import stored_dataset, train_and_evaluate
 
+    With --ray and --partitions P the interactions are read in P partitions by user on the
+    cluster's workers (from the store, or --parquet files) and EASE is fitted on all of them
+    from the Gram matrix summed there: no split and no evaluation, the model to serve, for
+    data that does not pass through one process's memory (docs/scaling.md):
+
+        kinrec train -m ease --ray auto --partitions 64 --out runs/ease-all
+    """
+    from kinrec.pipeline import dataset_name, stored_dataset, train_and_evaluate
+
+    if parquet and partitions is None:
+        raise fail("--parquet is read with --partitions P (and --ray)")
+    if partitions is not None and dp_epsilon is not None:
+        raise fail("--partitions does not train privately; drop --dp-epsilon or --partitions")
     with _errors_as_messages():
         cfg = _pipeline_config(config, model, dataset, db, split_dir)
+        if partitions is not None:
+            params = cfg.model.build_config().model_dump(mode="json")
+            name, stored, url = cfg.model.name, dataset_name(cfg.data), cfg.store.url
+    if partitions is not None:
+        partitioned.train_partitioned(
+            model_name=name,
+            params=params,
+            dataset=stored,
+            db=url,
+            parquet=parquet,
+            partitions=partitions,
+            address=resolve_address(ray),
+            out_dir=out_dir,
+        )
+        return
+    with _errors_as_messages():
         cfg = _private_config(cfg, dp_epsilon, dp_delta, dp_clip)
         data = None if cfg.split.method == "predefined" else stored_dataset(cfg)
         workers = None
@@ -539,6 +568,11 @@ def retrain(
     out_dir = out_dir or model_dir
     with _errors_as_messages():
         record = json.loads((model_dir / SPLIT_FILE).read_text())
+        if "partitioned" in record:
+            raise ValueError(
+                f"{model_dir} was fitted on every interaction by `kinrec train --partitions`: "
+                "run that again (it reads the store as it is now, without erased users)"
+            )
         cfg = PipelineConfig.model_validate(record["config"])
         if db:
             cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"url": db})})

@@ -585,35 +585,39 @@ def fit_ease_partitioned(
     *,
     dataset: str | None = None,
     partitions: int,
-    l2: float = 250.0,
+    l2: float | None = None,
+    config: Any = None,
     address: str | None = None,
 ) -> EASE:
-    """EASE fitted from interactions read in partitions: the model that ``EASE({"reg_weight":
-    l2}).fit(interactions)`` builds from the same interactions indexed by
+    """EASE fitted from interactions read in partitions: the model that ``EASE(config)
+    .fit(interactions)`` builds from the same interactions indexed by
     :func:`read_vocabulary`'s ids (the same weights), its Gram matrix summed on the cluster
     (:func:`item_statistics`) and its rows assembled from the partitions
-    (:func:`partition_rows`), in one pass over the source. ``address``: connect first
+    (:func:`partition_rows`), in one pass over the source. ``config``: an ``EASEConfig`` or
+    its dict (``l2``: its ``reg_weight``, for short). ``address``: connect first
     (:func:`kinrec.distributed.cluster.connect`); else the connected cluster.
 
     Memory on the driver: the id maps, the rows (8 bytes an event) and the dense items x
-    items solve, as for a single-process EASE; never the interaction table."""
+    items solve, as for a single-process EASE; never the interaction table. A catalogue
+    larger than the configuration's ``max_dense_items`` is refused before anything is read
+    (:meth:`EASE.from_gram`)."""
     from kinrec.data.dataset import IdMap
-    from kinrec.models.ease import EASE
+    from kinrec.models.ease import EASE, EASEConfig
 
+    settings = EASEConfig.model_validate(config or {})
+    if l2 is not None:
+        settings = settings.model_copy(update={"reg_weight": l2})
     if address is not None:
         from kinrec.distributed.cluster import connect
 
         connect(address)
     vocabulary = read_vocabulary(source, dataset=dataset)
+    EASE.check_gram_size(vocabulary.n_items, settings)
     ds = read_partitions(source, dataset=dataset, partitions=partitions, vocabulary=vocabulary)
     gram, _, seen = _statistics(ds, vocabulary.n_items, vocabulary.n_users)
     seen.data[:] = 1.0  # binary rows, as EASE's fit takes them
     model = EASE.from_gram(
-        gram,
-        seen,
-        IdMap(vocabulary.user_ids),
-        IdMap(vocabulary.item_ids),
-        {"reg_weight": l2},
+        gram, seen, IdMap(vocabulary.user_ids), IdMap(vocabulary.item_ids), settings
     )
     model.fit_info["ray"] = {
         "partitions": partitions,

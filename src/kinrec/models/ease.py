@@ -436,9 +436,8 @@ class EASE(Recommender):
         model = cls(config)
         if model.config.dp_epsilon is not None:
             raise ValueError("ease: a private fit (dp_epsilon) computes its own Gram matrix")
-        if model.config.solver == "sparse":
-            raise ValueError("ease: a precomputed Gram matrix is solved densely (solver 'dense')")
         n = len(item_map)
+        cls.check_gram_size(n, model.config)
         if seen.shape != (len(user_map), n) or gram.shape != (n, n):
             raise ValueError(
                 f"ease: rows {seen.shape} and Gram matrix {gram.shape} do not match "
@@ -452,6 +451,22 @@ class EASE(Recommender):
         model.weights = model._solve(seen, "dense", gram=gram)
         validate_one_pass(model, None, start)
         return model
+
+    @staticmethod
+    def check_gram_size(n_items: int, config: EASEConfig) -> None:
+        """Refuse a dense solve from a precomputed Gram matrix (:meth:`from_gram`) that the
+        configuration would not make: ``solver`` 'sparse', or 'auto' above
+        ``max_dense_items`` (the dense matrices grow with the square of the catalogue)."""
+        if config.solver == "sparse":
+            raise ValueError("ease: a precomputed Gram matrix is solved densely (solver 'dense')")
+        if config.solver == "auto" and n_items > config.max_dense_items:
+            gib = 8 * n_items**2 / 2**30
+            raise ValueError(
+                f"ease: {n_items:,} items is more than max_dense_items "
+                f"({config.max_dense_items:,}); a dense solve from a summed Gram matrix needs "
+                f"at least {gib:,.1f} GiB. Set solver = 'dense' and a larger max_dense_items if "
+                "the machine holds it; the sparse solver reads the rows in one process"
+            )
 
     def _solve(
         self,
