@@ -5,7 +5,8 @@ For each model, ``--seeds`` single-process fits (``kinrec benchmark --json``, se
 (a head without CPUs and ``--workers`` worker nodes of one CPU each, 127.0.0.1 only;
 data-parallel Ray Train workers for models trained in epochs, the sparse solver's item
 blocks as Ray tasks otherwise) is evaluated the same way (test, full ranking, train+valid
-masked). Target: the Ray fit within one sd of the single-process mean.
+masked). Target: the Ray fit within one seed's spread of the single-process fits: within
+one sd of their mean, and within their range.
 
 ``--reuse KEY=PATH`` takes a model's single-process records from an earlier results file
 (a ``kinrec benchmark --json`` line per seed, or kg_gain.py's JSON with ``runs[KEY]``)
@@ -108,11 +109,12 @@ def write(report: dict, results: Path, console: Console) -> None:
             mean = statistics.mean(vals)
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             verdict = "met" if abs(on_ray[key] - mean) <= sd else "missed"
+            ranged = "met" if min(vals) <= on_ray[key] <= max(vals) else "missed"
             if len(vals) < 2:
-                verdict = "one seed: no spread"
+                verdict = ranged = "one seed: no spread"
             seed = f"{same[key]:.4f} ({on_ray[key] - same[key]:+.4f})" if same else "-"
             rows.append([model, key, f"{mean:.4f} ± {sd:.4f} ({len(vals)} seeds)", seed,
-                         f"{on_ray[key]:.4f}", f"{on_ray[key] - mean:+.4f}", verdict,
+                         f"{on_ray[key]:.4f}", f"{on_ray[key] - mean:+.4f}", verdict, ranged,
                          f"{statistics.median(r['train_seconds'] for r in single):.0f}",
                          f"{on_ray['train_seconds']:.0f}"])  # fmt: skip
     commands = "; ".join(f"`{c}`" for c in report["commands"])
@@ -122,14 +124,18 @@ def write(report: dict, results: Path, console: Console) -> None:
           "`kinrec benchmark` fits, mean ± sd over seeds from 2026. Ray: one fit of the first "
           f"seed on a local cluster (a head and {workers} worker nodes of one CPU each, "
           "127.0.0.1 only): data-parallel Ray Train workers for models trained in epochs. "
-          "Target: within one sd of the single-process mean; the single-process fit of "
-          "the same seed, which the Ray fit reproduces up to floating-point order where "
-          "the loss is a mean over the batch's rows, is shown beside it. Times: median "
+          "Target: within one seed's spread of the single-process model, read two ways: "
+          "within one sd of the mean over seeds, and within the seeds' range (min to max). "
+          "The single-process fit of the same seed, which the Ray fit reproduces up to "
+          "floating-point order where the loss is a mean over the batch's rows, is shown "
+          "beside it: where the Ray fit equals it, a distance from the mean is that seed's, "
+          "not Ray's. Times: median "
           "single-process "
           "fit and the Ray fit's wall time (cluster start excluded), on the same 2-core "
           "machine, so the Ray workers share its cores.", ""]  # fmt: skip
     md += table(["model", "metric", "single process", "same seed, one process (Ray - it)",
-                 "Ray", "Ray - mean", "within 1 sd of the mean", "single s", "Ray s"],
+                 "Ray", "Ray - mean", "within 1 sd of the mean",
+                 "within the seeds' range", "single s", "Ray s"],
                 rows)  # fmt: skip
     text = "\n".join(md) + "\n"
     console.print(text)
