@@ -258,18 +258,10 @@ def test_private_models_release_noisy_counts_only(data: Interactions, tmp_path: 
     np.testing.assert_array_equal(EASE().fit(data).item_counts(), exact)
 
 
-def test_cli_trains_privately_and_refuses_models_that_cannot(tmp_path: Path) -> None:
-    root = tmp_path / "split"
-    root.mkdir()
-    header = "user_id:token\titem_id:token\n"
-    rng = np.random.default_rng(0)
-    parts: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
-    for u in range(30):
-        for pos, i in enumerate(rng.permutation(40)[:12]):
-            part = "train" if pos < 9 else ("valid" if pos < 11 else "test")
-            parts[part].append(f"u{u}\ti{i}\n")
-    for part, lines in parts.items():
-        (root / f"toy.{part}.inter").write_text(header + "".join(lines))
+def test_cli_trains_privately_and_refuses_models_that_cannot(
+    tmp_path: Path, toy_split_dir: Path
+) -> None:
+    root = toy_split_dir
     runner = CliRunner()
     refused = runner.invoke(
         cli, ["train", "--model", "itemknn", "--split-dir", str(root), "--dp-epsilon", "1",

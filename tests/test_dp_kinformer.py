@@ -229,22 +229,12 @@ def test_private_kinformer_saves_and_serves_its_record(tmp_path: Path) -> None:
     np.testing.assert_allclose(engine.scorer.popularity, loaded.item_counts(), rtol=1e-6)
 
 
-def test_cli_trains_kinformer_privately(tmp_path: Path) -> None:
+def test_cli_trains_kinformer_privately(tmp_path: Path, toy_split_dir: Path) -> None:
     from typer.testing import CliRunner
 
     from kinrec.cli import app as cli
 
-    root = tmp_path / "split"
-    root.mkdir()
-    header = "user_id:token\titem_id:token\n"
-    rng = np.random.default_rng(0)
-    parts: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
-    for u in range(30):
-        for pos, i in enumerate(rng.permutation(40)[:12]):
-            part = "train" if pos < 9 else ("valid" if pos < 11 else "test")
-            parts[part].append(f"u{u}\ti{i}\n")
-    for part, lines in parts.items():
-        (root / f"toy.{part}.inter").write_text(header + "".join(lines))
+    root = toy_split_dir
     out = tmp_path / "kinformer"
     res = CliRunner().invoke(
         cli, ["train", "--model", "kinformer", "--split-dir", str(root), "--dp-epsilon", "4",

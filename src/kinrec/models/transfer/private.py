@@ -197,10 +197,7 @@ class PrivateTraining:
         self.item_degree = np.ones(n_items)
         self.item_layers = x[None].copy()
         self.item_final = self._finish(x)
-        seen = sp.csr_matrix(self.seen, dtype=np.float64)
-        lengths = np.maximum(np.diff(seen.indptr), 1)
-        scaled = sp.diags(1.0 / np.sqrt(lengths)) @ seen
-        self.user_final = self._finish(np.asarray(scaled @ x, dtype=np.float64) / 2.0)
+        self.user_final = self._fold_in_rows(sp.csr_matrix(self.seen, dtype=np.float64))
         self._set_view_arrays(views, available, text, entities)
 
     # ----------------------------------------------------------------- the head's weight

@@ -31,6 +31,7 @@ import contextlib
 from collections.abc import Iterator
 
 import numpy as np
+import scipy.sparse as sp
 
 from kinrec.models import item_item as heads
 
@@ -153,6 +154,26 @@ class TransferScoring:
 
     def _fold_in(self, items: np.ndarray, w: np.ndarray) -> np.ndarray:
         """The user vector of a history: ``items`` (not empty) with float64 weights ``w``."""
-        scale = w / np.sqrt(len(items) * np.maximum(self.item_degree[items], 1))
-        layers = [scale @ layer[items] for layer in self.item_layers]
-        return self._finish(np.sum(layers, axis=0)[None, :] / (len(layers) + 1))[0]
+        scale = self._fold_in_scale(items, w, len(items))
+        return self._fold_in_layers([scale @ layer[items] for layer in self.item_layers])[0]
+
+    def _fold_in_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        """:meth:`_fold_in` of every row of ``rows`` (users x items, float64 weights) at
+        once: one user vector a row (an empty row: the vector of no history)."""
+        lengths = np.diff(rows.indptr)
+        scale = self._fold_in_scale(rows.indices, rows.data, np.repeat(lengths, lengths))
+        scaled = sp.csr_matrix((scale, rows.indices, rows.indptr), shape=rows.shape)
+        return self._fold_in_layers([scaled @ layer for layer in self.item_layers])
+
+    def _fold_in_scale(
+        self, items: np.ndarray, w: np.ndarray, lengths: int | np.ndarray
+    ) -> np.ndarray:
+        """Each history entry's share of a folded-in user: its weight over the square root
+        of the history's length times the item's training degree."""
+        return w / np.sqrt(lengths * np.maximum(self.item_degree[items], 1))
+
+    def _fold_in_layers(self, sums: list[np.ndarray]) -> np.ndarray:
+        """Folded-in users (rows) from their sums over each of the items' layers: the mean
+        over the layers and the user's own layer 0 (zero: no trained embedding)."""
+        total = np.atleast_2d(np.sum(sums, axis=0))
+        return self._finish(np.asarray(total, dtype=np.float64) / (len(sums) + 1))
