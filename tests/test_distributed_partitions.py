@@ -259,6 +259,4 @@ def test_cli_fits_ease_from_partitions(cluster, sqlite_url, parquet_dir, tmp_pat
 
 def test_a_catalogue_too_large_for_the_dense_solve_is_refused_first(cluster, sqlite_url) -> None:
     with pytest.raises(ValueError, match=r"25 items is more than max_dense_items \(10\)"):
-        fit_ease_partitioned(
-            sqlite_url, dataset=NAME, partitions=2, config={"max_dense_items": 10}
-        )
+        fit_ease_partitioned(sqlite_url, dataset=NAME, partitions=2, config={"max_dense_items": 10})

@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from kinrec.data.dataset import IdMap
+
 if TYPE_CHECKING:
     import ray.data
 
@@ -65,18 +67,31 @@ class PartitionSourceError(ValueError):
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """The ids behind the indices of :func:`read_partitions`, in index order."""
+    """The ids behind the indices of :func:`read_partitions`: the user and the item id maps
+    (the models' own :class:`~kinrec.data.dataset.IdMap`)."""
 
-    user_ids: list[str]
-    item_ids: list[str]
+    users: IdMap
+    items: IdMap
+
+    @classmethod
+    def of(cls, user_ids: list[str], item_ids: list[str]) -> Vocabulary:
+        return cls(IdMap(user_ids), IdMap(item_ids))
+
+    @property
+    def user_ids(self) -> list[str]:
+        return self.users.ids()
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self.items.ids()
 
     @property
     def n_users(self) -> int:
-        return len(self.user_ids)
+        return len(self.users)
 
     @property
     def n_items(self) -> int:
-        return len(self.item_ids)
+        return len(self.items)
 
 
 # ------------------------------------------------------------------------------ sources
@@ -277,7 +292,7 @@ def _store_vocabulary(plan: StorePlan) -> Vocabulary:
             ]
     finally:
         engine.dispose()
-    return Vocabulary(ids[0], ids[1])
+    return Vocabulary.of(ids[0], ids[1])
 
 
 def _read_store(plan: StorePlan, partitions: int, ratings: bool) -> ray.data.Dataset:
@@ -327,12 +342,14 @@ def _parquet_vocabulary(source: str | os.PathLike[str] | list) -> Vocabulary:
     driver)."""
     ray = _require_ray()
     _parquet_columns(source, ratings=False)
-    ids = ray.data.read_parquet(_paths(source)).select_columns(["user_id", "item_id"]).map_batches(
-        _as_strings, batch_format="pyarrow"
+    ids = (
+        ray.data.read_parquet(_paths(source))
+        .select_columns(["user_id", "item_id"])
+        .map_batches(_as_strings, batch_format="pyarrow")
     )
     users = sorted(str(u) for u in ids.unique("user_id"))
     items = sorted(str(i) for i in ids.unique("item_id"))
-    return Vocabulary(users, items)
+    return Vocabulary.of(users, items)
 
 
 @dataclass(frozen=True)
@@ -394,10 +411,14 @@ def _read_parquet(
         ray.put(np.array(vocabulary.user_ids, dtype=object)),
         ray.put(np.array(vocabulary.item_ids, dtype=object)),
     )
-    rows = ray.data.read_parquet(_paths(source)).select_columns(columns).map_batches(
-        _indexed,
-        batch_format="pyarrow",
-        fn_kwargs={"refs": refs, "partitions": partitions, "ratings": ratings},
+    rows = (
+        ray.data.read_parquet(_paths(source))
+        .select_columns(columns)
+        .map_batches(
+            _indexed,
+            batch_format="pyarrow",
+            fn_kwargs={"refs": refs, "partitions": partitions, "ratings": ratings},
+        )
     )
     return rows.groupby("partition").map_groups(_by_user, batch_format="numpy")
 
@@ -601,7 +622,6 @@ def fit_ease_partitioned(
     items solve, as for a single-process EASE; never the interaction table. A catalogue
     larger than the configuration's ``max_dense_items`` is refused before anything is read
     (:meth:`EASE.from_gram`)."""
-    from kinrec.data.dataset import IdMap
     from kinrec.models.ease import EASE, EASEConfig
 
     settings = EASEConfig.model_validate(config or {})
@@ -617,7 +637,7 @@ def fit_ease_partitioned(
     gram, _, seen = _statistics(ds, vocabulary.n_items, vocabulary.n_users)
     seen.data[:] = 1.0  # binary rows, as EASE's fit takes them
     model = EASE.from_gram(
-        gram, seen, IdMap(vocabulary.user_ids), IdMap(vocabulary.item_ids), settings
+        gram, seen, vocabulary.users, vocabulary.items, settings
     )
     model.fit_info["ray"] = {
         "partitions": partitions,

@@ -427,18 +427,31 @@ class Recommender(ABC):
             from kinrec.evaluation.protocol import ndcg_validator
 
             validator = ndcg_validator(train, valid)
+        self._prepare(train, side, train.user_map, train.item_map, train.matrix())
+        start = time.perf_counter()
+        self._fit(train, valid, validator, progress)
+        self.fit_info.setdefault("train_seconds", time.perf_counter() - start)
+        return self
+
+    def _prepare(
+        self,
+        train: Interactions | None,
+        side: Dataset | None,
+        user_map: IdMap,
+        item_map: IdMap,
+        seen: sp.csr_matrix,
+    ) -> None:
+        """What every fit sets before learning: the data check (``train`` None: the
+        interactions are not at hand, only ``seen``), the side information, the id maps and
+        the training rows ``seen``."""
         self.data_holds = self.check_data(train, side)
         if side is None:  # interactions only: no item text, attributes or graph
             side = Dataset(name="", interactions=empty_frame(INTERACTION_COLUMNS))
         self.side = side
         self.text_template = _text_template(side)
         # Own copies: items added after fitting (``add_items``) must not grow the caller's maps.
-        self.user_map, self.item_map = train.user_map.copy(), train.item_map.copy()
-        self.seen = train.matrix()
-        start = time.perf_counter()
-        self._fit(train, valid, validator, progress)
-        self.fit_info.setdefault("train_seconds", time.perf_counter() - start)
-        return self
+        self.user_map, self.item_map = user_map.copy(), item_map.copy()
+        self.seen = seen
 
     @abstractmethod
     def _fit(

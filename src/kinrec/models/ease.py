@@ -13,7 +13,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
 
-from kinrec.data.dataset import INTERACTION_COLUMNS, Dataset, IdMap, Interactions, empty_frame
+from kinrec.data.dataset import IdMap, Interactions
 from kinrec.models import item_item, memory
 from kinrec.models.base import ProgressCallback, Recommender, Scored, Validator
 from kinrec.privacy.dp import DPConfig
@@ -444,9 +444,7 @@ class EASE(Recommender):
                 f"{len(user_map)} users and {n} items"
             )
         start = time.perf_counter()
-        model.data_holds = model.check_data(None, None)
-        model.side = Dataset(name="", interactions=empty_frame(INTERACTION_COLUMNS))
-        model.user_map, model.item_map, model.seen = user_map.copy(), item_map.copy(), seen
+        model._prepare(None, None, user_map, item_map, seen)
         model.fit_info["solver"] = "dense"
         model.weights = model._solve(seen, "dense", gram=gram)
         validate_one_pass(model, None, start)
