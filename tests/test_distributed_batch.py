@@ -165,6 +165,24 @@ def test_store_output_replaces_the_models_rows(model_dir: Path, tmp_path: Path) 
     assert frame["created"].nunique() == 1
 
 
+def test_erasing_a_user_deletes_their_batch_lists(model_dir: Path, tmp_path: Path) -> None:
+    from kinrec.data.dataset import Dataset
+    from kinrec.serving import persist
+    from kinrec.store import Store
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    frame = pd.DataFrame({"user_id": ["u7", "u8"], "item_id": ["i1", "i2"]}, dtype=object)
+    with Store(url) as store:
+        store.ingest(Dataset(name="shop", interactions=frame))
+    recommend_all(model_dir, K, url)
+    with Store(url) as store:
+        deleted = persist.erase_user(store, "shop", "u7")
+    assert deleted["batch_recommendations"] == K and deleted["interactions"] == 1
+    with sqlite3.connect(tmp_path / "store.db") as conn:
+        users = [u for (u,) in conn.execute(f"SELECT user FROM {TABLE}")]
+    assert "u7" not in users and users.count("u8") == K and len(users) == 299 * K
+
+
 def test_store_output_on_postgresql(model_dir: Path, postgres_url: str) -> None:
     from sqlalchemy import create_engine, text
 

@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from kinrec.models.base import ERASED_PREFIX, Recommender
+from kinrec.store import schema
 
-TABLE = "batch_recommendations"
+TABLE = schema.batch_recommendations.name
 COLUMNS = ("user", "rank", "item", "score")
 DEFAULT_BATCH_USERS = 4096
 """Most ``users x items`` scores held at once inside a block (128 MiB of float64)."""
@@ -134,22 +135,6 @@ class ParquetSink:
         self.tmp.unlink(missing_ok=True)
 
 
-def batch_table(metadata: Any = None) -> Any:
-    """The ``batch_recommendations`` table (SQLAlchemy Core)."""
-    from sqlalchemy import Column, Float, Integer, MetaData, Table, Text
-
-    return Table(
-        TABLE,
-        metadata if metadata is not None else MetaData(),
-        Column("model", Text, primary_key=True),
-        Column("user", Text, primary_key=True),
-        Column("rank", Integer, primary_key=True),
-        Column("item", Text, nullable=False),
-        Column("score", Float, nullable=False),
-        Column("created", Float, nullable=False),
-    )
-
-
 class StoreSink:
     """Blocks into the ``batch_recommendations`` table, staged under a pending key, one
     short transaction per block; :meth:`commit` swaps them in for ``model`` at once."""
@@ -163,7 +148,7 @@ class StoreSink:
         self.store = Store(url)
         self.model = model
         self.pending = _PENDING + model
-        self.table = batch_table()
+        self.table = schema.batch_recommendations
         self.created = time.time()
         with write_transaction(self.store.engine) as conn:
             self.table.create(conn, checkfirst=True)

@@ -117,9 +117,10 @@ def event_ids_present(store: Store, ids: Sequence[int]) -> set[int]:
 def erase_user(
     store: Store, dataset: str, user_id: str, origin: str | None = None
 ) -> dict[str, int]:
-    """Delete the user's events, interactions, attributes and row, and record the erasure
-    (by hash), all in one transaction (with, given the writing replica's ``origin``, its
-    entry in the replication log). Rows deleted per table."""
+    """Delete the user's events, interactions, attributes and row, and their batch lists
+    (``batch_recommendations``, of every model), and record the erasure (by hash), all in
+    one transaction (with, given the writing replica's ``origin``, its entry in the
+    replication log). Rows deleted per table."""
     deleted: dict[str, int] = {}
     with write_transaction(store.engine) as conn:
         did = _dataset_id(conn, dataset)
@@ -128,6 +129,9 @@ def erase_user(
                 delete(table).where(table.c.dataset_id == did, table.c.user_id == user_id)
             )
             deleted[table.name] = int(result.rowcount)
+        lists = s.batch_recommendations
+        result = conn.execute(delete(lists).where(lists.c.user == user_id))
+        deleted[lists.name] = int(result.rowcount)
         _put(conn, erased_namespace(dataset), user_hash(user_id), b"{}", "application/json")
         if origin is not None:
             digest = {"digest": user_hash(user_id)}

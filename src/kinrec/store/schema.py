@@ -299,6 +299,19 @@ changes = Table(
     Index(None, "at"),
 )
 
+batch_recommendations = Table(
+    "batch_recommendations",
+    metadata,
+    Column("model", Text, primary_key=True),  # the model folder's name
+    Column("user", Text, primary_key=True),  # as stored (a pseudonym where users are)
+    Column("rank", Integer, primary_key=True),  # 1 = best
+    Column("item", Text, nullable=False),
+    Column("score", Double, nullable=False),
+    Column("created", Double, nullable=False),  # epoch seconds, UTC
+)
+"""``kinrec recommend --all-users --out URL``'s lists (:mod:`kinrec.distributed.batch`);
+erasing a user deletes their rows of every model's lists."""
+
 # Dataset tables in dependency order (parents first): the order of ingestion and the reverse
 # order of deletion.
 DATASET_TABLES = (
@@ -323,6 +336,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "artifacts",
     "audit_log",
+    "batch_recommendations",
     "changes",
     "dataset_settings",
     "datasets",
