@@ -636,9 +636,7 @@ def fit_ease_partitioned(
     ds = read_partitions(source, dataset=dataset, partitions=partitions, vocabulary=vocabulary)
     gram, _, seen = _statistics(ds, vocabulary.n_items, vocabulary.n_users)
     seen.data[:] = 1.0  # binary rows, as EASE's fit takes them
-    model = EASE.from_gram(
-        gram, seen, vocabulary.users, vocabulary.items, settings
-    )
+    model = EASE.from_gram(gram, seen, vocabulary.users, vocabulary.items, settings)
     model.fit_info["ray"] = {
         "partitions": partitions,
         "source": "store" if is_store(source) else "parquet",
