@@ -137,6 +137,7 @@ def write(report: dict, results: Path, console: Console) -> None:
                  "Ray", "Ray - mean", "within 1 sd of the mean",
                  "within the seeds' range", "single s", "Ray s"],
                 rows)  # fmt: skip
+    md += [""] + [f"- {note}" for note in report.get("notes", [])]
     text = "\n".join(md) + "\n"
     console.print(text)
     results.mkdir(parents=True, exist_ok=True)
