@@ -475,23 +475,16 @@ def train(
 
         kinrec train -m ease --ray auto --partitions 64 --out runs/ease-all
     """
-    from kinrec.pipeline import dataset_name, stored_dataset, train_and_evaluate
+    from kinrec.pipeline import stored_dataset, train_and_evaluate
 
     if parquet and partitions is None:
         raise fail("--parquet is read with --partitions P (and --ray)")
-    if partitions is not None and dp_epsilon is not None:
-        raise fail("--partitions does not train privately; drop --dp-epsilon or --partitions")
     with _errors_as_messages():
         cfg = _pipeline_config(config, model, dataset, db, split_dir)
-        if partitions is not None:
-            params = cfg.model.build_config().model_dump(mode="json")
-            name, stored, url = cfg.model.name, dataset_name(cfg.data), cfg.store.url
     if partitions is not None:
         partitioned.train_partitioned(
-            model_name=name,
-            params=params,
-            dataset=stored,
-            db=url,
+            cfg,
+            private=dp_epsilon is not None,
             parquet=parquet,
             partitions=partitions,
             address=resolve_address(ray),

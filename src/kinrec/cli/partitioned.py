@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kinrec.cli.common import err, errors_as_messages, fail, out
+
+if TYPE_CHECKING:
+    from kinrec.config import PipelineConfig
 
 PARTITIONED_MODELS = ("ease",)
 """Models whose fit is a sum over users (read in partitions) and one solve on the driver."""
@@ -45,20 +48,21 @@ ParquetOption = Annotated[
 
 
 def train_partitioned(
+    cfg: PipelineConfig,
     *,
-    model_name: str,
-    params: dict[str, Any],
-    dataset: str,
-    db: str,
+    private: bool,
     parquet: list[Path] | None,
     partitions: int,
     address: str | None,
     out_dir: Path,
 ) -> None:
-    """The ``--partitions`` branch of ``kinrec train``."""
+    """The ``--partitions`` branch of ``kinrec train``: the model and store of ``cfg``;
+    ``private``: ``--dp-epsilon`` was given."""
     from kinrec.distributed.cluster import connect
     from kinrec.distributed.partitions import fit_ease_partitioned
+    from kinrec.pipeline import dataset_name
 
+    model_name, db = cfg.model.name, cfg.store.url
     if model_name not in PARTITIONED_MODELS:
         raise fail(
             f"--partitions fits {', '.join(PARTITIONED_MODELS)} (a sum over users and one "
@@ -67,7 +71,10 @@ def train_partitioned(
         )
     if address is None:
         raise fail("--partitions reads on a Ray cluster: give --ray ADDRESS (or local)")
-    if params.get("dp_epsilon") is not None:
+    with errors_as_messages():
+        params = cfg.model.build_config().model_dump(mode="json")
+        dataset = dataset_name(cfg.data)
+    if private or params.get("dp_epsilon") is not None:
         raise fail("--partitions does not train privately; drop --dp-epsilon or --partitions")
     source: Any = [str(p) for p in parquet] if parquet else db
     with errors_as_messages():
