@@ -6,7 +6,11 @@ and permutations. Within a step, a worker computes the loss of its share of the 
 across workers, each weighted by its share of the rows (:meth:`Replicas.reduce_gradients`),
 before the optimiser steps: for a loss that is a mean over the batch's rows this is the
 full batch's gradient, so the workers keep identical parameters and optimiser states and
-the result is the single-process one up to the order of floating-point sums.
+the result is the single-process one up to the order of floating-point sums. A loss with
+in-batch terms (kinformer's alignment and layer contrast, each anchor against the whole
+batch) is computed by each worker as its share of the batch's loss and summed with weight 1.
+Random draws (negatives, dropout masks, noise) are made for the whole batch on every worker
+before its share is taken, so every worker sees the draws one process would.
 
 Validation runs on the leader (rank 0) only and its score is broadcast
 (:meth:`Replicas.agree`), so early stopping takes the same decision everywhere. After the
@@ -70,7 +74,8 @@ class Replicas:
 
     def reduce_gradients(self, parameters: Iterable[torch.Tensor], local: int, total: int) -> None:
         """Replace each parameter's gradient by the sum over workers of ``gradient x local /
-        total``, the same on every worker. A parameter that got no gradient on any worker
+        total``, the same on every worker (``local = total = 1`` when each worker's loss is
+        already its share of the batch's). A parameter that got no gradient on any worker
         keeps none (the optimiser skips it, as in one process); one that got a gradient on
         some workers only counts zero for the others.
 

@@ -178,8 +178,14 @@ class SparseOperator:
         return op
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE of row ``i`` of ``a`` against row ``i`` of ``b``, the other rows as negatives."""
+def info_nce(
+    a: torch.Tensor, b: torch.Tensor, temperature: float, rows: np.ndarray | None = None
+) -> torch.Tensor:
+    """InfoNCE of row ``i`` of ``a`` against row ``i`` of ``b``, the other rows as negatives:
+    the mean over rows. With ``rows``, only those rows' terms, summed and divided by
+    ``len(a)``: one worker's share of the mean, which the workers' shares add up to."""
     a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    logits = a @ b.T / temperature
-    return F.cross_entropy(logits, torch.arange(len(a)))
+    if rows is None:
+        return F.cross_entropy(a @ b.T / temperature, torch.arange(len(a)))
+    r = torch.from_numpy(rows)
+    return F.cross_entropy(a[r] @ b.T / temperature, r, reduction="sum") / len(a)

@@ -70,15 +70,37 @@ class TransferTraining:
         dp = data_parallel.current()
         params = [p for group in opt.param_groups for p in group["params"]]
 
-        def step_loss(idx, negs, available, content_only) -> torch.Tensor:
-            """The loss of the pairs ``idx`` against the shared negatives ``negs``."""
+        def step_loss(idx, negs, available, content_only, whole=None) -> torch.Tensor:
+            """The loss of the pairs ``idx`` against the shared negatives ``negs``, plus the
+            in-batch terms (alignment, layer contrast) over the batch's items and users.
+
+            In a data-parallel job ``whole`` is the batch and ``idx`` this worker's share of
+            it; the result is then this worker's share of the batch's loss: its rows' terms
+            summed and divided by the batch size, and the in-batch terms of its share of
+            the anchors, each against all of the batch's. The workers' shares add up to the
+            one-process loss of the batch, in-batch terms included."""
+            batch_rows = idx if whole is None else whole
             bu, bi = pairs_u[idx], pairs_i[idx]
-            batch = prop.step(bu, np.union1d(bi, negs), available, content_only)
+            align_at = np.unique(pairs_i[batch_rows])[: min(1024, len(batch_rows))]
+            cl = cfg.cl_weight > 0
+            cl_users = np.unique(pairs_u[batch_rows]) if cl else None
+            cl_items = np.unique(pairs_i[batch_rows]) if cl else None
+            rows = np.union1d(bi, negs)
+            if whole is not None and use_align:  # the batch's anchors, not only this worker's
+                rows = np.union1d(rows, align_at)
+            if whole is not None and cl:
+                rows = np.union1d(rows, cl_items)
+            step_users = bu if whole is None or not cl else np.concatenate([bu, cl_users])
+            batch = prop.step(step_users, rows, available, content_only)
+
+            def anchors(n: int) -> np.ndarray | None:
+                return None if whole is None else dp.shard(np.arange(n))
+
             cos = cfg.similarity == "cosine"
             # 1/temperature is folded into the user side, so the (batch x negatives)
             # logits are never rescaled; the loss is softmax cross-entropy with the
             # positive in front, written without materialising the concatenation.
-            users = batch.users
+            users = batch.users[: len(bu)]
             pi = batch.items[batch.positions(bi)]
             ni = batch.items[batch.positions(negs)]
             u = F.normalize(users, dim=-1) / cfg.temperature if cos else users
@@ -86,19 +108,25 @@ class TransferTraining:
             ni = F.normalize(ni, dim=-1) if cos else ni
             pos = (u * pi).sum(-1)
             negative = torch.logsumexp(u @ ni.T, dim=1)
-            loss = (torch.logaddexp(pos, negative) - pos).mean()
+            terms = torch.logaddexp(pos, negative) - pos
+            loss = terms.mean() if whole is None else terms.sum() / len(whole)
             if use_align:
-                at = batch.positions(np.unique(bi)[: min(1024, len(idx))])
+                at = batch.positions(align_at)
                 content_view = batch.views["text"][at] + batch.views["kg"][at]
                 loss = loss + cfg.align_weight * info_nce(
-                    batch.views["id"][at], content_view, cfg.temperature
+                    batch.views["id"][at], content_view, cfg.temperature, anchors(len(at))
                 )
-            if cfg.cl_weight > 0:
-                ub = np.unique(bu, return_index=True)[1]
-                ib = batch.positions(np.unique(bi))
+            if cl:
+                if whole is None:
+                    ub = np.unique(bu, return_index=True)[1]
+                else:
+                    ub = len(bu) + np.arange(len(cl_users))
+                ib = batch.positions(cl_items)
                 loss = loss + cfg.cl_weight * (
-                    info_nce(users[ub], batch.layer1[ub], cfg.cl_temperature)
-                    + info_nce(batch.items[ib], batch.x[ib], cfg.cl_temperature)
+                    info_nce(
+                        batch.users[ub], batch.layer1[ub], cfg.cl_temperature, anchors(len(ub))
+                    )
+                    + info_nce(batch.items[ib], batch.x[ib], cfg.cl_temperature, anchors(len(ib)))
                 )
             return loss
 
@@ -119,21 +147,21 @@ class TransferTraining:
                 # Negatives come from items that have interactions: an item nobody could have
                 # interacted with yet (not in the training data) is not evidence of dislike.
                 negs = warm[rng.integers(0, len(warm), cfg.n_negatives)]
+                whole = None
                 if dp is not None:  # this worker's share of the batch (same negatives)
-                    idx = dp.shard(idx)
+                    whole, idx = idx, dp.shard(idx)
                 opt.zero_grad()
                 if len(idx):  # a worker's share of a last, tiny batch can be empty
-                    loss = step_loss(idx, negs, available, content_only)
+                    loss = step_loss(idx, negs, available, content_only, whole)
                     loss.backward()
                     total += loss.item()
-                    steps += 1
-                if dp is not None:
-                    n_batch = min(batch_size, n_pairs - start)
-                    dp.reduce_gradients(params, len(idx), n_batch)
+                    steps += 1 if dp is None or dp.leader else 0
+                if dp is not None:  # each worker's loss is its share of the batch's: sum
+                    dp.reduce_gradients(params, 1, 1)
                 opt.step()
                 prop.after_step()
             if dp is not None:
-                total, steps = dp.sum(total, steps)  # the mean over every worker's steps
+                total, steps = dp.sum(total, steps)  # the batches' losses, the batches
             self._refresh(prop, base_available)
             return total / max(steps, 1)
 
