@@ -64,6 +64,17 @@ def test_bpr_on_two_worker_nodes_is_the_single_process_fit(cluster, split) -> No
     assert all("valid_ndcg@10" in e[3] for e in events)
 
 
+def test_multvae_on_two_workers_is_the_single_process_fit(cluster, split) -> None:
+    """The input dropout and the code's noise are drawn for the whole batch before each
+    worker takes its share, so the workers see the draws one process does."""
+    params = {"max_epochs": 3, "seed": 4, "batch_size": 64}
+    dist = fit_on_ray(create_model("multvae", params), split, workers=2)
+    single = _single("multvae", params, split)
+    assert dist.weights.keys() == single.weights.keys()
+    for name, weights in single.weights.items():
+        np.testing.assert_allclose(dist.weights[name], weights, atol=1e-4, err_msg=name)
+
+
 def test_one_worker_alone_is_the_single_process_fit(cluster, split) -> None:
     params = {"max_epochs": 3, "seed": 5, "batch_size": 256}
     dist = fit_on_ray(create_model("bpr", params), split, workers=1)

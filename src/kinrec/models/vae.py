@@ -12,6 +12,8 @@ Scoring runs in numpy on exported weights.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -75,15 +77,51 @@ class _VAE(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(
-        self, rows: torch.Tensor, dropout: float, noise: float
+        self, rows: torch.Tensor, draws: _Draws | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = F.dropout(F.normalize(rows), dropout, self.training)
+        """Logits, mean and log-variance for ``rows``; ``draws``: the step's input dropout
+        and code noise (none: neither, as in scoring)."""
+        h = F.normalize(rows)
+        if draws is not None and draws.keep is not None:
+            h = h * draws.keep / (1 - draws.dropout)
         h = self.encoder(h)
         mu, logvar = h[:, : self.latent], h[:, self.latent :]
         z = mu
-        if self.training and noise > 0:
-            z = mu + noise * torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        if draws is not None and draws.noise is not None:
+            z = mu + draws.noise_scale * draws.noise * torch.exp(0.5 * logvar)
         return self.decoder(z), mu, logvar
+
+
+@dataclass
+class _Draws:
+    """A step's users and its random draws: the input dropout's keep mask and the code's
+    noise, drawn for the whole batch, so that a data-parallel worker's share of the batch
+    (:meth:`select`) sees the draws one process would."""
+
+    users: np.ndarray
+    keep: torch.Tensor | None
+    noise: torch.Tensor | None
+    dropout: float
+    noise_scale: float
+
+    @classmethod
+    def of(cls, users: np.ndarray, n_items: int, latent: int, cfg: MultVAEConfig) -> _Draws:
+        n = len(users)
+        keep = torch.empty(n, n_items).bernoulli_(1 - cfg.dropout) if cfg.dropout > 0 else None
+        noise = torch.randn(n, latent) if cfg.noise_scale > 0 else None
+        return cls(users, keep, noise, cfg.dropout, cfg.noise_scale)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def select(self, index: torch.Tensor) -> _Draws:
+        return _Draws(
+            self.users[index.numpy()],
+            None if self.keep is None else self.keep[index],
+            None if self.noise is None else self.noise[index],
+            self.dropout,
+            self.noise_scale,
+        )
 
 
 class MultVAE(Recommender):
@@ -121,9 +159,9 @@ class MultVAE(Recommender):
             optimizer = torch.optim.Adam(module.parameters(), lr=cfg.learning_rate)
             step = [0]
 
-            def batch_loss(users: np.ndarray) -> torch.Tensor:
-                x = torch.from_numpy(rows[users].toarray())
-                logits, mu, logvar = module(x, cfg.dropout, cfg.noise_scale)
+            def batch_loss(draws: _Draws) -> torch.Tensor:
+                x = torch.from_numpy(rows[draws.users].toarray())
+                logits, mu, logvar = module(x, draws)
                 step[0] += 1
                 anneal = cfg.anneal_cap
                 if cfg.anneal_steps > 0:
@@ -136,7 +174,8 @@ class MultVAE(Recommender):
                 module.train()
                 order = rng.permutation(active)
                 batches = (
-                    order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)
+                    _Draws.of(order[i : i + cfg.batch_size], n, cfg.latent_size, cfg)
+                    for i in range(0, len(order), cfg.batch_size)
                 )
                 return optimize_epoch(batches, batch_loss, optimizer)
 
