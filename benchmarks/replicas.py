@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import PY, RESULTS, RawClient, free_port, pct, start
+from serving import PY, RESULTS, RawClient, free_port, pct, serve_cmd, start
 
 DATASET = "ml-100k"
 
@@ -68,18 +68,12 @@ def prepare(work: Path, db: str) -> dict:
     return {"db": db, "model_dir": model_dir, "key": key, **timings}
 
 
-def serve_cmd(setup: dict, port: int) -> list[str]:
-    return [
-        PY, "-m", "kinrec.serving", "serve", "--model-dir", str(setup["model_dir"]),
-        "--db", setup["db"], "--port", str(port), "--no-access-log",
-    ]  # fmt: skip
-
-
 def start_replicas(setup: dict, n: int, work: Path) -> list[tuple[subprocess.Popen, int]]:
     out = []
     for i in range(n):
         port = free_port()
-        proc, ready_s = start(serve_cmd(setup, port), port, work / f"replica-{i}.log")
+        cmd = serve_cmd(setup, port, "--no-access-log")
+        proc, ready_s = start(cmd, port, work / f"replica-{i}.log")
         print(f"replica {i} on port {port} ready in {ready_s:.1f} s", flush=True)
         out.append((proc, port))
     return out

@@ -234,7 +234,8 @@ def start(
     raise RuntimeError("server not ready in time")
 
 
-def serve_cmd(setup: dict, port: int) -> list[str]:
+def serve_cmd(setup: dict, port: int, *extra: str) -> list[str]:
+    """The ``kinrec serve`` command line for ``setup``'s model and store on ``port``."""
     return [
         PY,
         "-m",
@@ -246,6 +247,7 @@ def serve_cmd(setup: dict, port: int) -> list[str]:
         setup["db"],
         "--port",
         str(port),
+        *extra,
     ]
 
 
