@@ -81,7 +81,9 @@ class TransferTraining:
             one-process loss of the batch, in-batch terms included."""
             batch_rows = idx if whole is None else whole
             bu, bi = pairs_u[idx], pairs_i[idx]
-            align_at = np.unique(pairs_i[batch_rows])[: min(1024, len(batch_rows))]
+            align_at = (
+                np.unique(pairs_i[batch_rows])[: min(1024, len(batch_rows))] if use_align else None
+            )
             cl = cfg.cl_weight > 0
             cl_users = np.unique(pairs_u[batch_rows]) if cl else None
             cl_items = np.unique(pairs_i[batch_rows]) if cl else None
