@@ -172,6 +172,67 @@ def test_negative_eigenvalues_are_raised() -> None:
     np.testing.assert_allclose(np.linalg.eigvalsh(fixed), [0.0, 2.0, 3.0], atol=1e-12)
 
 
+def test_the_items_chosen_are_the_most_counted_above_the_noise() -> None:
+    counts = np.array([5.0, 100.0, 40.0, 60.0, 1.0, 30.0])
+    # sorted: 100, 60, 40, 30, 5, 1 against 10 sqrt(m): 10, 14.1, 17.3, 20, 22.4, 24.5
+    np.testing.assert_array_equal(dp.chosen_items(counts, 10.0, 1.0), [1, 2, 3, 5])
+    # the largest m that qualifies, even past one that does not: 30 < 20 * 2 = 40
+    np.testing.assert_array_equal(dp.chosen_items(counts, 20.0, 1.0), [1, 2, 3])
+    np.testing.assert_array_equal(dp.chosen_items(counts, 10.0, 0.0), np.arange(6))
+    assert len(dp.chosen_items(counts, 1000.0, 1.0)) == 0
+
+
+def test_the_private_gram_solve_is_its_definition() -> None:
+    """solve_private_gram equals its three steps done here by hand: noisy counts, the items
+    they choose, the noisy Gram matrix of the re-clipped rows of those items projected onto
+    the positive semi-definite matrices and solved; nothing outside the chosen items."""
+    from kinrec.models.ease import ease_weights
+
+    rows = random_rows(300, 40, 0.2, seed=9)
+    rows[:, 30:] = rows[:, 30:].multiply(np.random.default_rng(0).random((300, 10)) < 0.05)
+    releases = dp.gram_releases(2.0, 6, 0.05)
+    assert [r.name for r in releases] == ["counts", "gram"]
+    assert dp.composed_mu(releases) == pytest.approx(2.0)
+    solved = dp.solve_private_gram(rows, releases, 6, 3, 10.0, 0.5, 0.05, "test")
+    rng = dp.noise_rng(3)
+    counts = dp.noisy_counts(dp.clip_rows(rows, 6, 3), releases[0], rng)
+    items = dp.chosen_items(counts, releases[1].sigma, 0.05)
+    assert 0 < len(items) < 40  # some rare items are left out
+    np.testing.assert_array_equal(solved.items, items)
+    np.testing.assert_allclose(solved.counts, np.maximum(counts, 0.0))
+    gram = dp.noisy_gram(dp.clip_rows(sp.csr_matrix(rows)[:, items], 6, 3), releases[1], rng)
+    fixed, raised = dp.positive_definite(gram, 0.0)
+    l2 = 10.0 + dp.noise_l2(releases[1].sigma, len(items), 0.5)
+    assert solved.l2 == pytest.approx(l2) and solved.raised == raised > 0
+    expected = np.zeros((40, 40))
+    expected[np.ix_(items, items)] = ease_weights(fixed, l2)
+    np.testing.assert_allclose(solved.weights, expected, atol=1e-6)
+    # every item (threshold 0): one release, the counts are the noisy Gram matrix's diagonal
+    (release,) = dp.gram_releases(2.0, 6, 0.0)
+    every = dp.solve_private_gram(rows, [release], 6, 3, 10.0, 0.5, 0.0, "test")
+    gram = dp.noisy_gram(dp.clip_rows(rows, 6, 3), release, dp.noise_rng(3))
+    np.testing.assert_allclose(every.counts, np.maximum(np.diag(gram), 0.0))
+    fixed, _ = dp.positive_definite(gram, 0.0)
+    l2 = 10.0 + dp.noise_l2(release.sigma, 40, 0.5)
+    np.testing.assert_allclose(every.weights, ease_weights(fixed, l2), atol=1e-6)
+
+
+def test_a_gram_matrix_positive_definite_by_a_hair_is_still_projected() -> None:
+    """A noisy matrix whose smallest eigenvalue plus the L2 is barely above 0 solves without
+    error, and its weights blow up along that direction; the projection keeps them sane."""
+    from kinrec.models.ease import ease_weights
+
+    rng = np.random.default_rng(4)
+    basis, _ = np.linalg.qr(rng.standard_normal((20, 20)))
+    values = np.linspace(-9.99, 50.0, 20)  # with L2 10: smallest eigenvalue 0.01
+    noisy = (basis * values) @ basis.T
+    raw = ease_weights(noisy.copy(order="F"), 10.0)
+    fixed, raised = dp.positive_definite(noisy, 0.0)
+    assert raised > 0
+    projected = ease_weights(fixed, 10.0)
+    assert np.abs(raw).max() > 10 * np.abs(projected).max()
+
+
 # ------------------------------------------------------------------------------ models
 @pytest.fixture(scope="module")
 def data() -> Interactions:
@@ -199,10 +260,19 @@ def test_private_fits_are_noisy_seeded_and_accounted(data: Interactions) -> None
     info = private.fit_info["privacy"]
     assert info["delta"] == pytest.approx(1 / 200)  # default: 1 / training users
     assert info["epsilon"] == 1.0 and info["epsilon_spent"] == pytest.approx(1.0, rel=1e-5)
-    assert info["sigma"] == pytest.approx(dp.gaussian_sigma(1.0, 1 / 200, math.sqrt(15)))
+    # the counts that choose the items get 10% of mu^2, the Gram matrix the rest
+    mu = dp.gaussian_mu(1.0, 1 / 200)
+    assert info["sigma"]["counts"] == pytest.approx(math.sqrt(5) / (mu * math.sqrt(0.1)))
+    assert info["sigma"]["gram"] == pytest.approx(math.sqrt(15) / (mu * math.sqrt(0.9)))
     assert info["clip"]["items_per_user"] == 5
     assert info["hyperparameters"] == "fixed in advance"
-    assert info["mechanisms"][0]["sensitivity"] == pytest.approx(math.sqrt(15))
+    sensitivity = {m["name"]: m["sensitivity"] for m in info["mechanisms"]}
+    assert sensitivity == pytest.approx({"counts": math.sqrt(5), "gram": math.sqrt(15)})
+    assert 0 <= info["items_solved"] <= 60 and info["item_threshold"] == 0.1
+    alone = EASE({"dp_epsilon": 1.0, "dp_clip": 5, "dp_item_threshold": 0}).fit(data)
+    only = alone.fit_info["privacy"]  # every item: one release, the whole budget
+    assert only["sigma"] == pytest.approx(dp.gaussian_sigma(1.0, 1 / 200, math.sqrt(15)))
+    assert only["items_solved"] == 60 and only["epsilon_spent"] == pytest.approx(1.0, rel=1e-5)
     pop = Popularity({"dp_epsilon": 1.0, "dp_delta": 1e-6, "dp_clip": 4}).fit(data)
     assert pop.fit_info["privacy"]["delta"] == 1e-6
     assert pop.fit_info["privacy"]["mechanisms"][0]["sensitivity"] == pytest.approx(2.0)
@@ -243,11 +313,12 @@ def test_private_ease_skips_choices_on_validation_saves_and_serves(tmp_path: Pat
 
 def test_private_models_release_noisy_counts_only(data: Interactions, tmp_path: Path) -> None:
     """What new users' popularity and the service's popular items read (item_counts) is the
-    private model's noisy counts, never below 0, kept across save and load; the diagonal of
-    EASE's released Gram matrix."""
+    private model's noisy counts, never below 0, kept across save and load: EASE's released
+    counts, or its Gram matrix's diagonal when it covers every item."""
     exact = np.asarray(data.matrix().sum(axis=0), dtype=np.float64).ravel()
     for model in (
         EASE({"dp_epsilon": 1.0, "dp_clip": 5}).fit(data),
+        EASE({"dp_epsilon": 1.0, "dp_clip": 5, "dp_item_threshold": 0}).fit(data),
         Popularity({"dp_epsilon": 1.0, "dp_clip": 5}).fit(data),
     ):
         counts = model.item_counts()

@@ -163,8 +163,13 @@ def test_private_fit_is_accounted_and_chooses_nothing_on_validation(
     info = model.fit_info["privacy"]
     assert info["epsilon"] == 4.0 and info["delta"] == pytest.approx(1 / 240)
     assert 0.97 * 4.0 <= info["epsilon_spent"] <= 4.0
-    gram, sgd = info["mechanisms"]
-    assert gram["mechanism"] == "gaussian" and gram["name"] == "gram"
+    counts, gram, sgd = info["mechanisms"]  # the head: counts choose its items, their Gram
+    assert [counts["name"], gram["name"]] == ["counts", "gram"]
+    assert counts["mechanism"] == gram["mechanism"] == "gaussian"
+    head = dp.gaussian_mu(4.0, 1 / 240) * math.sqrt(0.5)  # the head's half of mu^2
+    assert math.hypot(counts["mu"], gram["mu"]) == pytest.approx(head)
+    assert counts["mu"] ** 2 == pytest.approx(0.1 * head**2)
+    assert 0 < info["items_solved"] <= 60
     assert sgd["steps"] == math.ceil(4 / (60 / 240)) and sgd["sample_rate"] == 0.25
     assert "PRV" in info["accountant"] and info["tower_share"] == 0.5
     assert "nothing chosen on validation" in info["hyperparameters"]

@@ -32,6 +32,14 @@ class EASEConfig(DPConfig):
         "noise's spectral norm (2 sigma sqrt(items)); fixed in advance (0.5: measured on "
         "ml-100k), never chosen on validation",
     )
+    dp_item_threshold: float = Field(
+        0.1,
+        ge=0.0,
+        description="with dp_epsilon: the Gram matrix covers the items whose noisy count "
+        "(10% of the budget) is at least this times its noise on one item's column (sigma "
+        "sqrt(items covered)); the others are not recommended; 0: every item, no count "
+        "release. Fixed in advance (0.1: measured on ml-100k), never chosen on validation",
+    )
     solver: Literal["auto", "dense", "sparse"] = Field(
         "auto",
         description=(

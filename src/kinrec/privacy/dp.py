@@ -435,79 +435,180 @@ COUNT_NORM = "L2 norm of one user's x (binary, at most clip items)"
 def noise_l2(sigma: float, n_items: int, scale: float) -> float:
     """The L2 a noisy Gram matrix gets on top of the model's own: ``scale`` times
     ``2 sigma sqrt(n_items)``, the spectral norm of a symmetric ``n_items``-square matrix
-    of ``N(0, sigma^2)`` entries (the edge of Wigner's semicircle): at ``scale`` 1 the
-    noise's negative eigenvalues are cancelled and the matrix stays positive definite in
-    practice; below 1 (EASE's default 0.5, which ranked better on ml-100k at epsilon 1
-    and 8) the noisy matrix is first projected onto the positive semi-definite ones
-    (:func:`private_ease_weights`). It depends only on public quantities (sigma, the
-    catalogue's size), so it costs no privacy."""
+    of ``N(0, sigma^2)`` entries (the edge of Wigner's semicircle). The noisy matrix is
+    first projected onto the positive semi-definite ones (:func:`solve_private_gram`), so
+    any ``scale`` solves; EASE's default 0.5 ranked better than 0.25 and 1 on ml-100k at
+    epsilon 1 and 8. It depends only on public quantities (sigma, the number of items
+    solved), so it costs no privacy."""
     return scale * 2.0 * sigma * math.sqrt(n_items)
 
 
-def solve_noisy_gram(
-    rows: sp.csr_matrix, release: Release, l2: float, seed: int, what: str
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """EASE weights (float32) solved from the noisy Gram matrix of the clipped binary
-    ``rows`` with ``l2``, the noisy item counts (its diagonal, never below 0) and how many
-    negative eigenvalues were raised: should the noisy matrix plus the L2 not be positive
-    definite, its negative eigenvalues are set to 0 (post-processing) and it is solved again."""
-    from kinrec.models import memory
-    from kinrec.models.ease import NotPositiveDefiniteError, ease_weights
+COUNT_SHARE = 0.1
+"""With an item threshold: the share of a Gram model's budget (of ``mu^2``) spent on the item
+counts that choose the items its Gram matrix covers (fixed in advance, not tuned)."""
 
-    n = rows.shape[1]
+
+def gram_releases(mu: float, clip: int, item_threshold: float) -> list[Release]:
+    """The releases of a model solved from a noisy Gram matrix with the GDP budget ``mu``:
+    with ``item_threshold`` > 0 the item counts (:data:`COUNT_SHARE` of ``mu^2``) and the
+    Gram matrix of the items they choose (the rest); with 0 the Gram matrix of every item
+    alone (its diagonal is the counts)."""
+    gram = gram_sensitivity(clip)
+    if item_threshold <= 0:
+        return [Release("gram", gram, gram / mu, GRAM_NORM)]
+    counts = count_sensitivity(clip)
+    return [
+        Release("counts", counts, counts / (mu * math.sqrt(COUNT_SHARE)), COUNT_NORM),
+        Release("gram", gram, gram / (mu * math.sqrt(1.0 - COUNT_SHARE)), GRAM_NORM),
+    ]
+
+
+def chosen_items(counts: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
+    """The items a private Gram matrix covers (sorted indices): the ``m`` most counted, for
+    the largest ``m`` whose ``m``-th noisy count is at least ``threshold * sigma * sqrt(m)``.
+
+    ``sigma sqrt(m)`` is the norm of the noise on one item's column of an ``m``-item Gram
+    matrix: an item counted far less than that is mostly noise to every regression it
+    enters, and each item more adds noise to all of them. Post-processing of the released
+    counts (no privacy cost). ``threshold`` 0: every item."""
+    n = len(counts)
+    if threshold <= 0:
+        return np.arange(n)
+    order = np.argsort(-counts, kind="stable")
+    ok = counts[order] >= threshold * sigma * np.sqrt(np.arange(1, n + 1))
+    m = int(np.flatnonzero(ok)[-1]) + 1 if ok.any() else 0
+    return np.sort(order[:m])
+
+
+@dataclass(frozen=True)
+class PrivateGram:
+    """What :func:`solve_private_gram` returns: EASE weights over the whole catalogue (float32;
+    zero outside ``items``), the noisy item counts of every item (float64, never below 0),
+    the items the Gram matrix covered, its L2 and how many eigenvalues were raised to 0."""
+
+    weights: np.ndarray
+    counts: np.ndarray
+    items: np.ndarray
+    l2: float
+    raised: int
+
+    def describe(self, threshold: float) -> dict[str, Any]:
+        """The fields a privacy record adds for the Gram matrix."""
+        return {
+            "items_solved": len(self.items),
+            "item_threshold": float(threshold),
+            "eigenvalues_raised": int(self.raised),
+        }
+
+
+def solve_private_gram(
+    rows: sp.spmatrix,
+    releases: Sequence[Release],
+    clip: int,
+    seed: int,
+    base_l2: float,
+    noise_scale: float,
+    item_threshold: float,
+    what: str,
+) -> PrivateGram:
+    """EASE weights from a noisy Gram matrix of the users' binary ``rows`` (one definition,
+    for EASE and kinformer's head), with ``releases`` from :func:`gram_releases`:
+
+    1. with a ``counts`` release: every user keeps at most ``clip`` items, their counts get
+       noise, and :func:`chosen_items` picks the items the Gram matrix covers; the counts
+       are what the model releases as its popularity;
+    2. every user keeps at most ``clip`` of the chosen items (all of them: every item), and
+       the Gram matrix of those rows gets symmetric noise (:func:`noisy_gram`); without a
+       ``counts`` release its diagonal is the counts;
+    3. post-processing, no privacy cost: the noisy matrix is projected onto the positive
+       semi-definite ones (its negative eigenvalues set to 0, as the true Gram matrix has
+       none) and solved with ``base_l2`` plus :func:`noise_l2` of its size. Always
+       projecting matters: a noisy matrix plus the L2 that is positive definite by a hair
+       gives weights that blow up along its smallest directions.
+
+    The same ``seed`` keeps the same items and draws the same noise, so a fit on rows with
+    some users emptied equals the fit without them (erasure)."""
+    from kinrec.models import memory
+    from kinrec.models.ease import ease_weights
+
+    x = sp.csr_matrix(rows)
+    n = x.shape[1]
+    by_name = {r.name: r for r in releases}
+    rng = noise_rng(seed)
+    if "counts" in by_name:
+        counts = noisy_counts(clip_rows(x, clip, seed), by_name["counts"], rng)
+        items = chosen_items(counts, by_name["gram"].sigma, item_threshold)
+    else:
+        counts, items = None, np.arange(n)
+    m = len(items)
     memory.require(
-        f"{what} with differential privacy (fit on {n:,} items)",
-        memory.Dense("the noisy Gram matrix, inverted in place", (n, n), np.float64),
+        f"{what} with differential privacy (fit on {m:,} of {n:,} items)",
+        memory.Dense("the noisy Gram matrix, its eigenvectors", (m, m), np.float64, 2),
         memory.Dense("the weights kept", (n, n), np.float32),
     )
+    release = by_name["gram"]
+    l2 = base_l2 + noise_l2(release.sigma, max(m, 1), noise_scale)
+    weights = np.zeros((n, n), dtype=np.float32)
     raised = 0
-    gram = noisy_gram(rows, release, noise_rng(seed))
-    counts = np.maximum(np.diag(gram), 0.0)  # the released diagonal: the noisy item counts
-    try:
-        weights = ease_weights(gram, l2, True)
-    except NotPositiveDefiniteError:
-        gram, raised = positive_definite(noisy_gram(rows, release, noise_rng(seed)), 0.0)
-        weights = ease_weights(gram, l2, overwrite=True)
-    return weights.astype(np.float32), counts, raised
+    if m:
+        chosen = x[:, items] if m < n else x
+        gram = noisy_gram(clip_rows(chosen, clip, seed), release, rng)
+        if counts is None:
+            counts = np.diag(gram).copy()  # the released diagonal: the noisy item counts
+        gram, raised = positive_definite(gram, 0.0)
+        solved = ease_weights(np.asfortranarray(gram), l2, overwrite=True)
+        del gram
+        if m < n:
+            weights[np.ix_(items, items)] = solved
+        else:
+            weights[:] = solved
+    if counts is None:  # no item at all (an empty catalogue)
+        counts = np.zeros(n)
+    return PrivateGram(weights, np.maximum(counts, 0.0), items, l2, raised)
 
 
 def private_ease_weights(
     seen: sp.spmatrix, config: Any, solver: str
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """EASE weights (float32) from the noisy Gram matrix of the clipped rows of ``seen``,
-    the noisy item counts (its diagonal, never below 0) and the privacy record. ``config``
-    is an EASE config with the DP fields (:class:`DPConfig`) and ``dp_noise_l2``.
-
-    The L2 is ``reg_weight`` plus :func:`noise_l2`. Should the noisy Gram matrix plus the
-    L2 still not be positive definite, the noisy matrix's negative eigenvalues are set to
-    0 (a projection onto the positive semi-definite matrices, as the true Gram matrix is:
-    post-processing, no privacy cost) and the solve is repeated; the record says how many.
-    Only the dense solver: the sparse one picks neighbours from exact co-occurrences."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """EASE weights (float32) from the noisy Gram matrix of the clipped rows of ``seen``
+    (:func:`solve_private_gram`), the noisy item counts and the privacy record. ``config``
+    is an EASE config with the DP fields (:class:`DPConfig`), ``dp_noise_l2`` and
+    ``dp_item_threshold``. The L2 is ``reg_weight`` plus :func:`noise_l2`. Only the dense
+    solver: the sparse one picks neighbours from exact co-occurrences."""
     if solver != "dense":
         raise ValueError(
             "ease with dp_epsilon needs the dense solver (the sparse one chooses each item's "
             f"neighbours from exact co-occurrences); this catalogue of {seen.shape[1]:,} "
             "items is solved sparsely: raise max_dense_items if it fits in memory"
         )
-    n_users, n = seen.shape
+    n_users = seen.shape[0]
     epsilon, delta = target(config, n_users)
-    clip = config.dp_clip
-    (release,) = plan(epsilon, delta, {"gram": (gram_sensitivity(clip), GRAM_NORM, 1.0)})
-    l2 = config.reg_weight + noise_l2(release.sigma, n, config.dp_noise_l2)
-    weights, counts, raised = solve_noisy_gram(
-        clip_rows(seen, clip, config.seed), release, l2, config.seed, "ease"
-    )
+    clip, threshold = config.dp_clip, config.dp_item_threshold
+    releases = gram_releases(gaussian_mu(epsilon, delta), clip, threshold)
+    solved = solve_private_gram(
+        seen, releases, clip, config.seed, config.reg_weight, config.dp_noise_l2, threshold,
+        "ease",
+    )  # fmt: skip
+    statistics = "Gram matrix of the clipped binary rows"
+    statistics += (
+        " of the items chosen by the noisy counts" if len(releases) > 1
+        else " (its diagonal: the item counts)"
+    )  # fmt: skip
     info = record(
-        [release],
+        releases,
         epsilon,
         delta,
         clip,
         config.seed,
-        statistics="Gram matrix of the clipped binary rows (its diagonal: the item counts)",
-        l2={"reg_weight": config.reg_weight, "for_noise": l2 - config.reg_weight, "total": l2},
-        eigenvalues_raised=raised,
+        statistics=statistics,
+        l2={
+            "reg_weight": config.reg_weight,
+            "for_noise": solved.l2 - config.reg_weight,
+            "total": solved.l2,
+        },
+        **solved.describe(threshold),
     )
-    return weights, counts, info
+    return solved.weights, solved.counts, info
 
 
 def private_counts(seen: sp.spmatrix, config: DPConfig) -> tuple[np.ndarray, dict[str, Any]]:

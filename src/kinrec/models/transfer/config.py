@@ -275,6 +275,12 @@ class TransferConfig(IterativeConfig, DPConfig):
         description="with dp_epsilon: the head's L2 for the Gram matrix's noise, in units of "
         "its spectral norm (2 sigma sqrt(items)), as EASE's",
     )
+    dp_item_threshold: float = Field(
+        0.1,
+        ge=0.0,
+        description="with dp_epsilon: the items the head's Gram matrix covers, chosen by their "
+        "noisy counts as EASE's (0: every item, its diagonal the counts)",
+    )
     dp_head_weight: float = Field(
         1.0,
         gt=0,

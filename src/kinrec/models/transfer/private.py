@@ -16,8 +16,9 @@ all of them accounted together:
   is no user table. Each user's gradient (per-user gradients by :func:`torch.func.vmap`)
   is clipped to ``dp_grad_clip``, Gaussian noise is added to every coordinate.
 * **the linear head**: EASE weights solved from the noisy Gram matrix of the clipped rows
-  (:func:`~kinrec.privacy.dp.solve_noisy_gram`), with the head's share of the budget; its
-  diagonal is the noisy item counts the model releases (:meth:`item_counts`). The head is
+  of the items the noisy counts choose (:func:`~kinrec.privacy.dp.solve_private_gram`),
+  with the head's share of the budget; the noisy counts are what the model releases
+  (:meth:`item_counts`). The head is
   left out (the tower takes the whole budget) with ``linear_head = false``,
   ``dp_tower_share = 1`` or a catalogue above ``dense_linear_items``.
 * **what follows from releases** (post-processing, no further cost): the popularity prior,
@@ -87,8 +88,7 @@ class PrivateTraining:
         releases = []
         if with_head:
             mu = dp.gaussian_mu(epsilon, delta) * math.sqrt(1.0 - share)
-            sensitivity = dp.gram_sensitivity(cfg.dp_clip)
-            releases = [dp.Release("gram", sensitivity, sensitivity / mu, dp.GRAM_NORM)]
+            releases = dp.gram_releases(mu, cfg.dp_clip, cfg.dp_item_threshold)
         q = min(1.0, cfg.dp_users_per_step / n_users)
         sgd = dpsgd.calibrate(
             epsilon, delta, releases, q, max(1, math.ceil(cfg.dp_epochs / q)), cfg.dp_grad_clip
@@ -103,13 +103,13 @@ class PrivateTraining:
         self.linear, self.linear_weight = None, 0.0
         extra = {}
         if with_head:
-            l2 = (cfg.linear_l2 or EASEConfig().reg_weight) + dp.noise_l2(
-                releases[0].sigma, n_items, cfg.dp_noise_l2
-            )
-            self.linear, counts, raised = dp.solve_noisy_gram(
-                rows, releases[0], l2, cfg.seed, "kinformer's head"
-            )
-            extra = {"l2": l2, "eigenvalues_raised": raised}
+            solved = dp.solve_private_gram(
+                self.seen, releases, cfg.dp_clip, cfg.seed,
+                cfg.linear_l2 or EASEConfig().reg_weight, cfg.dp_noise_l2,
+                cfg.dp_item_threshold, "kinformer's head",
+            )  # fmt: skip
+            self.linear, counts = solved.weights, solved.counts
+            extra = {"l2": solved.l2, **solved.describe(cfg.dp_item_threshold)}
         else:
             counts = np.zeros(n_items)  # nothing released: no popularity is known
         self.private_counts = counts
@@ -124,7 +124,11 @@ class PrivateTraining:
         self._set_private_weights(counts, np.random.default_rng(cfg.seed))
         statistics = "DP-SGD gradients of the tower"
         if with_head:
-            statistics += "; Gram matrix of the clipped binary rows (its diagonal: the counts)"
+            statistics += (
+                "; item counts; Gram matrix of the clipped binary rows of the items they choose"
+                if len(releases) > 1
+                else "; Gram matrix of the clipped binary rows (its diagonal: the counts)"
+            )
         self.fit_info["privacy"] = dp.record(
             releases,
             epsilon,
