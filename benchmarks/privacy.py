@@ -134,6 +134,7 @@ def run(
                         "clip": (privacy.get("clip") or {}).get("items_per_user"),
                         "l2": privacy.get("l2"),
                         "eigenvalues_raised": privacy.get("eigenvalues_raised"),
+                        "items_solved": privacy.get("items_solved"),
                         "epsilon_spent": privacy.get("epsilon_spent"),
                         "noise_multiplier": noise_multiplier(privacy),
                         "membership_auc": attack and attack["auc"],
