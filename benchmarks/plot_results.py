@@ -70,6 +70,12 @@ def _privacy(report: Any, path: Path) -> Any:
     return plot_privacy(report, path)
 
 
+def _privacy_ceiling(report: Any, path: Path) -> Any:
+    from privacy_ceiling import plot
+
+    return plot(report, path)
+
+
 PICTURES = [  # the first pattern a name matches decides
     Picture("serving*", "serving", "serving.py", _plots.plot_serving),
     Picture("baselines-*", "baselines", "baselines.py", _baselines),
@@ -86,6 +92,7 @@ PICTURES = [  # the first pattern a name matches decides
     Picture("replicas", "replicas", "replicas.py", _plots.plot_replicas),
     Picture("scale*", "scale", "scale.py", _scale),
     Picture("privacy", "privacy", "privacy.py", _privacy),
+    Picture("privacy-ceiling", "privacy-ceiling", "privacy_ceiling.py", _privacy_ceiling),
 ]
 """Records with a picture, and what draws it."""
 
@@ -128,6 +135,8 @@ def add_link(md: Path, picture: Picture, report: Any) -> bool:
         what = "fit time and peak RSS against items"
     elif kind == "privacy":
         from privacy import WHAT as what
+    elif kind == "privacy-ceiling":
+        from privacy_ceiling import WHAT as what
     else:
         what = _plots.what(kind, report)
     md.write_text(text.rstrip("\n") + f"\n\n![{what}]({png})\n", encoding="utf-8")
