@@ -192,6 +192,8 @@ def summary(report: dict) -> list[dict[str, Any]]:
             row[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
             row[f"{key}_n"] = len(values)
         row["sigma"] = runs[0]["sigma"]
+        solved = [r["items_solved"] for r in runs if r.get("items_solved") is not None]
+        row["items_solved"] = round(statistics.mean(solved)) if solved else None
         row["noise_multiplier"] = runs[0].get("noise_multiplier")
         row["delta"] = runs[0]["delta"]
         rows.append(row)
@@ -203,7 +205,7 @@ def summary(report: dict) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
-    headers = ["model", "epsilon", "delta", "sigma", "NDCG@10", "of non-private",
+    headers = ["model", "epsilon", "delta", "sigma", "items", "NDCG@10", "of non-private",
                "Recall@20", "membership AUC"]  # fmt: skip
     md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
@@ -216,6 +218,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             "inf (not private)" if r["epsilon"] == "inf" else f"{r['epsilon']:g}",
             delta,
             sigma,
+            "-" if r.get("items_solved") is None else f"{r['items_solved']:,}",
             f"{r['ndcg@10']:.4f} ± {r['ndcg@10_sd']:.4f}",
             "-" if r["kept"] is None else f"{100 * r['kept']:.1f}%",
             f"{r['recall@20']:.4f} ± {r['recall@20_sd']:.4f}",
@@ -387,11 +390,14 @@ def main(argv: list[str] | None = None) -> None:
             f"{', '.join(map(str, seeds))}; test part of the shared split, full ranking, "
             "train+valid items masked. delta = 1 / training users; each user contributes "
             "at most `dp_clip` items (kinformer and EASE 50, pop 100: defaults fixed in "
-            "advance); EASE's L2 is 250 + 0.5 x 2 sigma sqrt(items) (fixed in advance; 250 at "
-            "inf). Nothing is chosen on validation in any private row: the new-user prior, "
-            "which does not change a trained user's test scores, is off. sigma: the noise sd "
-            "per entry of the Gram matrix (EASE) or of the counts (pop); for kinformer the "
-            "Gram matrix of its linear head (half the budget, same L2 rule) and the DP-SGD "
+            "advance); EASE's noisy counts (10% of the budget) choose the items its Gram "
+            "matrix covers (`dp_item_threshold` 0.1; items: how many, mean over seeds), and "
+            "its L2 is 250 + "
+            "0.5 x 2 sigma sqrt(items) (fixed in advance; 250 at inf). Nothing is chosen on "
+            "validation in any private row: the new-user prior, which does not change a "
+            "trained user's test scores, is off. sigma: the noise sd per entry of the counts "
+            "and of the Gram matrix (EASE) or of the counts (pop); for kinformer those of its "
+            "linear head (half the budget, same rules) and the DP-SGD "
             "noise multiplier of its tower (sd / clip; `dp_*` defaults of "
             "`kinrec.models.transfer.config`, chosen on ml-100k before any ml-1m run: docs/"
             "privacy.md). kinformer's non-private row is the default model (text, graph, "

@@ -552,7 +552,7 @@ class EASE(Recommender):
         return self._top(sims, k)
 
     def item_counts(self) -> np.ndarray:
-        """A private model's noisy counts (the released Gram matrix's diagonal)."""
+        """A private model's noisy counts (released, or its Gram matrix's diagonal)."""
         if self.private_counts is not None:
             return self.private_counts.astype(np.float64)
         return super().item_counts()

@@ -22,7 +22,13 @@ The mechanism (one definition, used by EASE and popularity):
    * item counts ``X^T 1``: one user adds ``x``, L2 norm ``sqrt(|x|) <= sqrt(clip)``
      (:func:`count_sensitivity`; the L2 norm, which is what the Gaussian mechanism needs,
      not the L1 norm ``|x|``). The Gram matrix's diagonal *is* the counts of binary rows, so
-     a model that releases the Gram matrix reads counts from it at no further cost.
+     a model that releases the Gram matrix of every item reads counts from it at no
+     further cost.
+
+   A model solved from a Gram matrix (EASE, kinformer's head: :func:`solve_private_gram`)
+   first releases the counts, which choose the items its Gram matrix covers
+   (:func:`chosen_items`), then the Gram matrix of those items; the noisy matrix is
+   projected onto the positive semi-definite ones before it is solved (post-processing).
 
 3. **Calibration and composition.** A Gaussian mechanism with L2 sensitivity ``Δ`` and noise
    ``σ`` is ``μ``-GDP with ``μ = Δ / σ`` (Dong, Roth & Su 2022), and ``μ``-GDP is
