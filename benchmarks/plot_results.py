@@ -71,9 +71,9 @@ def _privacy(report: Any, path: Path) -> Any:
 
 
 def _privacy_ceiling(report: Any, path: Path) -> Any:
-    from privacy_ceiling import plot
+    from privacy_ceiling import plot_privacy_ceiling
 
-    return plot(report, path)
+    return plot_privacy_ceiling(report, path)
 
 
 PICTURES = [  # the first pattern a name matches decides
