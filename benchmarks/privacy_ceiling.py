@@ -83,8 +83,7 @@ class Scorer:
 
     def __init__(self, split: Any) -> None:
         self.split = split
-        self.rows = split.train.matrix().astype(np.float32)
-        self.rows.data[:] = 1.0
+        self.rows = split.train.matrix()  # binary float32, as EASE's fit takes it
 
     def __call__(self, weights: np.ndarray) -> float:
         from kinrec.evaluation.protocol import evaluate_scores
@@ -97,8 +96,9 @@ class Scorer:
 
 
 def solve(gram: np.ndarray, l2: float) -> np.ndarray:
-    """EASE weights from a (copied) Gram matrix; a noisy one that is not positive definite
-    with ``l2`` gets its negative eigenvalues set to 0 first, as the model does."""
+    """EASE weights from a (copied) Gram matrix. The matrices solved here are noise-free (a
+    Gram matrix, or its top eigenpairs) and positive definite with ``l2``; should rounding
+    make one not, its negative eigenvalues are set to 0 and it is solved again."""
     from kinrec.models.ease import NotPositiveDefiniteError, ease_weights
     from kinrec.privacy.dp import positive_definite
 

@@ -469,6 +469,13 @@ def gram_releases(mu: float, clip: int, item_threshold: float) -> list[Release]:
     ]
 
 
+def gram_statistics(releases: Sequence[Release]) -> str:
+    """What a model solved from :func:`gram_releases` released, for its privacy record."""
+    if len(releases) > 1:
+        return "item counts; Gram matrix of the clipped binary rows of the items they choose"
+    return "Gram matrix of the clipped binary rows (its diagonal: the item counts)"
+
+
 def chosen_items(counts: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
     """The items a private Gram matrix covers (sorted indices): the ``m`` most counted, for
     the largest ``m`` whose ``m``-th noisy count is at least ``threshold * sigma * sqrt(m)``.
@@ -600,18 +607,13 @@ def private_ease_weights(
         seen, releases, clip, config.seed, config.reg_weight, config.dp_noise_l2, threshold,
         "ease",
     )  # fmt: skip
-    statistics = "Gram matrix of the clipped binary rows"
-    statistics += (
-        " of the items chosen by the noisy counts" if len(releases) > 1
-        else " (its diagonal: the item counts)"
-    )  # fmt: skip
     info = record(
         releases,
         epsilon,
         delta,
         clip,
         config.seed,
-        statistics=statistics,
+        statistics=gram_statistics(releases),
         l2={
             "reg_weight": config.reg_weight,
             "for_noise": solved.l2 - config.reg_weight,

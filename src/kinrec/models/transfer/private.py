@@ -124,11 +124,7 @@ class PrivateTraining:
         self._set_private_weights(counts, np.random.default_rng(cfg.seed))
         statistics = "DP-SGD gradients of the tower"
         if with_head:
-            statistics += (
-                "; item counts; Gram matrix of the clipped binary rows of the items they choose"
-                if len(releases) > 1
-                else "; Gram matrix of the clipped binary rows (its diagonal: the counts)"
-            )
+            statistics += "; " + dp.gram_statistics(releases)
         self.fit_info["privacy"] = dp.record(
             releases,
             epsilon,
